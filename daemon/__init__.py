@@ -1,0 +1,1 @@
+"""edgewatch daemon: config, sources, threads, queues, sinks, health, CLI."""

@@ -1,0 +1,62 @@
+"""The value types that travel between stages: Frame (capture -> worker) and Result (worker -> sinks)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture from one source, stamped when it was captured."""
+
+    source_id: str
+    seq: int  # per-source counter starting at 0, never reused within a run
+    image: np.ndarray  # HxWx3 uint8 BGR
+    t_wall: float  # epoch seconds at capture (for the published timestamp)
+    t_mono: float  # time.monotonic() at capture (for ages and latencies)
+    pts: float | None = None  # stream presentation time in seconds, when the source knows it
+
+    @property
+    def resolution_wh(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    def age(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.t_mono
+
+
+def iso_utc(t_wall: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z suffix, the format every payload uses."""
+    return datetime.fromtimestamp(t_wall, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+@dataclass(slots=True)
+class Result:
+    """What the worker produced for one frame; sinks turn it into their own format."""
+
+    frame: Frame
+    pipeline: str
+    detections: sv.Detections
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A unit of work for a sink: a topic kind, the source it concerns and a JSON-ready payload.
+
+    kind is one of: "result" (per-frame detections), "status" (source state, retained),
+    "event" (track events), "stats" (periodic counters, retained).
+    """
+
+    kind: str
+    source_id: str | None
+    payload: dict[str, Any]
+    result: Result | None = None  # the full Result for sinks that need pixels (snapshots, video)

@@ -1,0 +1,1 @@
+"""Sinks: one plug-in per file, each with its own Options model."""

@@ -1,0 +1,1 @@
+"""edgewatch pipelines: pure compute, numpy image in, supervision.Detections out."""

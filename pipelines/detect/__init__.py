@@ -1,0 +1,1 @@
+"""Detector families: one output decoder per file."""

@@ -1,0 +1,91 @@
+"""Model types: the common Options every model has, the Model base classes, and the type-name registry.
+
+The registry lives here rather than in daemon/ so that pipelines/ stays usable as a library on its own
+(two_stage(), infer()); daemon/registry.py exposes this same table next to sources and sinks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.runtime import RuntimeOptions
+
+MODEL_TYPES: dict[str, str] = {
+    "yolox": "pipelines.detect.yolox:YoloX",
+    "yolov5": "pipelines.detect.yolov5:YoloV5",
+    "ultralytics": "pipelines.detect.ultralytics:Ultralytics",
+    "nanodet": "pipelines.detect.nanodet:NanoDet",
+    "db_text": "pipelines.detect.db_text:DbText",
+    "classify": "pipelines.classify:Classifier",
+    "ocr": "pipelines.ocr:CtcOcr",
+    "tesseract": "pipelines.ocr:TesseractOcr",
+    "embed": "pipelines.embed:ImageEmbedder",
+    "clip": "pipelines.embed:ClipModel",
+}
+
+ModelKind = Literal["detect", "classify", "ocr", "embed"]
+
+
+class UnknownTypeError(LookupError):
+    """A type name that no registry table knows, or whose module fails to import."""
+
+
+def import_entry(table: Mapping[str, str], kind: str, name: str) -> Any:
+    """Import the class that `table[name]` ("module:Class") names, with errors that say what was expected."""
+    if name not in table:
+        raise UnknownTypeError(f"unknown {kind} type {name!r}; expected one of: {', '.join(sorted(table))}")
+    module_name, _, attr = table[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownTypeError(f"{kind} type {name!r}: cannot import {module_name}: {exc}") from exc
+    return getattr(module, attr)
+
+
+class ModelOptions(BaseModel):
+    """Fields every model has; each model type's Options subclasses this with its own defaults."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    type: str = Field(..., description="Model type: " + ", ".join(MODEL_TYPES) + ".")
+    path: Path = Field(..., description="Model file: .onnx, or a TensorRT .engine/.plan.")
+    runtime: RuntimeOptions = Field(
+        default_factory=RuntimeOptions, description="Execution providers, threads and warm-up."
+    )
+
+
+class Model(ABC):  # noqa: B024 - a base for shared attributes; each kind adds its own call
+    """A loaded model. Subclasses set `kind` and `Options` and add one batch call:
+
+    detect:   detect(images: Sequence[ndarray]) -> list[sv.Detections]   (source-image pixels)
+    classify: classify(crops: Sequence[ndarray]) -> list[dict]            ({"class","class_id","confidence","top"})
+    ocr:      read(crops: Sequence[ndarray]) -> list[dict]                ({"text","confidence","char_confidences"})
+    embed:    embed(crops: Sequence[ndarray]) -> ndarray [N, D], L2-normalised
+    """
+
+    kind: ClassVar[ModelKind]
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
+
+    def __init__(self, options: ModelOptions, name: str = "") -> None:
+        self.options = options
+        self.name = name or Path(options.path).stem
+
+
+def model_class(type_name: str) -> Any:
+    return import_entry(MODEL_TYPES, "model", type_name)
+
+
+def load_model(spec: ModelOptions | Mapping[str, Any], name: str = "") -> Any:
+    """Build a model from its Options (or a plain dict with at least `type` and `path`)."""
+    type_name = spec.type if isinstance(spec, ModelOptions) else str(spec.get("type", ""))
+    cls = model_class(type_name)
+    options = spec if isinstance(spec, cls.Options) else cls.Options.model_validate(
+        spec.model_dump() if isinstance(spec, ModelOptions) else dict(spec)
+    )
+    return cls(options, name=name)

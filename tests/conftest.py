@@ -1,0 +1,29 @@
+"""Shared test fixtures: where the real models and media live (../shared beside the checkout)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
+MODELS = SHARED / "models"
+MEDIA = SHARED / "media"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real models and media live in ../shared beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return _need(MODELS)
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return _need(MEDIA)
