@@ -1,0 +1,97 @@
+"""The `edgewatch` command line: run | validate | bench | infer | two-stage | clip-compare | build-engine.
+
+Exit codes: 0 success; 1 invalid config, bad input or startup failure (one-paragraph message on stderr);
+2 usage error; 3 ran but did not shut down cleanly within shutdown_timeout_s; 130 forced by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
+
+# Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
+COMMAND_MODULES = ("daemon.cmd_models", "daemon.cmd_embed", "daemon.cmd_engine", "daemon.bench")
+
+
+def setup_logging(level: str) -> None:
+    # journald stamps every line itself; JOURNAL_STREAM tells us stderr goes there.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.config}: valid ({len(config.sources)} sources, {len(config.models)} models, "
+          f"{len(config.sinks)} sinks)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon
+    from daemon.config import ConfigError, load_config
+    from daemon.demo import demo_config_path
+
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    if args.status_interval is not None:
+        config.status_interval_s = args.status_interval
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    try:
+        daemon.start()
+    except (OSError, ValueError, LookupError) as exc:
+        print(f"{path}: cannot start: {exc}", file=sys.stderr)
+        daemon.stop()
+        return EXIT_ERROR
+    daemon.wait()
+    clean = daemon.stop()
+    for line in daemon.summary():
+        print(line, file=sys.stderr)
+    return EXIT_OK if clean else EXIT_UNCLEAN
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgewatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity (default info)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a pipeline config (no argument: the built-in demo)")
+    run.add_argument("config", nargs="?", help="pipeline YAML; omitted: the built-in demo")
+    run.add_argument("--status-interval", type=float, default=None,
+                     help="seconds between live status lines (0: off); overrides the config")
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="check a config file; exit 0 if valid, 1 with the reason if not")
+    validate.add_argument("config")
+    validate.set_defaults(func=cmd_validate)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The Daemon: builds the frame path back to front, runs it, and stops it front to back within a bound."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from daemon import registry
+from daemon.capture import Capture, make_capture
+from daemon.config import Config
+from daemon.fanout import Fanout
+from daemon.frames import Message, Result
+from daemon.payload import result_payload
+from daemon.sinks.base import Sink, SinkContext
+from daemon.stats import Stats
+from daemon.status import StatusLine, summary_lines
+from daemon.worker import Worker
+from pipelines.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """One running pipeline config. start() -> wait() -> stop(); or run() for all three."""
+
+    def __init__(self, config: Config, pipeline: Any = None) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.state_dir = Path(config.state_dir)
+        self._pipeline_override = pipeline
+        self.sinks: list[Sink] = []
+        self.fanout: Fanout | None = None
+        self.captures: dict[str, Capture] = {}
+        self.worker: Worker | None = None
+        self.pipeline: Any = None
+        self._stop = threading.Event()
+        self._signals = 0
+
+    # -- build, back to front -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_sinks()
+        self.pipeline = self._pipeline_override or self._build_pipeline()
+        for options in self.config.sources:
+            self.captures[options.id] = make_capture(options, self.stats, on_state=self._on_state)
+        queues = {sid: cap.queue for sid, cap in self.captures.items()}
+        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch)
+        self.worker.start()
+        for capture in self.captures.values():
+            capture.start()
+        log.info(
+            "edgewatch running pipeline %s: %d source(s), %d sink(s)",
+            self.pipeline.name, len(self.captures), len(self.sinks),
+        )
+
+    def _start_sinks(self) -> None:
+        context = SinkContext(
+            pipeline=self._pipeline_name(),
+            source_ids=tuple(s.id for s in self.config.sources),
+            state_dir=str(self.state_dir),
+        )
+        for options in self.config.sinks:
+            cls = registry.resolve("sink", options.type)
+            self.sinks.append(cls(options, context))
+        self.fanout = Fanout(self.sinks, self.stats)
+        self.fanout.start()
+
+    def _pipeline_name(self) -> str:
+        return str(getattr(self.config.pipeline, "name", "pipeline"))
+
+    def _build_pipeline(self) -> Any:
+        from pipelines.stages import Pipeline
+
+        models = {name: load_model(options, name) for name, options in self.config.models.items()}
+        return Pipeline(self.config.pipeline, models)
+
+    # -- the running daemon ---------------------------------------------------------------------------
+    def _emit(self, result: Result) -> None:
+        assert self.fanout is not None
+        self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
+
+    def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
+        if self.fanout is None:
+            return
+        payload = {"source_id": source_id, "state": state, "detail": detail, "pipeline": self._pipeline_name(),
+                   "timestamp": _now_iso()}
+        self.fanout.submit(Message("status", source_id, payload))
+
+    def finished(self) -> bool:
+        """True when every source has ended (files, folders) and the worker has emptied the queues."""
+        if not self.captures or not all(c.done.is_set() for c in self.captures.values()):
+            return False
+        return all(len(c.queue) == 0 for c in self.captures.values())
+
+    def wait(self) -> None:
+        """Block until a stop is requested or all finite sources are done; prints the live status line."""
+        status = StatusLine(self.stats, self.captures, sys.stderr) if self.config.status_interval_s else None
+        interval = self.config.status_interval_s or 0.5
+        while not self._stop.wait(min(interval, 0.5)):
+            if status is not None:
+                status.maybe_print(interval)
+            if self.finished():
+                log.info("all sources have ended")
+                break
+        if status is not None:
+            status.end()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- stop, front to back --------------------------------------------------------------------------
+    def stop(self) -> bool:
+        """Sources first, then drain the queues, then flush and close sinks; True if all within the bound."""
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        clean = True
+        for capture in self.captures.values():
+            capture.stop(timeout=max(0.1, deadline - time.monotonic()) / max(1, len(self.captures)))
+        if self.worker is not None:
+            clean &= self.worker.stop(drain=True, timeout=max(0.1, deadline - time.monotonic()))
+        for capture in self.captures.values():
+            capture.queue.close()
+        if self.fanout is not None:
+            clean &= bool(self.fanout.close(timeout=max(0.5, deadline - time.monotonic())))
+        if not clean:
+            log.warning("shutdown did not finish within %.1fs", self.config.shutdown_timeout_s)
+        return clean
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                log.warning("second signal: forcing exit")
+                sys.stderr.flush()
+                import os
+
+                os._exit(130)
+            log.info("received %s: stopping (send again to force)", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    def summary(self) -> list[str]:
+        return summary_lines(self.stats)
+
+
+def _now_iso() -> str:
+    from daemon.frames import iso_utc
+
+    return iso_utc(time.time())

@@ -1,0 +1,283 @@
+"""The pipeline config: pydantic models for the YAML, plug-in option resolution and one-paragraph errors.
+
+Validation runs in two passes so that each plug-in owns its options: the top level is checked here, then
+each source, sink and model entry is checked by the Options model of the class its `type:` names
+(daemon/registry.py). Every error names the YAML path and line and says what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from daemon import registry
+from daemon.sinks.base import SinkOptions
+from daemon.sources.base import SourceOptions
+from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
+from pipelines.models import ModelOptions, UnknownTypeError
+
+# Keys under models: and sources: that name input files; relative ones are relative to the config file.
+_INPUT_PATH_KEYS = {"path", "folder", "labels_file", "charset_file", "tokenizer", "text_path", "gallery"}
+
+
+class BatchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_size: int = Field(4, ge=1, le=256, description="Most frames the worker runs through the pipeline at once.")
+    timeout_ms: float = Field(
+        10.0, ge=0, le=10_000, description="How long the worker waits to fill a batch after its first frame."
+    )
+
+
+class HttpOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Serve /healthz and /metrics over HTTP.")
+    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(9108, ge=0, le=65535, description="TCP port (0 picks a free one).")
+
+
+class ApiOptions(BaseModel):
+    """The Roboflow-compatible inference HTTP API (inference_sdk's InferenceHTTPClient talks to it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Serve the inference HTTP API.")
+    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(9001, ge=0, le=65535, description="TCP port (9001 as Roboflow's local server; 0: any free).")
+    api_key: SecretStr | None = Field(
+        None, description="If set, requests must carry this api_key (use ${cred:...} or ${file:...})."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="model_id (e.g. vehicles/1) -> name under models:. Empty: every model as NAME/1.",
+    )
+    model_dirs: list[str] = Field(
+        default_factory=list, description="Folders from which /model/add may load a model file given by path."
+    )
+    max_image_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
+    max_batch: int = Field(32, ge=1, description="Most images in one request.")
+
+
+class Config(BaseModel):
+    """A whole daemon: what to watch, what to run on it, where to publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(1, ge=1, le=1, description="Config format version; only 1 exists.")
+    pipeline: Any = Field(..., description="The model chain: a first-stage detector and second stages per crop.")
+    models: dict[str, ModelOptions] = Field(..., description="Models by name; stages refer to these names.")
+    sources: list[SourceOptions] = Field(..., min_length=1, description="Cameras, files and folders to watch.")
+    sinks: list[SinkOptions] = Field(default_factory=list, description="Where results go: mqtt, jsonl.")
+    batch: BatchOptions = Field(default_factory=BatchOptions, description="Cross-stream batching.")
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="Bound on an orderly shutdown, in seconds.")
+    state_dir: str = Field(
+        default_factory=lambda: os.environ.get("EDGEWATCH_STATE_DIR", "var"),
+        description="Writable directory for spools and caches ($EDGEWATCH_STATE_DIR, else ./var).",
+    )
+    status_interval_s: float = Field(
+        0.0, ge=0, description="Seconds between live status lines on stderr; 0 turns them off."
+    )
+    http: HttpOptions = Field(default_factory=HttpOptions, description="Health and metrics endpoint.")
+    api: ApiOptions = Field(default_factory=ApiOptions, description="Roboflow-compatible inference HTTP API.")
+
+
+class ConfigError(ValueError):
+    """An invalid config; str() is the one-paragraph message for the user."""
+
+
+class _Errors:
+    """Collects errors from all passes so the user sees every problem at once."""
+
+    def __init__(self, src: LoadedYaml) -> None:
+        self.src = src
+        self.items: list[str] = []
+
+    def add(self, loc: Loc, message: str) -> None:
+        line = self.src.line_of(loc)
+        where = _loc_str(loc) or "top level"
+        self.items.append(f"{where}{f' (line {line})' if line else ''}: {message}")
+
+    def add_validation(
+        self, prefix: Loc, exc: ValidationError, model: type[BaseModel] | None, skip: frozenset[Any] = frozenset()
+    ) -> None:
+        for err in exc.errors(include_url=False):
+            loc = (*prefix, *err["loc"])
+            if loc and loc[0] in skip:
+                continue  # already reported entry by entry; an emptied list would only add noise
+            self.add(loc, _explain(err, loc in self.src.secret_locs, model, tuple(err["loc"])))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError(f"{self.src.path}: invalid config: " + "; ".join(self.items) + ".")
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read, substitute and validate a config file; raises ConfigError with a one-paragraph message."""
+    try:
+        src = load_yaml(path, env)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    return validate_config(src)
+
+
+def validate_config(src: LoadedYaml) -> Config:
+    errors = _Errors(src)
+    data = src.data
+    if not isinstance(data, dict):
+        errors.add((), f"expected a mapping of settings, got {type(data).__name__}")
+        errors.raise_if_any()
+    data = dict(data)
+    base_dir = src.path.parent
+    for section in ("models", "sources"):
+        _resolve_input_paths(data.get(section), base_dir)
+    if "models" in data:
+        data["models"] = _plugins_by_name(data["models"], "model", errors)
+    for section, kind in (("sources", "source"), ("sinks", "sink")):
+        if section in data:
+            data[section] = _plugins_in_list(data[section], section, kind, errors)
+    if data.get("pipeline") is not None:
+        data["pipeline"] = _pipeline_spec(data["pipeline"], errors)
+    reported = frozenset(str(item.partition("[")[0].partition(".")[0].partition(" ")[0]) for item in errors.items)
+    config = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors.add_validation((), exc, Config, skip=reported)
+    if config is not None:
+        _check_semantics(config, errors)
+    errors.raise_if_any()
+    assert config is not None
+    return config
+
+
+def _resolve_input_paths(section: Any, base_dir: Path) -> None:
+    entries = section.values() if isinstance(section, dict) else section if isinstance(section, list) else []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for key in _INPUT_PATH_KEYS & entry.keys():
+            value = entry[key]
+            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
+                entry[key] = str(base_dir / value)
+
+
+def _plugin(entry: Any, loc: Loc, kind: str, errors: _Errors, extra: dict[str, Any] | None = None) -> Any:
+    if not isinstance(entry, dict):
+        errors.add(loc, f"expected a mapping with a 'type:' key, got {type(entry).__name__}")
+        return None
+    type_name = entry.get("type")
+    try:
+        cls = registry.resolve(kind, str(type_name)) if type_name is not None else None
+    except (registry.RegistryError, UnknownTypeError) as exc:
+        errors.add((*loc, "type"), str(exc))
+        return None
+    if cls is None:
+        errors.add(loc, f"missing 'type:'; expected one of: {', '.join(registry.names(kind))}")
+        return None
+    try:
+        return cls.Options.model_validate({**entry, **(extra or {})})
+    except ValidationError as exc:
+        errors.add_validation(loc, exc, cls.Options)
+        return None
+
+
+def _plugins_in_list(section: Any, name: str, kind: str, errors: _Errors) -> Any:
+    if not isinstance(section, list):
+        errors.add((name,), f"expected a list of {kind} entries, got {type(section).__name__}")
+        return []
+    built = [_plugin(entry, (name, i), kind, errors) for i, entry in enumerate(section)]
+    return [b for b in built if b is not None]
+
+
+def _plugins_by_name(section: Any, kind: str, errors: _Errors) -> Any:
+    if not isinstance(section, dict):
+        errors.add(("models",), f"expected a mapping of model name -> settings, got {type(section).__name__}")
+        return {}
+    built = {name: _plugin(entry, ("models", name), kind, errors) for name, entry in section.items()}
+    for name, options in built.items():
+        if options is not None and not Path(options.path).is_file():
+            errors.add(("models", name, "path"), f"model file {options.path} does not exist")
+    return {name: b for name, b in built.items() if b is not None}
+
+
+def _pipeline_spec(section: Any, errors: _Errors) -> Any:
+    from pipelines.stages import PipelineSpec
+
+    try:
+        return PipelineSpec.model_validate(section)
+    except ValidationError as exc:
+        errors.add_validation(("pipeline",), exc, PipelineSpec)
+        return None
+
+
+def _check_semantics(config: Config, errors: _Errors) -> None:
+    for section, items in (("sources", config.sources), ("sinks", config.sinks)):
+        counts = Counter(item.id for item in items)
+        for i, item in enumerate(items):
+            if counts[item.id] > 1:
+                errors.add((section, i, "id"), f"duplicate id {item.id!r}; each entry needs its own id")
+    _check_stage_models(config, errors)
+
+
+def _check_stage_models(config: Config, errors: _Errors) -> None:
+    """Every model a stage names must exist and be of a kind that fits its place in the chain."""
+    spec = config.pipeline
+    first = getattr(spec, "detector", None)
+    if first is not None:
+        _check_model_ref(config, first, ("pipeline", "detector"), {"detect"}, errors)
+
+    def walk(stages: Any, loc: Loc) -> None:
+        for i, stage in enumerate(stages or []):
+            here = (*loc, "stages", i)
+            _check_model_ref(config, stage.model, (*here, "model"), None, errors)
+            walk(getattr(stage, "stages", None), here)
+
+    walk(getattr(spec, "stages", None), ("pipeline",))
+
+
+def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None, errors: _Errors) -> None:
+    if name not in config.models:
+        known = ", ".join(sorted(config.models)) or "none defined"
+        errors.add(loc, f"unknown model {name!r}; models defined under models: are: {known}")
+        return
+    kind = registry.resolve("model", config.models[name].type).kind
+    if kinds is not None and kind not in kinds:
+        errors.add(loc, f"model {name!r} is a {kind} model; this position needs a {' or '.join(sorted(kinds))} model")
+
+
+def _loc_str(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: Any, secret: bool, model: type[BaseModel] | None, rel_loc: Loc) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, rel_loc[:-1])
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key {rel_loc[-1]!r}{hint}"
+    if kind == "missing":
+        return "required setting is missing"
+    text = msg[0].lower() + msg[1:] if msg else kind
+    if not secret and "input" in err and not isinstance(err["input"], dict | list):
+        text += f", got {err['input']!r}"
+    return text
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: Loc) -> list[str]:
+    """Walk nested pydantic models along loc to list the keys allowed there (best effort)."""
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return sorted(model.model_fields) if model is not None else []

@@ -1,0 +1,103 @@
+"""The published JSON: a Result and its (nested) detections as plain, stable, documented dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from daemon.frames import Result, iso_utc
+
+SCHEMA_VERSION = 1
+
+
+def result_payload(result: Result) -> dict[str, Any]:
+    """One message per frame; README "Payload schema" documents every field."""
+    frame = result.frame
+    width, height = frame.resolution_wh
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "source_id": frame.source_id,
+        "seq": frame.seq,
+        "timestamp": iso_utc(frame.t_wall),
+        "pipeline": result.pipeline,
+        "width": width,
+        "height": height,
+        "detections": detection_records(result.detections),
+    }
+    if frame.pts is not None:
+        payload["pts"] = round(frame.pts, 3)
+    if result.timings_ms:
+        payload["latency_ms"] = {k: round(v, 2) for k, v in result.timings_ms.items()}
+    return payload
+
+
+def detection_records(detections: sv.Detections) -> list[dict[str, Any]]:
+    """Each detection with its box, class and confidence, then its second-stage results."""
+    n = len(detections)
+    if n == 0:
+        return []
+    xyxy = np.round(detections.xyxy.astype(float), 1).tolist()
+    confidence = detections.confidence.tolist() if detections.confidence is not None else [None] * n
+    class_id = detections.class_id.tolist() if detections.class_id is not None else [None] * n
+    names = detections.data.get("class_name")
+    trackers = detections.tracker_id.tolist() if detections.tracker_id is not None else None
+    stages: dict[str, str] = dict(detections.metadata.get("stages", {}))
+    records = []
+    for i in range(n):
+        record: dict[str, Any] = {
+            "bbox": xyxy[i],
+            "class": str(names[i]) if names is not None else str(class_id[i]),
+            "class_id": None if class_id[i] is None else int(class_id[i]),
+            "confidence": None if confidence[i] is None else round(float(confidence[i]), 4),
+        }
+        if trackers is not None:
+            record["tracker_id"] = int(trackers[i])
+        _add_geometry(record, detections, i)
+        _add_stages(record, detections, stages, i)
+        records.append(record)
+    return records
+
+
+def _add_geometry(record: dict[str, Any], detections: sv.Detections, i: int) -> None:
+    for key in ("keypoints", "polygon"):
+        value = detections.data.get(key)
+        if value is not None and value[i] is not None:
+            record[key] = np.round(np.asarray(value[i], dtype=float), 1).tolist()
+
+
+def _add_stages(record: dict[str, Any], detections: sv.Detections, stages: dict[str, str], i: int) -> None:
+    """Second-stage results under "stages" by name, plus Roboflow-style shortcuts for the first of each kind."""
+    out: dict[str, Any] = {}
+    for name, kind in stages.items():
+        value = detections.data[name][i]
+        if value is None:
+            continue
+        if kind == "detect":
+            out[name] = detection_records(value)
+        elif kind == "embed":
+            out[name] = {"embedding": np.round(np.asarray(value, dtype=float), 5).tolist()}
+        else:
+            out[name] = _jsonable(value)
+        if kind == "classify":
+            record.setdefault("classification", out[name])
+        elif kind == "ocr":
+            record.setdefault("text", out[name].get("text"))
+            record.setdefault("text_confidence", out[name].get("confidence"))
+    if out:
+        record["stages"] = out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float):
+        return round(value, 4)
+    return value

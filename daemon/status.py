@@ -1,0 +1,67 @@
+"""The human-facing view of Stats: a live one-line status on a terminal and the end-of-run summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from daemon.stats import Stats
+
+
+class StatusLine:
+    """Rewrites one terminal line (or prints a line per interval when not a TTY)."""
+
+    def __init__(self, stats: Stats, captures: Mapping[str, Any], out: TextIO) -> None:
+        self.stats = stats
+        self.captures = captures
+        self.out = out
+        self.tty = out.isatty()
+        self._last = 0.0
+
+    def maybe_print(self, interval: float) -> None:
+        now = time.monotonic()
+        if now - self._last < interval:
+            return
+        self._last = now
+        line = self.render(now)
+        if self.tty:
+            self.out.write("\r\x1b[2K" + line)
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def render(self, now: float) -> str:
+        parts = []
+        for sid, source in self.stats.sources.items():
+            capture = self.captures.get(sid)
+            depth = len(capture.queue) if capture is not None else 0
+            drops = sum(source.dropped.values())
+            parts.append(
+                f"{sid} {source.state} {source.process_rate.per_second(now):.1f}fps "
+                f"det={source.detections} q={depth} drop={drops}"
+            )
+        sinks = " ".join(f"{s.sink_id}:{s.published}" + (f"!{s.failed}" if s.failed else "")
+                         for s in self.stats.sinks.values())
+        return " | ".join(parts) + (f" || sinks {sinks}" if sinks else "")
+
+    def end(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def summary_lines(stats: Stats) -> list[str]:
+    elapsed = max(time.monotonic() - stats.started_mono, 1e-6)
+    lines = [f"ran {elapsed:.1f}s; worker: {stats.worker.frames} frames in {stats.worker.batches} batches, "
+             f"{stats.worker.errors} errors"]
+    for sid, s in stats.sources.items():
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(s.dropped.items())) or "none"
+        lines.append(
+            f"source {sid}: {s.state}; captured {s.captured}, processed {s.processed} "
+            f"({s.processed / elapsed:.1f} fps), detections {s.detections}, dropped {dropped}, "
+            f"reconnects {s.reconnects}, errors {s.errors}"
+        )
+    for kid, k in stats.sinks.items():
+        lines.append(f"sink {kid}: published {k.published}, failed {k.failed}, dropped {k.dropped}")
+    return lines

@@ -1,0 +1,203 @@
+"""The inference worker: pulls fairly across source queues, batches frames, runs the pipeline, emits Results.
+
+One worker per process because the accelerator is one device; ONNX Runtime releases the GIL while it
+computes, so capture and sink threads keep running meanwhile. Other work for the same device (HTTP
+inference requests) is submitted as jobs and interleaved with frame batches so neither starves.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import supervision as sv
+
+from daemon.config import BatchOptions
+from daemon.frames import Frame, Result
+from daemon.queues import FrameQueue
+from daemon.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class PipelineLike(Protocol):
+    name: str
+
+    def run(self, images: Sequence[Any], keys: Sequence[str] | None = None) -> list[sv.Detections]: ...
+
+
+class Observer(Protocol):
+    """Optional metrics hooks (daemon/health.py implements them)."""
+
+    def observe_inference(self, stage: str, seconds: float) -> None: ...
+
+    def observe_batch(self, size: int) -> None: ...
+
+
+class Worker:
+    """Runs in its own thread; start(), then stop(drain=True) after the sources have stopped."""
+
+    def __init__(
+        self,
+        queues: dict[str, FrameQueue],
+        pipeline: PipelineLike,
+        emit: Callable[[Result], None],
+        stats: Stats,
+        batch: BatchOptions,
+        observer: Observer | None = None,
+    ) -> None:
+        self.queues = queues
+        self.pipeline = pipeline
+        self.emit = emit
+        self.stats = stats
+        self.batch = batch
+        self.observer = observer
+        self._wake = threading.Event()
+        for q in queues.values():
+            q.on_put.append(self._wake)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._rr = 0  # round-robin start index, advanced every pull so no source is always first
+        self._stop = threading.Event()
+        self._drain = True
+        self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop after (optionally) processing what the queues still hold; True if it finished in time."""
+        self._drain = drain
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run fn on the worker thread, interleaved fairly with frame batches (used by the HTTP API)."""
+        future: Future[Any] = Future()
+        self._jobs.put((fn, future))
+        self._wake.set()
+        return future
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch:
+                self._process(batch)
+            self._run_jobs(limit=None if not batch else 1)
+            if self._stop.is_set() and (not self._drain or not any(len(q) for q in self.queues.values())):
+                break
+        self._run_jobs(limit=None)
+
+    def _collect(self) -> list[Frame]:
+        """Up to batch.max_size frames, one per source per round, waiting at most timeout_ms to fill."""
+        max_size = self.batch.max_size
+        batch: list[Frame] = []
+        deadline: float | None = None
+        while len(batch) < max_size:
+            self._wake.clear()
+            got = self._take_round(max_size - len(batch))
+            batch.extend(got)
+            now = time.monotonic()
+            if got and deadline is None:
+                deadline = now + self.batch.timeout_ms / 1000.0
+            if len(batch) >= max_size or (got and self.batch.timeout_ms == 0):
+                break
+            if got:
+                continue
+            if not batch:
+                if self._stop.is_set() or not self._jobs.empty():
+                    break
+                self._wake.wait(0.1)
+                self.stats.worker.last_progress_mono = time.monotonic()  # idle is not wedged
+                continue
+            remaining = (deadline or now) - now
+            if remaining <= 0 or self._stop.is_set():
+                break
+            self._wake.wait(remaining)
+        return batch
+
+    def _take_round(self, limit: int) -> list[Frame]:
+        ids = list(self.queues)
+        if not ids:
+            return []
+        start = self._rr % len(ids)
+        self._rr += 1
+        out: list[Frame] = []
+        for sid in ids[start:] + ids[:start]:
+            if len(out) >= limit:
+                break
+            frame = self.queues[sid].get_nowait()
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def _process(self, batch: list[Frame]) -> None:
+        t0 = time.monotonic()
+        try:
+            outputs = self.pipeline.run([f.image for f in batch], [f.source_id for f in batch])
+        except Exception:  # isolation boundary: the per-frame worker step
+            log.exception("pipeline %s failed on a batch of %d; retrying frame by frame", self.pipeline.name, len(batch))
+            self._process_one_by_one(batch)
+            return
+        self._finish(batch, outputs, t0)
+
+    def _process_one_by_one(self, batch: list[Frame]) -> None:
+        for frame in batch:
+            t0 = time.monotonic()
+            try:
+                outputs = self.pipeline.run([frame.image], [frame.source_id])
+            except Exception as exc:  # isolation boundary: the per-frame worker step
+                source = self.stats.source(frame.source_id)
+                source.errors += 1
+                source.dropped["error"] += 1
+                source.last_error = f"pipeline failed: {exc}"
+                self.stats.worker.errors += 1
+                log.error("source %s frame %d dropped: pipeline failed: %s", frame.source_id, frame.seq, exc)
+                continue
+            self._finish([frame], outputs, t0)
+
+    def _finish(self, batch: list[Frame], outputs: list[sv.Detections], t0: float) -> None:
+        t1 = time.monotonic()
+        infer_ms = (t1 - t0) * 1000.0
+        worker = self.stats.worker
+        worker.batches += 1
+        worker.frames += len(batch)
+        worker.last_batch_size = len(batch)
+        worker.batch_sizes[len(batch)] += 1
+        worker.infer_ms_total += infer_ms
+        worker.last_progress_mono = t1
+        if self.observer is not None:
+            self.observer.observe_inference(self.pipeline.name, t1 - t0)
+            self.observer.observe_batch(len(batch))
+        for frame, detections in zip(batch, outputs, strict=True):
+            source = self.stats.source(frame.source_id)
+            source.processed += 1
+            source.detections += len(detections)
+            source.process_rate.tick(t1)
+            timings = {"queue": (t0 - frame.t_mono) * 1000.0, "infer": infer_ms}
+            self.emit(Result(frame, self.pipeline.name, detections, timings))
+
+    def _run_jobs(self, limit: int | None) -> None:
+        done = 0
+        while limit is None or done < limit:
+            try:
+                fn, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            done += 1
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # isolation boundary: a bad request must not stop the worker
+                future.set_exception(exc)

@@ -1,0 +1,134 @@
+"""YAML loading that remembers line numbers, and ${...} substitution from the environment and secret files.
+
+Substitution forms (in any string value):
+  ${VAR}                 environment variable (error if unset)
+  ${VAR:-default}        environment variable with a default
+  ${file:/path/to/file}  the file's contents, trailing newline stripped (secrets)
+  ${cred:name}           $CREDENTIALS_DIRECTORY/name, systemd's LoadCredential= (secrets)
+  ${package:pkg/rel/path} a file shipped inside an installed Python package (e.g. PP-OCR models)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Loc = tuple[str | int, ...]
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+class YamlError(ValueError):
+    """A YAML file that cannot be read, parsed or substituted; the message is ready for the user."""
+
+
+@dataclass
+class LoadedYaml:
+    """Parsed data plus where each value came from, so errors can name the line."""
+
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+    secret_locs: set[Loc] = field(default_factory=set)  # values that came from ${...}: never echo them
+
+    def line_of(self, loc: Loc) -> int | None:
+        """Line of the deepest known ancestor of loc (pydantic locations can be deeper than the YAML)."""
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in self.lines:
+                return self.lines[loc[:cut]]
+        return None
+
+
+def load_yaml(path: str | Path, env: dict[str, str] | None = None) -> LoadedYaml:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YamlError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlError(f"{path}{where}: not valid YAML: {problem}.") from exc
+    loaded = LoadedYaml(path, None)
+    if node is None:
+        loaded.data = {}
+        return loaded
+    loaded.data = _convert(node, (), loaded, os.environ if env is None else env)
+    return loaded
+
+
+def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Any) -> Any:
+    out.lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in result:
+                raise YamlError(f"{out.path} (line {key_node.start_mark.line + 1}): duplicate key {key!r}.")
+            out.lines[(*loc, key)] = key_node.start_mark.line + 1
+            result[key] = _convert(value_node, (*loc, key), out, env)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(child, (*loc, i), out, env) for i, child in enumerate(node.value)]
+    value = yaml.SafeLoader(" ").construct_object(node, deep=True)  # typed scalar: int, bool, null...
+    if isinstance(value, str) and "${" in value:
+        out.secret_locs.add(loc)
+        return _substitute(value, loc, out, env)
+    return value
+
+
+def _substitute(value: str, loc: Loc, out: LoadedYaml, env: Any) -> str:
+    def replace(match: re.Match[str]) -> str:
+        return resolve_reference(match.group(1), env, where=f"{out.path} (line {out.lines[loc]})")
+
+    return _VAR.sub(replace, value)
+
+
+def resolve_reference(ref: str, env: Any, where: str) -> str:
+    """Resolve the inside of one ${...}; errors name the reference, never the secret's value."""
+    scheme, sep, rest = ref.partition(":")
+    if sep and scheme == "file":
+        return _read_secret(Path(rest), where, ref)
+    if sep and scheme == "cred":
+        cred_dir = env.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise YamlError(f"{where}: ${{{ref}}} needs $CREDENTIALS_DIRECTORY (set by systemd LoadCredential=).")
+        return _read_secret(Path(cred_dir) / rest, where, ref)
+    if sep and scheme == "package":
+        return str(_package_file(rest, where, ref))
+    name, _, default = ref.partition(":-")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise YamlError(f"{where}: ${{{ref}}} is not a valid reference; expected ${{VAR}}, ${{VAR:-default}}, "
+                        "${file:PATH}, ${cred:NAME} or ${package:PKG/PATH}.")
+    if name in env:
+        return str(env[name])
+    if ":-" in ref:
+        return default
+    raise YamlError(f"{where}: environment variable {name} is not set (used as ${{{ref}}}).")
+
+
+def _read_secret(path: Path, where: str, ref: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise YamlError(f"{where}: cannot read ${{{ref}}}: {exc.strerror or exc}.") from exc
+
+
+def _package_file(rest: str, where: str, ref: str) -> Path:
+    package, _, rel = rest.partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise YamlError(f"{where}: ${{{ref}}}: Python package {package!r} is not installed.")
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
+    if not path.exists():
+        raise YamlError(f"{where}: ${{{ref}}}: {rel} is not inside package {package!r}.")
+    return path
