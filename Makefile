@@ -1,0 +1,44 @@
+# edgewatch: `make demo` and `make test` work on a fresh Debian/Ubuntu machine with Python >= 3.10.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SYSTEM_PACKAGES := mosquitto ffmpeg tesseract-ocr libgl1 libglib2.0-0 openssl python3-gi \
+	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav systemd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test lint system-deps clean
+
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c .ci/constraints.txt -e '.[dev]'
+	# rapidocr carries the PP-OCR models; --no-deps keeps its GUI OpenCV pin from adding a second OpenCV wheel.
+	$(PIP) install --quiet --no-deps -c .ci/constraints.txt rapidocr_onnxruntime six
+	$(PY) -c "import importlib.metadata as m; cv=[d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].lower().startswith('opencv')]; assert len(cv)==1, cv"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/edgewatch run
+
+system-deps:
+	@missing=""; for b in mosquitto ffmpeg tesseract openssl systemd-analyze; do command -v $$b >/dev/null || missing=1; done; \
+	/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null || missing=1; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+
+test: setup system-deps
+	$(VENV)/bin/ruff check daemon pipelines tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check daemon pipelines tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) out var .cache
