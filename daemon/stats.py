@@ -66,6 +66,11 @@ class SinkStats:
     dropped: int = 0
     queue_depth: int = 0
     last_error: str = ""
+    # Written by daemon/spool.py for sinks with a durable spool (MQTT); read by health and metrics.
+    spooling: bool = False  # the spool accepts messages, so a disconnected sink loses nothing
+    spool_depth: int = 0
+    spool_bytes: int = 0
+    spool_dropped: int = 0  # discarded by the spool's size/age limits
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from pipelines.models import Model, ModelKind, ModelOptions
-from pipelines.runtime import ModelLoadError, Runtime
+from pipelines.runtime import ModelLoadError, model_label, open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class Classifier(Model):
             options = ClassifierOptions.model_validate(options.model_dump())
         super().__init__(options, name)
         self.opts = options
-        self.runtime = Runtime(options.path, options.runtime, stage=self.name)
+        self.runtime = open_runtime(options.path, options.runtime, stage=self.name)
         self.input = self.runtime.inputs[0]
         self.layout, self.channels, self.size_wh = self._check_input()
         self.labels = self._load_labels()
 
     def _fail(self, message: str) -> ModelLoadError:
-        return ModelLoadError(f"stage {self.name!r}: {self.opts.path}: {message}")
+        return ModelLoadError(f"{model_label(self.name, Path(self.opts.path))}: {message}")
 
     def _check_input(self) -> tuple[str, int, tuple[int, int]]:
         shape = self.input.shape
@@ -128,6 +128,11 @@ class Classifier(Model):
         if self.opts.labels_file is not None:
             labels = read_labels(Path(self.opts.labels_file))
         dims = self.runtime.outputs[0].shape[1:]
+        if len([d for d in dims if d != 1]) > 1:
+            raise self._fail(
+                f"classifier output {self.runtime.outputs[0].name!r} has shape {self.runtime.outputs[0].shape}; "
+                "expected [N, classes] (extra axes of size 1 allowed)"
+            )
         if labels is not None and all(isinstance(v, int) and v > 0 for v in dims):
             classes = int(np.prod(dims))  # type: ignore[arg-type]
             if len(labels) != classes:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pipelines.models import Model, ModelKind, ModelOptions
-from pipelines.runtime import ModelLoadError, Runtime
+from pipelines.runtime import InferenceError, ModelLoadError, model_label, open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class CtcOcr(Model):
             options = CtcOcrOptions.model_validate(options.model_dump())
         super().__init__(options, name)
         self.opts = options
-        self.runtime = Runtime(options.path, options.runtime, stage=self.name)
+        self.runtime = open_runtime(options.path, options.runtime, stage=self.name)
         self.input = self.runtime.inputs[0]
         self._check_input()
         self.table = character_table(self._charset())
@@ -107,7 +107,7 @@ class CtcOcr(Model):
         self.buckets = sorted({w for w in options.bucket_widths if w < options.max_width} | {options.max_width})
 
     def _fail(self, message: str) -> ModelLoadError:
-        return ModelLoadError(f"stage {self.name!r}: {self.opts.path}: {message}")
+        return ModelLoadError(f"{model_label(self.name, Path(self.opts.path))}: {message}")
 
     def _check_input(self) -> None:
         shape = self.input.shape
@@ -177,14 +177,9 @@ def finish_reading(text: str, confs: Sequence[float], options: Any) -> dict[str,
 
 
 def model_metadata(runtime: Any) -> Mapping[str, str]:
-    """Custom metadata of the runtime's model (the ONNX metadata_props); empty when it has none."""
+    """Custom metadata of the runtime's model (ONNX metadata_props); empty when the runtime has none."""
     metadata = getattr(runtime, "metadata", None)
-    if isinstance(metadata, Mapping):
-        return metadata
-    session = getattr(runtime, "session", None)
-    if session is not None and hasattr(session, "get_modelmeta"):
-        return dict(session.get_modelmeta().custom_metadata_map)
-    return {}
+    return metadata if isinstance(metadata, Mapping) else {}
 
 
 class TesseractOptions(ModelOptions):
@@ -239,9 +234,9 @@ class TesseractOcr(Model):
                 self.command(), input=png.tobytes(), capture_output=True, timeout=self.opts.timeout_s, check=False
             )
         except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"stage {self.name!r}: tesseract took over {self.opts.timeout_s}s") from exc
+            raise InferenceError(f"stage {self.name!r}: tesseract took over {self.opts.timeout_s}s") from exc
         if done.returncode != 0:
-            raise RuntimeError(
+            raise InferenceError(
                 f"stage {self.name!r}: tesseract exited {done.returncode}: {done.stderr.decode(errors='replace')}"
             )
         text, confs = parse_tsv(done.stdout.decode("utf-8", errors="replace"))

@@ -1,70 +1,375 @@
-"""Model sessions: ONNX Runtime (CPU/CUDA/TensorRT execution providers) behind one small interface.
+"""Model sessions: ONNX Runtime (TensorRT EP, CUDA EP, CPU) with provider fallback, warm-up and batching.
 
-PLACEHOLDER-FREE MINIMAL VERSION: the runtime owner extends this (provider fallback, TensorRT engines)
-keeping the interface: Runtime(path, options, stage).inputs/.outputs/.provider/.run(feeds).
+`open_runtime()` is the one entry point: it returns an ONNX Runtime session for `.onnx` files and a native
+TensorRT engine runtime (pipelines/engine.py) for `.engine`/`.plan` files; both have the same interface.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 Provider = Literal["tensorrt", "cuda", "cpu"]
 
+ORT_PROVIDER_NAMES: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+ENGINE_SUFFIXES = (".engine", ".plan")
+# ORT raises its own exception classes, none of which derives from RuntimeError.
+ORT_ERRORS: tuple[type[BaseException], ...] = (
+    ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
+    ort_state.RuntimeException, ort_state.EPFail, ort_state.NotImplemented, ort_state.InvalidGraph,
+    RuntimeError,
+)
+# Spatial size used for dynamic dimensions during warm-up: a multiple of 32, as detectors need.
+WARMUP_DYNAMIC_SIDE = 64
+
 
 class RuntimeOptions(BaseModel):
+    """How a model file is executed: providers in fallback order, threads, warm-up, TensorRT settings."""
+
     model_config = ConfigDict(extra="forbid")
 
     providers: list[Provider] = Field(
-        default_factory=lambda: ["cpu"], description="Execution providers in fallback order."
+        default_factory=lambda: ["cpu"],
+        description="Execution providers in fallback order: tensorrt, cuda, cpu. The first one available "
+        "runs the model; listing cpu last makes loading never fail for lack of a GPU.",
+        min_length=1,
     )
     intra_op_threads: int | None = Field(None, ge=1, description="Threads inside one operator (CPU).")
     inter_op_threads: int | None = Field(None, ge=1, description="Threads across operators (CPU).")
     warmup_runs: int = Field(1, ge=0, description="Inference runs on zeros at load time.")
+    device_id: int = Field(0, ge=0, description="GPU index for the CUDA/TensorRT providers and engines.")
+    trt_cache_dir: Path | None = Field(
+        None,
+        description="Directory for cached TensorRT engines. Default: $CACHE_DIRECTORY/trt under systemd, "
+        "else ~/.cache/edgewatch/trt.",
+    )
+    trt_fp16: bool = Field(True, description="Let TensorRT use float16 kernels where the GPU has them.")
+    trt_workspace_mb: int = Field(
+        2048, ge=16, description="Scratch memory TensorRT may use while building an engine, in MiB."
+    )
 
 
 class ModelLoadError(ValueError):
     """A model file that is missing, corrupt, or does not fit the stage it was given to."""
 
 
+class InferenceError(RuntimeError):
+    """A run that the backend refused (wrong shape or dtype fed, device failure)."""
+
+
 @dataclass(frozen=True)
 class TensorInfo:
+    """One model input or output: a dimension is an int when fixed, a name or None when dynamic."""
+
     name: str
     shape: tuple[int | str | None, ...]
     dtype: np.dtype
 
 
+class RuntimeLike(Protocol):
+    """What stages rely on; Runtime (ONNX Runtime) and engine.TrtRuntime (TensorRT) both provide it."""
+
+    path: Path
+    stage: str
+    provider: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    metadata: dict[str, str]
+
+    @property
+    def batch_dynamic(self) -> bool: ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def model_label(stage: str, path: Path) -> str:
+    return f"stage {stage!r}: model {path}" if stage else f"model {path}"
+
+
+def default_cache_dir() -> Path:
+    """Engine cache: systemd's CacheDirectory= when set, else the user's cache folder."""
+    systemd = os.environ.get("CACHE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0]) / "trt"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgewatch" / "trt"
+
+
+def trt_cache_dir(options: RuntimeOptions) -> Path:
+    return (options.trt_cache_dir or default_cache_dir()).expanduser()
+
+
+def provider_options(name: Provider, options: RuntimeOptions) -> dict[str, Any]:
+    """ONNX Runtime's option dict for one of our provider names."""
+    if name == "tensorrt":
+        return {
+            "device_id": options.device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(trt_cache_dir(options)),
+            "trt_fp16_enable": options.trt_fp16,
+            "trt_max_workspace_size": options.trt_workspace_mb << 20,
+        }
+    if name == "cuda":
+        return {"device_id": options.device_id}
+    return {}
+
+
+def choose_providers(
+    options: RuntimeOptions, available: Sequence[str], label: str = "model"
+) -> list[tuple[str, dict[str, Any]]]:
+    """The (ORT provider name, options) list to pass to ONNX Runtime, in the requested order.
+
+    Pure: `available` is what `ort.get_available_providers()` says, so this is testable without a GPU.
+    CPU is always usable in ONNX Runtime, so requesting it can never fail.
+    """
+    chosen = [
+        (ORT_PROVIDER_NAMES[name], provider_options(name, options))
+        for name in dict.fromkeys(options.providers)
+        if ORT_PROVIDER_NAMES[name] in available or name == "cpu"
+    ]
+    if not chosen:
+        raise ModelLoadError(
+            f"{label}: none of the requested execution providers {options.providers} is available; "
+            f"this ONNX Runtime offers {list(available)} (add 'cpu' to providers to fall back)"
+        )
+    return chosen
+
+
+def provider_name(ort_name: str) -> str:
+    """Our short name for an ORT provider name ("CUDAExecutionProvider" -> "cuda")."""
+    for short, long in ORT_PROVIDER_NAMES.items():
+        if long == ort_name:
+            return short
+    return ort_name
+
+
+def check_input(
+    runtime: RuntimeLike,
+    family: str,
+    *,
+    rank: int = 4,
+    channels: int | None = 3,
+    channel_axis: int = 1,
+    dtypes: Sequence[str] = ("float32", "float16"),
+    num_inputs: int | None = 1,
+) -> TensorInfo:
+    """The model's first input, after checking it is what the `family` stage can feed.
+
+    Raises ModelLoadError "stage X: model FILE expects input [..] float16 but the yolox stage needs
+    [N,3,H,W] float32" so that a model given to the wrong stage fails at load, not on the first frame.
+    """
+    label = model_label(runtime.stage, runtime.path)
+    if num_inputs is not None and len(runtime.inputs) != num_inputs:
+        names = [i.name for i in runtime.inputs]
+        raise ModelLoadError(f"{label} has inputs {names} but the {family} stage needs {num_inputs} input(s)")
+    info = runtime.inputs[0]
+    shape_ok = len(info.shape) == rank and (
+        channels is None or info.shape[channel_axis] in (channels, None) or isinstance(info.shape[channel_axis], str)
+    )
+    if not shape_ok or info.dtype.name not in dtypes:
+        raise ModelLoadError(
+            f"{label} expects input {info.name} {format_shape(info.shape)} {info.dtype.name} but the "
+            f"{family} stage needs {_needed_shape(rank, channels, channel_axis)} {' or '.join(dtypes)}"
+        )
+    return info
+
+
+def _needed_shape(rank: int, channels: int | None, channel_axis: int) -> str:
+    """"[N,3,H,W]"-style text for what a stage feeds."""
+    dims = ["N"] + (["H", "W"] if rank == 4 else ["D"] * max(0, rank - 2))
+    if rank >= 2:
+        dims.insert(channel_axis % rank, "C" if channels is None else str(channels))
+    return "[" + ",".join(dims[:rank]) + "]"
+
+
+def format_shape(shape: Sequence[int | str | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def fixed_batch(inputs: Sequence[TensorInfo]) -> int | None:
+    """The batch size every input is fixed at, or None when the batch axis is dynamic."""
+    sizes = {i.shape[0] for i in inputs if len(i.shape) >= 1}
+    if len(sizes) == 1:
+        size = next(iter(sizes))
+        if isinstance(size, int) and size > 0:
+            return size
+    return None
+
+
+def run_batched(
+    run_once: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    feeds: dict[str, np.ndarray],
+    batch: int | None,
+) -> list[np.ndarray]:
+    """Run `feeds` of batch N on a model fixed at `batch`: chunk (padding the last chunk) and concatenate.
+
+    Outputs whose first axis is the batch are concatenated; a batch-1 model whose output has no batch
+    axis (some exports squeeze it) gets its per-image outputs stacked on a new first axis.
+    """
+    sizes = {v.shape[0] for v in feeds.values() if v.ndim >= 1}
+    if len(sizes) != 1:
+        raise InferenceError(f"feeds disagree on the batch size: { {k: v.shape for k, v in feeds.items()} }")
+    n = sizes.pop()
+    if batch is None or n == batch:
+        return run_once(feeds)
+    parts: list[list[np.ndarray]] = []
+    batched: list[bool] = []
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        outs = run_once({k: _pad_rows(v[start : start + count], batch) for k, v in feeds.items()})
+        batched = [o.ndim >= 1 and o.shape[0] == batch for o in outs]
+        parts.append([o[:count] if is_batch else o for o, is_batch in zip(outs, batched)])
+    joined = []
+    for index, column in enumerate(zip(*parts)):
+        if batched[index]:
+            joined.append(np.concatenate(column, axis=0))
+        elif batch == 1:
+            joined.append(np.stack(column, axis=0))
+        else:
+            raise InferenceError(f"output {index} has no batch axis; cannot split a batch of {batch}")
+    return joined
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    if array.shape[0] == rows:
+        return array
+    filler = np.repeat(array[-1:], rows - array.shape[0], axis=0)
+    return np.concatenate([array, filler], axis=0)
+
+
+def warmup_feeds(inputs: Sequence[TensorInfo]) -> tuple[dict[str, np.ndarray], bool]:
+    """Zeros of each input's shape, dynamic dims filled in (batch 1, others 64); and whether any was guessed."""
+    feeds: dict[str, np.ndarray] = {}
+    guessed = False
+    for info in inputs:
+        shape = []
+        for axis, dim in enumerate(info.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            else:
+                guessed = True
+                shape.append(1 if axis == 0 else WARMUP_DYNAMIC_SIDE)
+        feeds[info.name] = np.zeros(shape, dtype=info.dtype)
+    return feeds, guessed
+
+
+def warm_up(runtime: RuntimeLike, runs: int, skip_guessed: bool = False) -> None:
+    """Run zeros through the model `runs` times so the first real frame pays no lazy-init cost.
+
+    A failure with fully fixed shapes means the model is broken (ModelLoadError); with guessed dynamic
+    sizes it may only mean the guess does not suit the model, so it is logged and loading goes on.
+    """
+    if runs <= 0:
+        return
+    feeds, guessed = warmup_feeds(runtime.inputs)
+    if guessed and skip_guessed:
+        log.info("%s: warm-up skipped (dynamic input shape)", model_label(runtime.stage, runtime.path))
+        return
+    try:
+        for _ in range(runs):
+            runtime.run(feeds)
+    except InferenceError as exc:
+        if not guessed:
+            raise ModelLoadError(f"{model_label(runtime.stage, runtime.path)}: warm-up run failed: {exc}") from exc
+        log.warning("%s: warm-up with guessed input sizes failed: %s", model_label(runtime.stage, runtime.path), exc)
+
+
+def ort_dtype(onnx_type: str) -> np.dtype:
+    table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+             "tensor(int8)": np.int8, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+             "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+    if onnx_type not in table:
+        raise ModelLoadError(f"unsupported tensor type {onnx_type}; expected one of {sorted(table)}")
+    return np.dtype(table[onnx_type])
+
+
 class Runtime:
+    """An ONNX Runtime session: the first available requested provider, warmed up, batch-transparent."""
+
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
         self.path = Path(path)
         self.stage = stage
-        options = options or RuntimeOptions()
+        self.options = options or RuntimeOptions()
+        self.label = model_label(stage, self.path)
         if not self.path.is_file():
-            raise ModelLoadError(f"{stage or 'model'}: model file {self.path} does not exist")
+            raise ModelLoadError(f"{self.label}: file does not exist")
+        chosen = choose_providers(self.options, ort.get_available_providers(), self.label)
+        self.session = self._open(chosen)
+        self.provider = provider_name(self.session.get_providers()[0])
+        requested = [ORT_PROVIDER_NAMES[p] for p in self.options.providers]
+        if self.session.get_providers()[0] not in requested:
+            raise ModelLoadError(
+                f"{self.label}: requested providers {self.options.providers} all failed to start; "
+                f"ONNX Runtime fell back to {self.session.get_providers()} (check the CUDA/TensorRT libraries)"
+            )
+        log.info("%s runs on %s (requested %s)", self.label, self.provider, ", ".join(self.options.providers))
+        self.inputs = [TensorInfo(i.name, tuple(i.shape), ort_dtype(i.type)) for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, tuple(o.shape), ort_dtype(o.type)) for o in self.session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.max_batch = fixed_batch(self.inputs)
+        self._output_names = [o.name for o in self.outputs]
+        warm_up(self, self.options.warmup_runs, skip_guessed=self.provider == "tensorrt")
+
+    def _open(self, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
         so = ort.SessionOptions()
-        if options.intra_op_threads:
-            so.intra_op_num_threads = options.intra_op_threads
+        so.log_severity_level = 3  # ORT warns about harmless export quirks (initializers listed as inputs)
+        if self.options.intra_op_threads:
+            so.intra_op_num_threads = self.options.intra_op_threads
+        if self.options.inter_op_threads:
+            so.inter_op_num_threads = self.options.inter_op_threads
+        if any(name == ORT_PROVIDER_NAMES["tensorrt"] for name, _ in chosen):
+            trt_cache_dir(self.options).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises bare RuntimeError/InvalidProtobuf subclasses
-            raise ModelLoadError(f"{stage or 'model'}: cannot load {self.path}: {exc}") from exc
-        self.provider = "cpu"
-        self.inputs = [TensorInfo(i.name, tuple(i.shape), _dtype(i.type)) for i in self.session.get_inputs()]
-        self.outputs = [TensorInfo(o.name, tuple(o.shape), _dtype(o.type)) for o in self.session.get_outputs()]
+            return ort.InferenceSession(
+                str(self.path), so, providers=[name for name, _ in chosen],
+                provider_options=[opts for _, opts in chosen],
+            )
+        except ort_state.InvalidProtobuf as exc:
+            raise ModelLoadError(f"{self.label}: not a valid ONNX model (protobuf parsing failed)") from exc
+        except ORT_ERRORS as exc:
+            raise ModelLoadError(f"{self.label}: ONNX Runtime cannot load it: {exc}") from exc
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return self.max_batch is None
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return list(self.session.run(None, feeds))
+        """Outputs in model order; any batch size, looped inside when the model's batch axis is fixed."""
+        typed = {
+            info.name: np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
+            for info in self.inputs
+            if info.name in feeds
+        }
+        if len(typed) != len(self.inputs):
+            missing = sorted({i.name for i in self.inputs} - set(typed))
+            raise InferenceError(f"{self.label}: missing inputs {missing}")
+        return run_batched(self._run_once, typed, self.max_batch)
+
+    def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return list(self.session.run(self._output_names, feeds))
+        except ORT_ERRORS as exc:
+            raise InferenceError(f"{self.label}: {exc}") from exc
 
 
-def _dtype(onnx_type: str) -> np.dtype:
-    table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(double)": np.float64}
-    return np.dtype(table.get(onnx_type, np.float32))
+def open_runtime(path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> RuntimeLike:
+    """A runtime for `path`: TensorRT engine files natively, everything else through ONNX Runtime."""
+    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
+        from pipelines.engine import TrtRuntime  # lazy: only engine users need tensorrt installed
+
+        return TrtRuntime(path, options, stage)
+    return Runtime(path, options, stage)

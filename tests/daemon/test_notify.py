@@ -139,7 +139,8 @@ def test_watchdog_interval_rejects_garbage() -> None:
 
 def test_watchdog_pings_only_while_progressing(notify_socket: socket.socket) -> None:
     progressing = [True]
-    watchdog = Watchdog(Notifier.from_env(), lambda: progressing[0], interval_s=15.0)
+    notifier = Notifier.from_env()
+    watchdog = Watchdog(notifier, lambda: progressing[0], interval_s=15.0)
     assert watchdog.tick() is True
     assert fields(notify_socket) == {"WATCHDOG": "1"}
     progressing[0] = False  # a wedged worker: no more pings, systemd will restart the unit
@@ -150,12 +151,14 @@ def test_watchdog_pings_only_while_progressing(notify_socket: socket.socket) -> 
     assert watchdog.tick() is True
     assert fields(notify_socket) == {"WATCHDOG": "1"}
     assert (watchdog.pings, watchdog.missed) == (2, 2)
+    notifier.close()
 
 
 def test_watchdog_thread_pings_then_goes_silent(notify_socket: socket.socket) -> None:
     progressing = threading.Event()
     progressing.set()
-    watchdog = Watchdog(Notifier.from_env(), progressing.is_set, interval_s=0.02)
+    notifier = Notifier.from_env()
+    watchdog = Watchdog(notifier, progressing.is_set, interval_s=0.02)
     watchdog.start()
     try:
         assert fields(notify_socket) == {"WATCHDOG": "1"}
@@ -174,6 +177,7 @@ def test_watchdog_thread_pings_then_goes_silent(notify_socket: socket.socket) ->
         assert_no_datagram(notify_socket)
     finally:
         watchdog.stop()
+        notifier.close()
 
 
 def test_watchdog_without_systemd_does_not_start_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:

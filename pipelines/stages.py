@@ -1,0 +1,235 @@
+"""The model chain: a detector, then per-crop second stages (classify | ocr | detect | embed) to any depth, batched.
+
+Results of second stage NAME live in the parent detections' `data[NAME]`: a numpy object array, one element
+per parent, None where the stage did not run on that parent. Detect stages store child sv.Detections in
+source-image pixels, themselves carrying their children the same way. `metadata["stages"]` = {NAME: kind}.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import supervision as sv
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
+
+log = logging.getLogger(__name__)
+
+SECOND_STAGE_KINDS = ("classify", "ocr", "detect", "embed")
+# data keys the detectors and the payload code already use; a stage of that name would overwrite them
+RESERVED_NAMES = frozenset({"class_name", "keypoints", "polygon", "stages"})
+
+
+class StageSpec(BaseModel):
+    """One second stage: which model runs on which parents' crops, and its own children."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description="Key of this stage's results in the parent detections' data and in the published JSON.",
+    )
+    model: str = Field(..., description="Name of the model (under models:) this stage runs.")
+    on: list[str] | None = Field(
+        None, description="Parent class names this stage runs on (e.g. [car, bus, truck]); null: all parents."
+    )
+    min_parent_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="Parents with a lower detection confidence are skipped."
+    )
+    min_crop_size: int = Field(
+        4, ge=1, description="Parents whose box (inside the picture) has a shorter side below this are skipped."
+    )
+    crop: CropOptions = Field(default_factory=CropOptions, description="Padding, aspect and rectification.")
+    max_batch_size: int = Field(
+        32, ge=1, description="Most crops per model call; crops of all frames in a batch are pooled."
+    )
+    stages: list[StageSpec] = Field(
+        default_factory=list, description="Stages run on this stage's detections (only for detect models)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_children(self) -> StageSpec:
+        _check_names(self.stages, f"stage {self.name!r}")
+        return self
+
+
+class PipelineSpec(BaseModel):
+    """A first-stage detector and the second stages run on its detections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("pipeline", min_length=1, description="Pipeline name, carried in every published result.")
+    detector: str = Field(..., description="Name of the first-stage detector model (under models:).")
+    stages: list[StageSpec] = Field(default_factory=list, description="Second stages run on each detection.")
+
+    @model_validator(mode="after")
+    def _unique_children(self) -> PipelineSpec:
+        _check_names(self.stages, f"pipeline {self.name!r}")
+        return self
+
+
+def _check_names(stages: Sequence[StageSpec], where: str) -> None:
+    seen: set[str] = set()
+    for stage in stages:
+        if stage.name in RESERVED_NAMES:
+            raise ValueError(f"{where}: stage name {stage.name!r} is reserved ({', '.join(sorted(RESERVED_NAMES))})")
+        if stage.name in seen:
+            raise ValueError(f"{where}: two stages are named {stage.name!r}; names must differ")
+        seen.add(stage.name)
+
+
+class Pipeline:
+    """Runs a PipelineSpec with loaded models: `run(images) -> list[sv.Detections]`, one per image."""
+
+    def __init__(self, spec: PipelineSpec | Mapping[str, Any], models: Mapping[str, Any]) -> None:
+        self.spec = spec if isinstance(spec, PipelineSpec) else PipelineSpec.model_validate(dict(spec))
+        self.name = self.spec.name
+        self.models = dict(models)
+        self.detector = self._model(self.spec.detector, ("detect",), f"pipeline {self.name!r} detector")
+        self._validate(self.spec.stages, self.name)
+        self.last_timings_ms: dict[str, float] = {}
+
+    def _model(self, name: str, kinds: Sequence[str], where: str) -> Any:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ValueError(f"{where}: unknown model {name!r}; loaded models: {known}")
+        model = self.models[name]
+        kind = getattr(model, "kind", None)
+        if kind not in kinds:
+            raise ValueError(f"{where}: model {name!r} is a {kind} model; expected a {' or '.join(kinds)} model")
+        return model
+
+    def _validate(self, stages: Sequence[StageSpec], path: str) -> None:
+        for stage in stages:
+            where = f"stage {path}/{stage.name}"
+            model = self._model(stage.model, SECOND_STAGE_KINDS, where)
+            if stage.stages and model.kind != "detect":
+                raise ValueError(
+                    f"{where}: only detect stages can have child stages; {stage.model!r} is a {model.kind} model"
+                )
+            self._validate(stage.stages, f"{path}/{stage.name}")
+
+    def kind_of(self, stage: StageSpec) -> str:
+        return str(self.models[stage.model].kind)
+
+    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+        """Detections per image (source pixels) with every second stage's results in their data.
+
+        `keys` (source ids) are accepted for the tracker-aware scheduling that wraps this class.
+        """
+        images = list(images)
+        if not images:
+            return []
+        self.last_timings_ms = {}
+        t0 = time.perf_counter()
+        detections = list(self.detector.detect(images))
+        self.last_timings_ms[self.spec.detector] = (time.perf_counter() - t0) * 1000.0
+        if len(detections) != len(images):
+            raise RuntimeError(
+                f"pipeline {self.name!r}: detector {self.spec.detector!r} returned {len(detections)} results "
+                f"for {len(images)} images"
+            )
+        self.run_stages(images, detections, self.spec.stages, self.name)
+        return detections
+
+    def run_stages(
+        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
+        path: str = "",
+    ) -> None:
+        """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data."""
+        if not stages:
+            return
+        kinds = {stage.name: self.kind_of(stage) for stage in stages}
+        for dets in detections:
+            dets.metadata["stages"] = dict(kinds)
+        for stage in stages:
+            t0 = time.perf_counter()
+            self._run_stage(images, detections, stage, f"{path}/{stage.name}")
+            key = f"{path}/{stage.name}"
+            self.last_timings_ms[key] = self.last_timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
+
+    def _run_stage(
+        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stage: StageSpec, path: str
+    ) -> None:
+        crops: list[Crop] = []
+        for i, (image, dets) in enumerate(zip(images, detections, strict=True)):
+            for j in np.flatnonzero(select(dets, stage, image.shape)):
+                crops.append(crop_detection(image, dets, int(j), i, stage.crop))
+        results = self.call_model(stage, [c.image for c in crops])
+        kind = self.kind_of(stage)
+        if kind == "detect":
+            results = [detections_to_source(r, c) for r, c in zip(results, crops, strict=True)]
+        for dets in detections:
+            dets.data[stage.name] = np.full(len(dets), None, dtype=object)
+        for crop, result in zip(crops, results, strict=True):
+            detections[crop.parent].data[stage.name][crop.index] = result
+        if kind == "detect" and stage.stages:
+            self.run_stages([images[c.parent] for c in crops], results, stage.stages, path)
+
+    def call_model(self, stage: StageSpec, crops: Sequence[np.ndarray]) -> list[Any]:
+        """The stage's model on all `crops`, max_batch_size at a time; one result per crop, in order."""
+        call = model_call(self.models[stage.model])
+        results: list[Any] = []
+        for batch in batches(crops, stage.max_batch_size):
+            out = call(batch)
+            if len(out) != len(batch):
+                raise RuntimeError(
+                    f"stage {stage.name!r}: model {stage.model!r} returned {len(out)} results for {len(batch)} crops"
+                )
+            results.extend(out)
+        return results
+
+
+class NoopPipeline:
+    """No model at all: every image gets empty detections (measures the daemon without inference)."""
+
+    def __init__(self, name: str = "noop") -> None:
+        self.name = name
+        self.last_timings_ms: dict[str, float] = {}
+
+    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+        return [sv.Detections.empty() for _ in images]
+
+
+def model_call(model: Any) -> Callable[[Sequence[np.ndarray]], Sequence[Any]]:
+    """The batch call of a model by its kind, returning one result per crop."""
+    kind = model.kind
+    if kind == "detect":
+        return model.detect  # type: ignore[no-any-return]
+    if kind == "classify":
+        return model.classify  # type: ignore[no-any-return]
+    if kind == "ocr":
+        return model.read  # type: ignore[no-any-return]
+    if kind == "embed":
+        return lambda crops: [np.asarray(row, dtype=np.float32) for row in model.embed(crops)] if crops else []
+    raise ValueError(f"model {getattr(model, 'name', model)!r} has kind {kind!r}; expected one of {SECOND_STAGE_KINDS}")
+
+
+def class_names(detections: sv.Detections) -> np.ndarray:
+    """Class names of the detections: data['class_name'], else the class ids as strings."""
+    names = detections.data.get("class_name")
+    if names is not None:
+        return np.asarray(names).astype(str)
+    if detections.class_id is not None:
+        return detections.class_id.astype(str)
+    return np.full(len(detections), "", dtype=str)
+
+
+def select(detections: sv.Detections, stage: StageSpec, image_shape: tuple[int, ...]) -> np.ndarray:
+    """Mask of the parents a stage runs on: class filter, confidence, and visible size."""
+    mask = np.ones(len(detections), dtype=bool)
+    if len(detections) == 0:
+        return mask
+    if stage.on is not None:
+        mask &= np.isin(class_names(detections), stage.on)
+    if detections.confidence is not None:
+        mask &= detections.confidence >= stage.min_parent_confidence
+    h, w = image_shape[:2]
+    visible = np.clip(detections.xyxy, 0, [w, h, w, h])
+    mask &= large_enough(visible, stage.min_crop_size)
+    return mask

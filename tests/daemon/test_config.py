@@ -1,0 +1,171 @@
+"""Config loading: valid configs load, every broken one gives a one-paragraph error with its line number."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from daemon.config import ConfigError, load_config
+from tests.conftest import MEDIA, MODELS, ROOT
+
+BASE = """\
+models:
+  det:
+    type: yolox
+    path: {models}/yolox_nano.onnx
+  cls:
+    type: classify
+    path: {models}/squeezenet1.1_fp16.onnx
+    labels_file: {models}/imagenet_labels.txt
+pipeline:
+  name: p
+  detector: det
+sources:
+  - id: cam1
+    type: file
+    path: {media}/london_street_TestV4.mp4
+  - id: cam2
+    type: rtsp
+    url: rtsp://user:hunter2@127.0.0.1:8554/cam
+sinks:
+  - id: out
+    type: jsonl
+    path: {out}/results.jsonl
+  - id: broker
+    type: mqtt
+    host: 127.0.0.1
+    port: 1883
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text.format(models=MODELS, media=MEDIA, out=tmp_path))
+    return path
+
+
+def replace(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, 1)
+
+
+def test_base_config_is_valid(tmp_path: Path, models_dir: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert [s.id for s in config.sources] == ["cam1", "cam2"]
+    assert config.sources[0].queue.policy is None  # resolved per source kind by the capture
+    assert set(config.models) == {"det", "cls"}
+
+
+# (case id, broken YAML, expected location in the message, expected line, expected words)
+BROKEN = [
+    ("unknown top-level key", BASE + "sourcez: []\n", "sourcez", 27, "unknown key"),
+    ("unknown source key", replace("    type: file\n", "    type: file\n    colour: red\n"),
+     "sources[0].colour", 15, "unknown key 'colour'"),
+    ("wrong type", BASE + "batch:\n  max_size: four\n", "batch.max_size", 28, "valid integer"),
+    ("missing model file", replace("yolox_nano.onnx", "nope.onnx"), "models.det.path", 4, "does not exist"),
+    ("bad rtsp url", replace("rtsp://user:hunter2@", "http://user:hunter2@"), "sources[1].url", 18, "rtsp"),
+    ("duplicate source ids", replace("id: cam2", "id: cam1"), "sources[1].id", 16, "duplicate id"),
+    ("bad queue policy", replace("    type: file\n", "    type: file\n    queue: {{policy: drop_some}}\n"),
+     "sources[0].queue.policy", 15, "drop_oldest"),
+    ("unknown source type", replace("type: file", "type: firewire"), "sources[0].type", 14, "firewire"),
+    ("unknown sink type", replace("type: jsonl", "type: kafka"), "sinks[0].type", 21, "kafka"),
+    ("missing pipeline", replace("pipeline:\n  name: p\n  detector: det\n", ""), "pipeline", None, "missing"),
+    ("unknown model in pipeline", replace("detector: det", "detector: dett"), "pipeline.detector", 11,
+     "unknown model 'dett'"),
+    ("classifier as detector", replace("detector: det", "detector: cls"), "pipeline.detector", 11,
+     "classify model"),
+    ("unset environment variable", replace("host: 127.0.0.1", "host: ${{EW_TEST_UNSET_HOST}}"),
+     "line 25", 25, "EW_TEST_UNSET_HOST is not set"),
+    ("invalid YAML", BASE + "batch: [1, 2\n", "line", 28, "not valid YAML"),
+    ("port out of range", replace("port: 1883", "port: 70000"), "sinks[1].port", 26, "65535"),
+    ("negative fps", replace("    type: file\n", "    type: file\n    fps: -5\n"), "sources[0].fps", 15,
+     "greater than 0"),
+    ("no sources", BASE.split("sources:")[0] + "sources: []\n", "sources", 12, "at least 1"),
+    ("unreadable secret file", replace("port: 1883", "port: 1883\n    password: ${{file:/nonexistent/pw}}"),
+     "line 27", 27, "cannot read"),
+    ("unknown model type", replace("type: yolox", "type: yolo99"), "models.det.type", 3, "yolo99"),
+    ("not a mapping", "- just\n- a list\n", "top level", None, "expected a mapping"),
+    ("bad source id", replace("id: cam1", "id: 'cam 1/x'"), "sources[0].id", 13, "pattern"),
+    ("unknown pipeline key", replace("  name: p\n", "  name: p\n  detektor: det\n"), "pipeline.detektor", 11,
+     "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "where", "line", "words"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_config_gives_one_paragraph_error(
+    tmp_path: Path, models_dir: Path, case: str, text: str, where: str, line: int | None, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert str(path) in message
+    assert where in message, message
+    if line is not None:
+        assert re.search(rf"\bline {line}\b", message), message
+    assert words in message, message
+    assert "hunter2" not in message
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path, models_dir: Path) -> None:
+    text = replace("port: 1883", "port: 70000").replace("detector: det", "detector: nope")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert "sinks[1].port" in str(info.value) and "pipeline.detector" in str(info.value)
+
+
+def test_secrets_from_env_file_and_credentials_directory(tmp_path: Path, models_dir: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-file\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("s3cret-cred")
+    text = replace("port: 1883", "port: ${{EW_PORT:-1883}}\n    username: ${{EW_USER}}\n"
+                   "    password: ${{cred:mqtt_password}}")
+    text = text.replace("rtsp://user:hunter2@", "rtsp://user:${{file:" + str(secret) + "}}@")
+    config = load_config(write(tmp_path, text), env={"EW_USER": "edge", "CREDENTIALS_DIRECTORY": str(creds)})
+    mqtt = config.sinks[1]
+    assert mqtt.port == 1883 and mqtt.username == "edge"  # type: ignore[attr-defined]
+    assert mqtt.password.get_secret_value() == "s3cret-cred"  # type: ignore[attr-defined]
+    assert "s3cret-file@" in str(config.sources[1].url)  # type: ignore[attr-defined]
+
+
+def test_secret_values_are_not_echoed_in_errors(tmp_path: Path, models_dir: Path) -> None:
+    text = replace("port: 1883", "port: ${{EW_PORT}}")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={"EW_PORT": "topsecretvalue"})
+    assert "sinks[1].port" in str(info.value)
+    assert "topsecretvalue" not in str(info.value)
+
+
+def test_relative_model_paths_are_relative_to_the_config_file(tmp_path: Path, models_dir: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "det.onnx").write_bytes((models_dir / "yolox_nano.onnx").read_bytes())
+    text = replace(f"path: {{models}}/yolox_nano.onnx", "path: m/det.onnx")
+    config = load_config(write(tmp_path, text))
+    assert Path(config.models["det"].path) == tmp_path / "m" / "det.onnx"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path, models_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEWATCH_DEMO_VIDEO", str(MEDIA / "london_street_TestV4.mp4"))
+    monkeypatch.setenv("EDGEWATCH_STATE_DIR", str(tmp_path))
+    config = load_config(path)
+    assert config.sources, path
+
+
+def test_validate_command_exit_codes(tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.__main__ import main
+
+    good = write(tmp_path, BASE)
+    assert main(["validate", str(good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent(BASE.format(models=MODELS, media=MEDIA, out=tmp_path)) + "bogus: 1\n")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bogus" in err and "line 27" in err
