@@ -146,7 +146,8 @@ class Worker:
         try:
             outputs = self.pipeline.run([f.image for f in batch], [f.source_id for f in batch])
         except Exception:  # isolation boundary: the per-frame worker step
-            log.exception("pipeline %s failed on a batch of %d; retrying frame by frame", self.pipeline.name, len(batch))
+            log.exception("pipeline %s failed on a batch of %d; retrying frame by frame",
+                          self.pipeline.name, len(batch))
             self._process_one_by_one(batch)
             return
         self._finish(batch, outputs, t0)

@@ -60,7 +60,7 @@ class ModelOptions(BaseModel):
     )
 
 
-class Model(ABC):  # noqa: B024 - a base for shared attributes; each kind adds its own call
+class Model(ABC):
     """A loaded model. Subclasses set `kind` and `Options` and add one batch call:
 
     detect:   detect(images: Sequence[ndarray]) -> list[sv.Detections]   (source-image pixels)

@@ -145,7 +145,7 @@ def test_secret_values_are_not_echoed_in_errors(tmp_path: Path, models_dir: Path
 def test_relative_model_paths_are_relative_to_the_config_file(tmp_path: Path, models_dir: Path) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "det.onnx").write_bytes((models_dir / "yolox_nano.onnx").read_bytes())
-    text = replace(f"path: {{models}}/yolox_nano.onnx", "path: m/det.onnx")
+    text = replace("path: {models}/yolox_nano.onnx", "path: m/det.onnx")
     config = load_config(write(tmp_path, text))
     assert Path(config.models["det"].path) == tmp_path / "m" / "det.onnx"
 

@@ -66,7 +66,7 @@ def test_pulls_fairly_across_sources() -> None:
 
 
 def test_batches_up_to_max_size() -> None:
-    worker, queues, pipeline, results, stats = make(["a"], BatchOptions(max_size=4, timeout_ms=1000))
+    worker, queues, pipeline, _results, stats = make(["a"], BatchOptions(max_size=4, timeout_ms=1000))
     for i in range(10):
         queues["a"].put(frame("a", i))
     worker.start()
@@ -87,7 +87,7 @@ def test_partial_batch_leaves_after_timeout() -> None:
 
 
 def test_a_bad_frame_costs_only_itself() -> None:
-    worker, queues, pipeline, results, stats = make(["a", "b"], BatchOptions(max_size=4, timeout_ms=50))
+    worker, queues, _pipeline, results, stats = make(["a", "b"], BatchOptions(max_size=4, timeout_ms=50))
     queues["a"].put(frame("a", 0))
     queues["a"].put(frame("a", 1, bad=True))
     queues["b"].put(frame("b", 0))
