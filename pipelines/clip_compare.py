@@ -101,11 +101,13 @@ def clip_compare(
 
 def _text_model(model: Embedder) -> TextEmbedder:
     if not callable(getattr(model, "embed_text", None)):
-        raise ValueError(f"{type(model).__name__} embeds images only; text needs a CLIP model with a text encoder")
+        raise ValueError(f"{type(model).__name__} embeds images only; text needs a CLIP text encoder")
     return model  # type: ignore[return-value]
 
 
-def _embed(model: Embedder, items: Sequence[Any], kind: InputType, cache: EmbeddingCache | None) -> np.ndarray:
+def _embed(
+    model: Embedder, items: Sequence[Any], kind: InputType, cache: EmbeddingCache | None
+) -> np.ndarray:
     if kind == "text":
         if not all(isinstance(t, str) for t in items):
             raise ValueError("text inputs must be strings")

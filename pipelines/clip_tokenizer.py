@@ -29,7 +29,8 @@ class TokenizerLoadError(ValueError):
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table (the first 256 vocabulary entries)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
     codes = printable[:]
     extra = 0
     for b in range(256):
@@ -42,7 +43,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def read_merges(path: Path) -> list[tuple[str, str]]:
     """The merge rules of a `bpe_simple_vocab_16e6.txt(.gz)` file, header line skipped."""
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path) as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     lines = raw.decode("utf-8").split("\n")[1 : N_MERGES + 1]
     merges: list[tuple[str, str]] = []
     for number, line in enumerate(lines, start=2):
@@ -59,13 +64,18 @@ def clip_bpe_tokenizer(merges_path: Path) -> Tokenizer:
     """A `tokenizers.Tokenizer` equal to OpenAI CLIP's simple_tokenizer, built from its merges file."""
     merges = read_merges(merges_path)
     symbols = list(bytes_to_unicode().values())
-    vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [START_TOKEN, END_TOKEN]
+    vocab_list = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), START_TOKEN, END_TOKEN]
     vocab = {token: i for i, token in enumerate(vocab_list)}
     tok = Tokenizer(
         models.BPE(vocab=vocab, merges=merges, unk_token=END_TOKEN, end_of_word_suffix="</w>", fuse_unk=False)
     )
     tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()]
+        [
+            normalizers.NFC(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+            normalizers.Lowercase(),
+        ]
     )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [

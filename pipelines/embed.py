@@ -44,11 +44,11 @@ class EmbedOptions(ModelOptions):
         "then cut the centre (CLIP).",
     )
     interpolation: Literal["linear", "area", "cubic", "pil_bicubic"] = Field(
-        "linear", description="Resampling; pil_bicubic is Pillow's antialiased bicubic that CLIP was trained with."
+        "linear", description="Resampling; pil_bicubic is Pillow's antialiased bicubic, which CLIP uses."
     )
     scale: float = Field(1.0, gt=0, description="Pixel values (0..255) are multiplied by this first.")
-    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="Subtracted after scaling, per channel.")
-    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="Divisor after the mean, per channel.")
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="Subtracted after scaling.")
+    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="Divisor after the mean.")
     output: str | None = Field(None, description="Output tensor holding the embedding; None takes the first.")
     normalize: bool = Field(True, description="L2-normalise embeddings so that a dot product is the cosine.")
     batch_size: int = Field(16, ge=1, description="Crops per runtime call.")
@@ -66,14 +66,14 @@ class ClipOptions(EmbedOptions):
     )
     scale: float = Field(1 / 255, gt=0, description="Pixel values (0..255) are multiplied by this first.")
     mean: tuple[float, float, float] = Field(CLIP_MEAN, description="CLIP's per-channel mean (RGB).")
-    std: tuple[float, float, float] = Field(CLIP_STD, description="CLIP's per-channel standard deviation (RGB).")
+    std: tuple[float, float, float] = Field(CLIP_STD, description="CLIP's per-channel std (RGB).")
     text_path: Path | None = Field(None, description="Text encoder .onnx; None allows image embeddings only.")
     tokenizer: Path | None = Field(
         None,
         description="tokenizer.json or OpenAI's bpe_simple_vocab_16e6.txt.gz; None looks for either beside "
         "text_path.",
     )
-    context_length: int = Field(CONTEXT_LENGTH, ge=2, description="Token sequence length of the text encoder.")
+    context_length: int = Field(CONTEXT_LENGTH, ge=2, description="Token sequence length of the encoder.")
     text_output: str | None = Field(None, description="Text encoder output holding the embedding; None: first.")
 
 
@@ -137,7 +137,7 @@ def _input_geometry(info: TensorInfo, options: EmbedOptions, stage: str) -> tupl
     shape = info.shape
     if len(shape) != 4:
         raise ModelLoadError(f"{stage}: input {info.name!r} should be 4-D (N,C,H,W or N,H,W,C), got {shape}")
-    layout = options.layout
+    layout: str = options.layout
     if layout == "auto":
         layout = "nchw" if shape[1] in (1, 3) else "nhwc" if shape[3] in (1, 3) else ""
         if not layout:

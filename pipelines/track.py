@@ -77,7 +77,6 @@ class TrackState:
     frames: int = 0
     ended: bool = False
     stages: dict[str, StageTrack] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # room for later layers (events) keyed by name
 
     @property
     def area(self) -> float:
