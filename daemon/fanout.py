@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -150,10 +151,8 @@ class _SinkRunner:
 
     def request_close(self) -> None:
         self.closing.set()
-        try:
+        with contextlib.suppress(queue.Full):  # a full queue keeps the thread busy; it sees `closing` when empty
             self.queue.put_nowait(_STOP)
-        except queue.Full:
-            pass  # the thread is busy and notices `closing` once the queue runs empty
 
 
 class Fanout:

@@ -43,7 +43,7 @@ class KnownEntry(BaseModel):
 
     name: str = Field(..., min_length=1, description="Who or what these texts belong to, e.g. 'delivery van'.")
     plates: list[str] = Field(..., min_length=1, description="The known texts; normalised like the reads.")
-    allow: bool = Field(True, description="True: the entry is on the allow list; False: on the deny list.")
+    allow: bool = Field(default=True, description="True: the entry is on the allow list; False: on the deny list.")
 
 
 class ConsensusOptions(BaseModel):
@@ -51,30 +51,36 @@ class ConsensusOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_reads: int = Field(3, ge=1, description="Reads (non-empty) a track needs before its consensus is settled.")
-    min_agreement: float = Field(
-        0.6, ge=0.0, le=1.0, description="Share of the read weight that must agree before the consensus is settled."
+    min_reads: int = Field(
+        default=3, ge=1, description="Reads (non-empty) a track needs before its consensus is settled."
     )
-    max_history: int = Field(50, ge=1, description="Reads kept per track; the lowest-confidence ones go first.")
+    min_agreement: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Share of the read weight that must agree before the consensus is settled.",
+    )
+    max_history: int = Field(default=50, ge=1, description="Reads kept per track; the lowest-confidence ones go first.")
     text_method: Literal["cluster", "position"] = Field(
-        "cluster",
+        default="cluster",
         description="OCR: 'cluster' groups reads by edit distance and votes per position inside the heaviest "
         "group; 'position' votes per position over all reads of the most common length.",
     )
     normalize: bool = Field(
-        True, description="OCR: upper-case and keep only letters and digits before voting (plates)."
+        default=True, description="OCR: upper-case and keep only letters and digits before voting (plates)."
     )
     cluster_max_distance: int = Field(
-        2, ge=0, description="OCR: reads within this edit distance of a group's first read join the group."
+        default=2, ge=0, description="OCR: reads within this edit distance of a group's first read join the group."
     )
     formats: list[PlateFormat] = Field(
         default_factory=list,
         description="OCR: named formats; the consensus reports the first that matches, or is flagged.",
     )
     known: list[KnownEntry] = Field(default_factory=list, description="OCR: allow/deny lists of known texts.")
-    known_max_distance: int = Field(1, ge=0, description="OCR: edit distance still counted as a known match.")
+    known_max_distance: int = Field(default=1, ge=0, description="OCR: edit distance still counted as a known match.")
     snap_to_known: bool = Field(
-        False, description="OCR: report the known text instead of the read one when they match within tolerance."
+        default=False,
+        description="OCR: report the known text instead of the read one when they match within tolerance.",
     )
 
 

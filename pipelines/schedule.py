@@ -36,26 +36,28 @@ class ScheduleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(
-        True, description="False runs the stage on every crop of every frame (the consensus is still kept)."
+        default=True, description="False runs the stage on every crop of every frame (the consensus is still kept)."
     )
     area_growth: float | None = Field(
-        0.2, gt=0.0, description="Re-read a settled track when its box area grew by this fraction since the "
-        "last read; null disables."
+        default=0.2,
+        gt=0.0,
+        description="Re-read a settled track when its box area grew by this fraction since the "
+        "last read; null disables.",
     )
     reinfer_interval: int | None = Field(
-        30, ge=1, description="Re-read a settled track after this many frames; null disables."
+        default=30, ge=1, description="Re-read a settled track after this many frames; null disables."
     )
     max_reads: int = Field(
-        10, ge=1, description="Reads after which an unsettled track is scheduled like a settled one."
+        default=10, ge=1, description="Reads after which an unsettled track is scheduled like a settled one."
     )
     run_untracked: bool = Field(
-        False, description="Also run the stage on detections without a confirmed track id (every frame)."
+        default=False, description="Also run the stage on detections without a confirmed track id (every frame)."
     )
     max_staleness: float | None = Field(
-        0.5, gt=0.0, description="Frame age in seconds above which second-stage work is shed; null never sheds."
+        default=0.5, gt=0.0, description="Frame age in seconds above which second-stage work is shed; null never sheds."
     )
     max_new_per_frame: int = Field(
-        4, ge=0, description="When shedding, unsettled tracks read per frame and stage; the rest wait."
+        default=4, ge=0, description="When shedding, unsettled tracks read per frame and stage; the rest wait."
     )
     consensus: ConsensusOptions = Field(
         default_factory=ConsensusOptions, description="How the reads of a track are combined."
@@ -245,4 +247,3 @@ def _published(st: StageTrack, fresh: bool) -> Any:
 def track_consensus(track: TrackState) -> dict[str, Any]:
     """Every stage's consensus of a track, by stage name (the values events publish)."""
     return {name: st.consensus for name, st in track.stages.items() if st.consensus is not None}
-

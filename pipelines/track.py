@@ -35,30 +35,35 @@ class TrackerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lost_track_seconds: float = Field(
-        1.0, ge=0.0, description="How long a lost track is kept for re-association before it ends."
+        default=1.0, ge=0.0, description="How long a lost track is kept for re-association before it ends."
     )
     frame_rate: float = Field(
-        30.0, gt=0.0, description="Nominal frames per second; turns lost_track_seconds into frames when "
-        "no timestamps are given."
+        default=30.0,
+        gt=0.0,
+        description="Nominal frames per second; turns lost_track_seconds into frames when no timestamps are given.",
     )
     use_timestamps: bool = Field(
-        True, description="Step the motion model by the frame timestamps (right under dropped frames and "
-        "variable rates) instead of one step per call."
+        default=True,
+        description="Step the motion model by the frame timestamps (right under dropped frames and "
+        "variable rates) instead of one step per call.",
     )
     track_activation_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="Detection confidence needed to start a new track."
+        default=0.5, ge=0.0, le=1.0, description="Detection confidence needed to start a new track."
     )
     high_conf_det_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="Detections at or above this are matched first; lower ones only "
-        "continue existing tracks (ByteTrack's second association)."
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Detections at or above this are matched first; lower ones only "
+        "continue existing tracks (ByteTrack's second association).",
     )
     minimum_iou_threshold: float = Field(
-        0.1, ge=0.0, le=1.0, description="IoU a detection needs with a track's predicted box to match it."
+        default=0.1, ge=0.0, le=1.0, description="IoU a detection needs with a track's predicted box to match it."
     )
     minimum_consecutive_frames: int = Field(
-        2, ge=1, description="Frames in a row before a track is confirmed and gets an id (-1 until then)."
+        default=2, ge=1, description="Frames in a row before a track is confirmed and gets an id (-1 until then)."
     )
-    class_history: int = Field(50, ge=1, description="First-stage class reads kept per track for the vote.")
+    class_history: int = Field(default=50, ge=1, description="First-stage class reads kept per track for the vote.")
 
 
 @dataclass
@@ -200,8 +205,15 @@ class Tracker:
             track = state.tracks.get(int(tid))
             if track is None:
                 track = TrackState(
-                    source, int(tid), frame_index, when, frame_index, when, detections.xyxy[i].copy(),
-                    float(conf[i]), LabelVotes(self.options.class_history),
+                    source,
+                    int(tid),
+                    frame_index,
+                    when,
+                    frame_index,
+                    when,
+                    detections.xyxy[i].copy(),
+                    float(conf[i]),
+                    LabelVotes(self.options.class_history),
                 )
                 state.tracks[int(tid)] = track
                 log.debug("source %s: track %d confirmed at frame %d", source, tid, frame_index)

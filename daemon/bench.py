@@ -1,0 +1,144 @@
+"""`edgewatch bench ...`: benchmarks that measure ratios side by side in one run (never timed unit tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, api")
+    which = bench.add_subparsers(dest="bench", required=True)
+    overhead = which.add_parser("overhead", help="daemon fps vs raw decode and vs the model alone")
+    overhead.add_argument("--video", default=str(SHARED / "media" / "london_street_TestV4.mp4"))
+    overhead.add_argument("--loops", type=int, default=3, help="times the video is played back to back")
+    overhead.add_argument("--model", default=str(SHARED / "models" / "yolox_nano.onnx"))
+    overhead.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    overhead.add_argument("--batch", type=int, default=1, help="daemon batch.max_size")
+    overhead.add_argument("--json", action="store_true", help="print the figures as JSON")
+    overhead.set_defaults(func=_cmd_overhead)
+    for name, module in (("two-stage", "daemon.bench_stages"), ("tracks", "daemon.bench_tracks"),
+                         ("api", "daemon.bench_api")):
+        sub = which.add_parser(name, help=f"see {module}")
+        sub.add_argument("--json", action="store_true", help="print the figures as JSON")
+        sub.set_defaults(func=_delegate(module))
+
+
+def _delegate(module: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        figures = importlib.import_module(module).run()
+        _print(figures, args.json)
+        return 0
+
+    return run
+
+
+def _print(figures: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+
+
+def _cmd_overhead(args: argparse.Namespace) -> int:
+    for path in (args.video, args.model):
+        if not Path(path).is_file():
+            print(f"bench overhead: {path} does not exist (set EDGEWATCH_SHARED or pass --video/--model)",
+                  file=sys.stderr)
+            return 1
+    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch), args.json)
+    return 0
+
+
+def overhead(video: Path, model: Path, loops: int, threads: int, batch: int) -> dict[str, Any]:
+    """Raw decode, no-op daemon, model alone and YOLOX daemon, all on the same looped video, in one run."""
+    with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
+        looped = Path(tmp) / "looped.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(video),
+                        "-c", "copy", str(looped)], check=True)
+        raw_frames, raw_s = _raw_decode(looped)
+        noop_frames, noop_s = _daemon_fps(looped, None, threads, batch, Path(tmp) / "noop")
+        alone_frames, alone_s = _model_alone(video, model, threads)
+        yolox_frames, yolox_s = _daemon_fps(looped, model, threads, batch, Path(tmp) / "yolox")
+    figures: dict[str, Any] = {
+        "frames": raw_frames,
+        "raw_decode_fps": raw_frames / raw_s,
+        "daemon_noop_fps": noop_frames / noop_s,
+        "model_alone_fps": alone_frames / alone_s,
+        "daemon_yolox_fps": yolox_frames / yolox_s,
+    }
+    figures["noop_vs_decode"] = figures["daemon_noop_fps"] / figures["raw_decode_fps"]
+    figures["yolox_vs_model_alone"] = figures["daemon_yolox_fps"] / figures["model_alone_fps"]
+    return figures
+
+
+def _raw_decode(video: Path) -> tuple[int, float]:
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    frames, t0 = 0, time.perf_counter()
+    while cap.read()[0]:
+        frames += 1
+    seconds = time.perf_counter() - t0
+    cap.release()
+    return frames, seconds
+
+
+def _model_alone(video: Path, model: Path, threads: int) -> tuple[int, float]:
+    """The detector called in a tight loop on frames decoded beforehand (pre- and post-processing included)."""
+    from pipelines.models import load_model
+
+    detector = load_model({"type": "yolox", "path": str(model), "runtime": {"intra_op_threads": threads}})
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    images = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        images.append(image)
+    cap.release()
+    t0 = time.perf_counter()
+    for image in images:
+        detector.detect([image])
+    return len(images), time.perf_counter() - t0
+
+
+def _daemon_fps(video: Path, model: Path | None, threads: int, batch: int, workdir: Path) -> tuple[int, float]:
+    from daemon.app import Daemon
+    from daemon.config import load_config
+    from pipelines.stages import NoopPipeline
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_line = model or SHARED / "models" / "yolox_nano.onnx"
+    config_path = workdir / "bench.yaml"
+    config_path.write_text(
+        f"models:\n  det: {{type: yolox, path: '{model_line}', runtime: {{intra_op_threads: {threads}}}}}\n"
+        "pipeline: {name: bench, detector: det}\n"
+        f"sources:\n  - {{id: bench, type: file, path: '{video}', pace: fast, queue: {{size: 16}}}}\n"
+        f"sinks:\n  - {{id: out, type: jsonl, path: '{workdir}/results.jsonl', flush: close}}\n"
+        f"batch: {{max_size: {batch}, timeout_ms: 2}}\nstate_dir: '{workdir}/state'\n"
+    )
+    config = load_config(config_path)
+    daemon = Daemon(config, pipeline=NoopPipeline("noop") if model is None else None)
+    daemon.start()
+    t0 = time.perf_counter()
+    stats = daemon.stats.source("bench")
+    while not daemon.finished() or stats.processed + sum(stats.dropped.values()) < stats.captured:
+        time.sleep(0.005)
+    seconds = time.perf_counter() - t0
+    processed = stats.processed
+    daemon.stop()
+    return processed, seconds

@@ -1,0 +1,345 @@
+"""MQTT sink (paho-mqtt 2.x): topics, retained state, Last Will, background (re)connection, bounded close.
+
+Topics, with prefix = options.topic_prefix (default "edgewatch"):
+  {prefix}/availability         "online" / "offline", retained; the Last Will publishes "offline"
+  {prefix}/{source_id}/status   kind "status", retained
+  {prefix}/{source_id}/results  kind "result", retained only when retain_results is true
+  {prefix}/{source_id}/events   kind "event"
+  {prefix}/stats                kind "stats", retained
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from daemon.frames import Message
+from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
+from daemon.sinks.encode import to_json
+
+log = logging.getLogger(__name__)
+
+QoS = Literal[0, 1, 2]
+_TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event": "events"}
+_RETAINED_KINDS = frozenset({"status", "stats"})
+_AVAILABILITY_QOS = 1
+
+
+class TlsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: str | None = Field(
+        None, description="PEM file of the CA(s) that signed the broker's certificate; unset: the system CAs."
+    )
+    cert_file: str | None = Field(None, description="PEM client certificate, for brokers that require one.")
+    key_file: str | None = Field(None, description="PEM private key of cert_file.")
+    insecure: bool = Field(
+        False,
+        description="Do not check that the broker certificate's name matches host (the chain is still "
+        "verified). For testing only.",
+    )
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TlsOptions:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"tls.{name}: expected an existing file, got {path!r} (not found)")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together: set both or neither")
+        return self
+
+
+class MqttOptions(SinkOptions):
+    host: str = Field("localhost", description="Broker host name or address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Broker port; unset: 1883, or 8883 with tls.")
+    client_id: str | None = Field(None, description="MQTT client id; unset: edgewatch-<hostname>-<pipeline>.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(
+        None, description="Broker password; give it as ${ENV} or a credential file, never in clear in YAML."
+    )
+    tls: TlsOptions | None = Field(None, description="Connect with TLS; unset: plain TCP.")
+    qos: QoS = Field(1, description="Default QoS for published messages (0, 1 or 2).")
+    qos_by_kind: dict[MessageKind, QoS] = Field(
+        default_factory=dict, description="QoS per message kind, overriding qos (e.g. {result: 0, event: 1})."
+    )
+    retain_results: bool = Field(False, description="Publish results retained (status and stats always are).")
+    keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive interval in seconds.")
+    topic_prefix: str = Field(
+        "edgewatch",
+        pattern=r"^[^#+/]+(/[^#+/]+)*$",
+        description="First topic level(s); no wildcards, no leading or trailing slash.",
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Give up one connection attempt after this long.")
+    reconnect_min_s: int = Field(1, ge=1, description="First wait before reconnecting, in seconds (doubles).")
+    reconnect_max_s: int = Field(60, ge=1, description="Longest wait between reconnection attempts, in seconds.")
+    max_inflight: int = Field(20, ge=1, description="QoS>0 messages sent but not yet acknowledged, at most.")
+    max_queued_messages: int = Field(
+        1000,
+        ge=1,
+        description="QoS>0 results and events held in memory awaiting the broker (e.g. while it is "
+        "offline); beyond this, publishing fails and is counted.",
+    )
+    close_timeout_s: float = Field(
+        2.0, ge=0, description="At close, wait this long for unacknowledged messages before disconnecting."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttOptions:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not: MQTT sends a password only with a user name")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed reconnect_max_s ({self.reconnect_max_s})"
+            )
+        return self
+
+
+class MqttPublishError(RuntimeError):
+    """A message the broker will not get (counted as failed by the fan-out)."""
+
+
+class MqttNotConnected(MqttPublishError):
+    """A QoS 0 message while the broker is unreachable: MQTT keeps no QoS 0 messages, so it is lost."""
+
+
+class MqttQueueFull(MqttPublishError):
+    """More QoS>0 messages awaiting the broker than max_queued_messages."""
+
+
+class MqttConfigError(ValueError):
+    """Options that parse but cannot be used (e.g. a TLS file that is not valid PEM)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One encoded MQTT message, ready for paho (or for a spool to store and replay)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class MqttSink(Sink):
+    """Publishes messages to one broker; connects and reconnects in paho's background thread."""
+
+    Options: ClassVar[type[SinkOptions]] = MqttOptions
+
+    def __init__(self, options: SinkOptions, context: SinkContext) -> None:
+        if not isinstance(options, MqttOptions):
+            raise TypeError(f"MqttSink needs MqttOptions, got {type(options).__name__}")
+        super().__init__(options, context)
+        self.opts = options
+        self.port = options.port or (8883 if options.tls else 1883)
+        self.broker = f"{options.host}:{self.port}"  # what logs name; never carries credentials
+        self.client_id = options.client_id or f"edgewatch-{socket.gethostname()}-{context.pipeline}"
+        self.availability_topic = f"{options.topic_prefix}/availability"
+        self._qos_by_kind: dict[str, int] = {str(k): int(v) for k, v in options.qos_by_kind.items()}
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._closing = False
+        self._failed_attempts = 0  # connection failures since the last success; only the first is a warning
+        # _lock orders publishes against the re-publish on connect; it is always taken before paho's locks.
+        self._lock = threading.Lock()
+        self._retained: dict[str, tuple[Outgoing, int | None]] = {}  # topic -> latest, mid if handed to paho
+        # mids handed to paho and not yet acknowledged; acks that overtake publish() land in _early_acks.
+        self._acks = threading.Condition()
+        self._unacked: set[int] = set()
+        self._early_acks: set[int] = set()
+
+    # -- encoding: Message -> Outgoing ----------------------------------------------------------------
+    def topic_for(self, msg: Message) -> str:
+        prefix = self.opts.topic_prefix
+        if msg.kind == "stats":
+            return f"{prefix}/stats"
+        if msg.kind not in _TOPIC_SUFFIX:
+            raise ValueError(f"message kind {msg.kind!r}: expected one of result, status, event, stats")
+        if not msg.source_id:
+            raise ValueError(f"{msg.kind} message without a source_id: its topic needs one")
+        return f"{prefix}/{msg.source_id}/{_TOPIC_SUFFIX[msg.kind]}"
+
+    def encode(self, msg: Message) -> Outgoing:
+        qos = self._qos_by_kind.get(msg.kind, self.opts.qos)
+        retain = msg.kind in _RETAINED_KINDS or (msg.kind == "result" and self.opts.retain_results)
+        return Outgoing(self.topic_for(msg), to_json(msg.payload).encode("utf-8"), qos, retain)
+
+    # -- Sink contract --------------------------------------------------------------------------------
+    def start(self) -> None:
+        client = self._make_client()
+        self._client = client
+        log.info("mqtt sink %s: connecting to %s as %s", self.options.id, self.broker, self.client_id)
+        client.connect_async(self.opts.host, self.port, keepalive=self.opts.keepalive_s)
+        client.loop_start()
+
+    def publish(self, msg: Message) -> None:
+        self.send(self.encode(msg))
+
+    def send(self, out: Outgoing) -> None:
+        """Hand one encoded message to paho; raises MqttPublishError when the broker will not get it.
+
+        Retained topics never fail for being offline: their latest value is kept and re-published on
+        (re)connection, so retained state is right once the broker is back.
+        """
+        if self._client is None:
+            raise MqttNotConnected(f"mqtt sink {self.options.id}: not started")
+        with self._lock:
+            if out.retain:
+                self._send_retained_locked(out)
+                return
+            if out.qos > 0 and self._pending() >= self.opts.max_queued_messages:
+                raise MqttQueueFull(
+                    f"mqtt sink {self.options.id}: {self.opts.max_queued_messages} messages already await "
+                    f"broker {self.broker} (max_queued_messages); dropped one for {out.topic}"
+                )
+            rc = self._hand_to_paho_locked(out)
+        if rc == MQTTErrorCode.MQTT_ERR_NO_CONN and out.qos == 0:
+            raise MqttNotConnected(
+                f"mqtt sink {self.options.id}: broker {self.broker} not connected; QoS 0 message for "
+                f"{out.topic} dropped"
+            )
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise MqttPublishError(
+                f"mqtt sink {self.options.id}: publish to {out.topic} failed: {mqtt.error_string(rc)}"
+            )
+
+    def close(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._closing = True
+        if self._connected:
+            with self._lock:
+                self._hand_to_paho_locked(Outgoing(self.availability_topic, b"offline", _AVAILABILITY_QOS, True))
+            self._wait_for_acks(time.monotonic() + self.opts.close_timeout_s)
+        left = self._pending()
+        if left:
+            log.warning("mqtt sink %s: closing with %d message(s) unacknowledged by %s", self.options.id, left,
+                        self.broker)
+        client.disconnect()
+        client.loop_stop()
+        self._connected = False
+        self._client = None
+        log.info("mqtt sink %s: disconnected from %s", self.options.id, self.broker)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- paho plumbing --------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        opts = self.opts
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        if opts.username is not None:
+            password = opts.password.get_secret_value() if opts.password is not None else None
+            client.username_pw_set(opts.username, password)
+        if opts.tls is not None:
+            self._set_tls(client, opts.tls)
+        client.will_set(self.availability_topic, b"offline", qos=_AVAILABILITY_QOS, retain=True)
+        client.reconnect_delay_set(opts.reconnect_min_s, opts.reconnect_max_s)
+        client.max_inflight_messages_set(opts.max_inflight)
+        client.max_queued_messages_set(0)  # the bound is ours (send()), so retained state is never refused
+        client.connect_timeout = opts.connect_timeout_s
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _set_tls(self, client: mqtt.Client, tls: TlsOptions) -> None:
+        try:
+            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        except OSError as exc:  # ssl.SSLError is an OSError: unreadable or non-PEM files
+            raise MqttConfigError(
+                f"mqtt sink {self.options.id}: cannot load TLS files (ca_file={tls.ca_file}, "
+                f"cert_file={tls.cert_file}, key_file={tls.key_file}): {exc}"
+            ) from exc
+        client.tls_insecure_set(tls.insecure)
+
+    def _hand_to_paho_locked(self, out: Outgoing) -> MQTTErrorCode:
+        assert self._client is not None
+        info = self._client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
+        rc = MQTTErrorCode(info.rc)
+        # QoS>0 messages refused for lack of a connection stay in paho's queue and go out on reconnect.
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and out.qos > 0):
+            with self._acks:
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                else:
+                    self._unacked.add(info.mid)
+            if out.retain:
+                self._retained[out.topic] = (out, info.mid)
+        elif out.retain:
+            self._retained[out.topic] = (out, None)
+        return rc
+
+    def _send_retained_locked(self, out: Outgoing) -> None:
+        previous = self._retained.get(out.topic)
+        older_pending = previous is not None and previous[1] is not None and self._is_pending(previous[1])
+        if self._connected or older_pending:
+            self._hand_to_paho_locked(out)  # behind any older value paho still holds, so order is kept
+        else:
+            self._retained[out.topic] = (out, None)  # offline: only the latest matters; sent on connect
+
+    def _pending(self) -> int:
+        with self._acks:
+            return len(self._unacked)
+
+    def _is_pending(self, mid: int) -> bool:
+        with self._acks:
+            return mid in self._unacked
+
+    def _wait_for_acks(self, deadline: float) -> None:
+        with self._acks:
+            while self._unacked and self._connected:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._acks.wait(min(remaining, 0.1))
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, *_args: Any) -> None:
+        # Called with paho's message lock held: touch only _acks here, never _lock.
+        with self._acks:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._early_acks.add(mid)
+            self._acks.notify_all()
+
+    def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self._note_failure(f"broker refused the connection: {reason}")
+            return
+        with self._lock:
+            self._connected = True
+            self._hand_to_paho_locked(Outgoing(self.availability_topic, b"online", _AVAILABILITY_QOS, True))
+            for out, mid in list(self._retained.values()):
+                if mid is None or not self._is_pending(mid):  # pending ones paho re-sends itself, in order
+                    self._hand_to_paho_locked(out)
+        self._failed_attempts = 0
+        log.info("mqtt sink %s: connected to %s", self.options.id, self.broker)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        self._note_failure("cannot connect")
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        was_connected, self._connected = self._connected, False
+        if was_connected and not self._closing:
+            log.warning("mqtt sink %s: lost connection to %s (%s); reconnecting in the background",
+                        self.options.id, self.broker, reason)
+
+    def _note_failure(self, what: str) -> None:
+        self._failed_attempts += 1
+        level = logging.WARNING if self._failed_attempts == 1 else logging.DEBUG
+        log.log(level, "mqtt sink %s: %s: %s (attempt %d); retrying in the background", self.options.id,
+                self.broker, what, self._failed_attempts)
