@@ -58,7 +58,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         model = load_model(options, name=Path(args.model).stem)
         if getattr(model, "kind", None) != "detect":
             raise TwoStageConfigError(f"model type {args.type!r} is a {model.kind} model; infer runs detectors")
-        pipeline = Pipeline(PipelineSpec(name="infer", detector="model"), {"model": model})
+        pipeline = Pipeline(PipelineSpec.model_validate({"name": "infer", "detector": "model"}), {"model": model})
         return _run(pipeline, args.input, args.annotate, as_json=args.json)
     except (ValueError, LookupError, OSError, InferenceError) as exc:
         print(f"edgewatch infer: {exc}", file=sys.stderr)

@@ -262,7 +262,11 @@ class Spool:
             limit = f"{self.max_bytes} bytes" if reason == "max_bytes" else f"{self.max_age_s} s"
             log.warning(
                 "spool %s: dropped the %d oldest undelivered message(s) (%s limit %s); %d dropped in total",
-                self.path, count, reason, limit, self.drops,
+                self.path,
+                count,
+                reason,
+                limit,
+                self.drops,
             )
         self._unlogged.clear()
         self._last_drop_log = now

@@ -26,17 +26,25 @@ log = logging.getLogger(__name__)
 PLATE_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
 
-def render_plate(text: str, size_wh: tuple[int, int] = (240, 56)) -> np.ndarray:
-    """A white plate with a black border and `text` in black, centred (BGR)."""
+PLATE_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    # name: (plate BGR, text BGR); blue and yellow are what the HyperLPR plate models were trained on
+    "yellow": ((0, 200, 255), (0, 0, 0)),
+    "blue": ((150, 60, 10), (255, 255, 255)),
+    "white": ((255, 255, 255), (0, 0, 0)),
+}
+
+
+def render_plate(text: str, size_wh: tuple[int, int] = (160, 46), colour: str = "yellow") -> np.ndarray:
+    """A plate of `colour` (yellow, blue, white) with a border and `text` centred (BGR)."""
     w, h = size_wh
-    plate = np.full((h, w, 3), 255, dtype=np.uint8)
-    cv2.rectangle(plate, (1, 1), (w - 2, h - 2), (0, 0, 0), max(2, h // 20))
+    background, ink = PLATE_COLOURS[colour]
+    plate = np.full((h, w, 3), background, dtype=np.uint8)
+    cv2.rectangle(plate, (1, 1), (w - 2, h - 2), ink, max(2, h // 20))
     font, thickness = cv2.FONT_HERSHEY_DUPLEX, max(2, h // 16)
-    scale = 1.0
-    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    (tw, th), _ = cv2.getTextSize(text, font, 1.0, thickness)
     scale = min((w * 0.86) / tw, (h * 0.62) / th)
     (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
-    cv2.putText(plate, text, ((w - tw) // 2, (h + th) // 2), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    cv2.putText(plate, text, ((w - tw) // 2, (h + th) // 2), font, scale, ink, thickness, cv2.LINE_AA)
     return plate
 
 
@@ -75,25 +83,34 @@ def random_plate_text(rng: np.random.Generator) -> str:
 def plate_scene(
     texts: Sequence[str],
     size_wh: tuple[int, int] = (1280, 720),
-    plate_wh: tuple[int, int] = (200, 48),
+    plate_wh: tuple[int, int] = (160, 46),
     seed: int = 0,
+    colour: str = "yellow",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A textured picture with one plate per text on a jittered grid; returns (image, corners [N,4,2])."""
+    """A grey picture with one plate per text, each on a car-coloured panel, on a jittered grid.
+
+    Plates are rotated by up to 6 degrees and narrowed on one side (perspective). Returns the picture and
+    the true plate corners [N,4,2] (tl, tr, br, bl).
+    """
     rng = np.random.default_rng(seed)
     w, h = size_wh
-    noise = rng.integers(60, 200, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    scene = cv2.GaussianBlur(cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 3)
-    cols = max(1, int(math.ceil(math.sqrt(len(texts) * w / h))))
-    rows = max(1, int(math.ceil(len(texts) / cols)))
+    gradient = np.linspace(90, 170, w, dtype=np.float32)[None, :, None]
+    scene = np.clip(gradient + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    cols = max(1, math.ceil(math.sqrt(len(texts) * w / h)))
+    rows = max(1, math.ceil(len(texts) / cols))
     cell_w, cell_h = w / cols, h / rows
-    if cell_w < plate_wh[0] * 1.3 or cell_h < plate_wh[1] * 1.6:
+    pw, ph = plate_wh
+    if cell_w < pw * 1.3 or cell_h < ph * 3.0:
         raise ValueError(f"{len(texts)} plates of {plate_wh} do not fit a {size_wh} picture")
     corners = []
     for i, text in enumerate(texts):
-        cx = (i % cols + 0.5) * cell_w + rng.uniform(-0.1, 0.1) * cell_w
-        cy = (i // cols + 0.5) * cell_h + rng.uniform(-0.1, 0.1) * cell_h
+        cx = (i % cols + 0.5) * cell_w + rng.uniform(-0.05, 0.05) * cell_w
+        cy = (i // cols + 0.5) * cell_h + rng.uniform(-0.05, 0.05) * cell_h
+        body = tuple(int(c) for c in rng.integers(20, 120, 3))
+        cv2.rectangle(scene, (int(cx - pw * 0.65), int(cy - ph * 1.6)), (int(cx + pw * 0.65), int(cy + ph * 1.2)),
+                      body, -1)
         quad = plate_corners((cx, cy), plate_wh, float(rng.uniform(-6, 6)), float(rng.uniform(0.0, 0.12)))
-        place_plate(scene, render_plate(text, plate_wh), quad)
+        place_plate(scene, render_plate(text, plate_wh, colour), quad)
         corners.append(quad)
     return scene, np.asarray(corners, dtype=np.float32).reshape(-1, 4, 2)
 
@@ -193,11 +210,11 @@ def plate_bench(
         "plates": load_model({"type": "yolov5", "path": str(Path(models_dir) / "plate_det_y5fu_640.onnx"), **extra}),
         "ocr": load_model({"type": "ocr", **extra}),
     }
-    spec = PipelineSpec(
-        name="plates", detector="plates",
-        stages=[StageSpec(name="text", model="ocr", crop={"rectify_keypoints": True},  # type: ignore[arg-type]
-                          max_batch_size=max_batch_size)],
-    )
+    spec = PipelineSpec.model_validate({
+        "name": "plates", "detector": "plates",
+        "stages": [{"name": "text", "model": "ocr", "crop": {"rectify_keypoints": True},
+                    "max_batch_size": max_batch_size}],
+    })
     result = bench_two_stage(Pipeline(spec, models), images, repeats)
     result["plates_rendered"] = frames * plates_per_frame
     return result

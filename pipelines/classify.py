@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,40 +104,39 @@ class Classifier(Model):
         shape = self.input.shape
         if len(shape) != 4:
             raise self._fail(f"classifier input {self.input.name!r} has shape {shape}; expected rank 4")
-        layout = self.opts.layout
+        layout: str = self.opts.layout
         if layout == "auto":
             layout = "nchw" if shape[1] in (1, 3) else "nhwc" if shape[3] in (1, 3) else ""
         channels = shape[1] if layout == "nchw" else shape[3] if layout == "nhwc" else None
-        if channels not in (1, 3):
+        if not isinstance(channels, int) or channels not in (1, 3):
             raise self._fail(
                 f"input {self.input.name!r} shape {shape} has no channel axis of size 1 or 3 "
                 f"for layout {self.opts.layout}"
             )
-        hw = shape[2:4] if layout == "nchw" else shape[1:3]
-        fixed = all(isinstance(v, int) and v > 0 for v in hw)
-        model_wh = (int(hw[1]), int(hw[0])) if fixed else None  # type: ignore[arg-type]
+        hw = [v for v in (shape[2:4] if layout == "nchw" else shape[1:3]) if isinstance(v, int) and v > 0]
+        model_wh = (hw[1], hw[0]) if len(hw) == 2 else None
         wanted = self.opts.input_size
         if model_wh and wanted and tuple(wanted) != model_wh:
             raise self._fail(f"input_size {wanted} differs from the model's fixed input {model_wh}")
         size = model_wh or wanted
         if size is None:
             raise self._fail(f"input {self.input.name!r} {shape} has a dynamic size: set input_size")
-        return layout, int(channels), (int(size[0]), int(size[1]))  # type: ignore[arg-type]
+        return layout, channels, (int(size[0]), int(size[1]))
 
     def _load_labels(self) -> list[str] | None:
         labels = self.opts.labels
         if self.opts.labels_file is not None:
             labels = read_labels(Path(self.opts.labels_file))
-        dims = self.runtime.outputs[0].shape[1:]
-        if len([d for d in dims if d != 1]) > 1:
+        output = self.runtime.outputs[0]
+        dims = output.shape[1:]
+        if len([d for d in dims if isinstance(d, int) and d > 1]) > 1:
             raise self._fail(
-                f"classifier output {self.runtime.outputs[0].name!r} has shape {self.runtime.outputs[0].shape}; "
-                "expected [N, classes] (extra axes of size 1 allowed)"
+                f"classifier output {output.name!r} has shape {output.shape}; expected [N, classes] "
+                "(extra axes of size 1 allowed)"
             )
-        if labels is not None and all(isinstance(v, int) and v > 0 for v in dims):
-            classes = int(np.prod(dims))  # type: ignore[arg-type]
-            if len(labels) != classes:
-                raise self._fail(f"{len(labels)} labels for an output of {classes} classes {tuple(dims)}")
+        fixed = [d for d in dims if isinstance(d, int) and d > 0]
+        if labels is not None and len(fixed) == len(dims) and len(labels) != math.prod(fixed):
+            raise self._fail(f"{len(labels)} labels for an output of {math.prod(fixed)} classes {output.shape}")
         return labels
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -51,6 +51,8 @@ def read_merges(path: Path) -> list[tuple[str, str]]:
     lines = raw.decode("utf-8").split("\n")[1 : N_MERGES + 1]
     merges: list[tuple[str, str]] = []
     for number, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
         parts = line.split()
         if len(parts) != 2:
             raise TokenizerLoadError(f"{path}: line {number}: expected a merge 'a b', got {line!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -76,6 +76,9 @@ class ConsensusOptions(BaseModel):
         default_factory=list,
         description="OCR: named formats; the consensus reports the first that matches, or is flagged.",
     )
+    settle_requires_format: bool = Field(
+        default=False, description="OCR: a text that matches none of `formats` never counts as settled."
+    )
     known: list[KnownEntry] = Field(default_factory=list, description="OCR: allow/deny lists of known texts.")
     known_max_distance: int = Field(default=1, ge=0, description="OCR: edit distance still counted as a known match.")
     snap_to_known: bool = Field(
@@ -142,17 +145,19 @@ class LabelVotes:
 
     def __init__(self, max_history: int = 50) -> None:
         self.max_history = max_history
+        self.count = 0  # every read added, also those max_history dropped since
         self.reads: list[dict[str, Any]] = []
 
     def add(self, result: Mapping[str, Any]) -> bool:
         """Record one classifier result {"class","class_id","confidence"[,"top"]}; its "top" list votes."""
         entries = result.get("top") or [result]
         self.reads.append({"entries": [(e["class"], e.get("class_id"), float(e["confidence"])) for e in entries]})
+        self.count += 1
         _keep_heaviest(self.reads, self.max_history, lambda r: r["entries"][0][2])
         return True
 
     def __len__(self) -> int:
-        return len(self.reads)
+        return self.count
 
     def result(self, options: ConsensusOptions) -> dict[str, Any] | None:
         """Winning class with its vote share as agreement; None before the first read."""
@@ -175,8 +180,8 @@ class LabelVotes:
             "confidence": sum(wins) / len(wins) if wins else 0.0,
             "top": [{"class": n, "class_id": class_ids[n], "confidence": w / total} for n, w in ranked[:5]],
             "agreement": agreement,
-            "reads": len(self.reads),
-            "settled": len(self.reads) >= options.min_reads and agreement >= options.min_agreement,
+            "reads": self.count,
+            "settled": self.count >= options.min_reads and agreement >= options.min_agreement,
         }
 
 
@@ -189,12 +194,8 @@ class TextRead:
     chars: list[float] = field(default_factory=list)
 
 
-def _vote_positions(reads: Sequence[TextRead]) -> tuple[str, list[float]]:
-    """Per-position vote over reads of the heaviest length; returns text and per-position vote share."""
-    by_length: Counter[int] = Counter()
-    for read in reads:
-        by_length[len(read.text)] += read.confidence
-    length = max(by_length.items(), key=lambda kv: (kv[1], kv[0]))[0]
+def _vote_positions(reads: Sequence[TextRead], length: int) -> tuple[str, list[float]]:
+    """Per-position vote over the reads of one length; returns the text and each position's vote share."""
     same = [r for r in reads if len(r.text) == length]
     text, shares = [], []
     for pos in range(length):
@@ -205,6 +206,22 @@ def _vote_positions(reads: Sequence[TextRead]) -> tuple[str, list[float]]:
         text.append(char)
         shares.append(weight / (sum(votes.values()) or 1.0))
     return "".join(text), shares
+
+
+def _vote(reads: Sequence[TextRead], formats: Sequence[PlateFormat]) -> tuple[str, list[float]]:
+    """Vote over the heaviest length; with formats, the heaviest length whose vote matches one (a plate
+    half hidden for many frames reads consistently short, but never in a valid format)."""
+    by_length: dict[int, float] = defaultdict(float)
+    for read in reads:
+        by_length[len(read.text)] += read.confidence
+    lengths = sorted(by_length, key=lambda n: (by_length[n], n), reverse=True)
+    first = _vote_positions(reads, lengths[0])
+    if formats and match_format(first[0], formats) is None:
+        for length in lengths[1:]:
+            candidate = _vote_positions(reads, length)
+            if match_format(candidate[0], formats) is not None:
+                return candidate
+    return first
 
 
 def _clusters(reads: Sequence[TextRead], max_distance: int) -> list[list[TextRead]]:
@@ -226,6 +243,7 @@ class TextVotes:
     def __init__(self, max_history: int = 50, normalize: bool = True) -> None:
         self.max_history = max_history
         self.normalize = normalize
+        self.count = 0  # every non-empty read added, also those max_history dropped since
         self.reads: list[TextRead] = []
 
     def add(self, result: Mapping[str, Any]) -> bool:
@@ -239,11 +257,12 @@ class TextVotes:
         if not text:
             return False
         self.reads.append(TextRead(text, max(float(result.get("confidence") or 0.0), 1e-6), conf or []))
+        self.count += 1
         _keep_heaviest(self.reads, self.max_history, lambda r: r.confidence)
         return True
 
     def __len__(self) -> int:
-        return len(self.reads)
+        return self.count
 
     def result(self, options: ConsensusOptions) -> dict[str, Any] | None:
         """Consensus text with agreement, format name or flag, known-list match; None before any read."""
@@ -255,7 +274,7 @@ class TextVotes:
             group = max(groups, key=lambda g: sum(r.confidence for r in g))
         else:
             group = list(self.reads)
-        text, shares = _vote_positions(group)
+        text, shares = _vote(group, options.formats)
         support = [r for r in group if levenshtein(r.text, text) <= options.cluster_max_distance]
         agreement = sum(r.confidence for r in support) / total
         exact = [r.confidence for r in group if r.text == text] or [r.confidence for r in group]
@@ -269,13 +288,14 @@ class TextVotes:
         if known is not None and options.snap_to_known:
             text = known["plate"]
         fmt = match_format(text, options.formats)
+        settled = self.count >= options.min_reads and agreement >= options.min_agreement
         return {
             "text": text,
             "confidence": confidence,
             "char_confidences": shares,
             "agreement": agreement,
-            "reads": len(self.reads),
-            "settled": len(self.reads) >= options.min_reads and agreement >= options.min_agreement,
+            "reads": self.count,
+            "settled": settled and (fmt is not None or not options.settle_requires_format),
             "format": fmt,
             "flagged": bool(options.formats) and fmt is None,
             "known": known,

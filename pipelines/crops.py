@@ -1,4 +1,4 @@
-"""Crops for second stages: padding, aspect handling, key-point rectification, batching, and the way back to source pixels."""
+"""Crops for second stages: padding, aspect, key-point rectification, batching, and the way back to source pixels."""
 
 from __future__ import annotations
 

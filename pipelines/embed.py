@@ -142,6 +142,9 @@ def _input_geometry(info: TensorInfo, options: EmbedOptions, stage: str) -> tupl
         layout = "nchw" if shape[1] in (1, 3) else "nhwc" if shape[3] in (1, 3) else ""
         if not layout:
             raise ModelLoadError(f"{stage}: cannot tell the layout of input shape {shape}; set layout")
+    channels = shape[1] if layout == "nchw" else shape[3]
+    if isinstance(channels, int) and channels != 3:
+        raise ModelLoadError(f"{stage}: input {info.name!r} {shape} has {channels} channels as {layout}; expected 3")
     if options.input_size is not None:
         return layout, options.input_size
     h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])

@@ -250,7 +250,7 @@ def parse_tsv(tsv: str) -> tuple[str, list[float]]:
         return "", []
     header = lines[0].split("\t")
     col_text, col_conf = header.index("text"), header.index("conf")
-    text, confs = "", []
+    text, confs = "", list[float]()
     for line in lines[1:]:
         cells = line.split("\t")
         if len(cells) <= col_text or not cells[col_text].strip() or float(cells[col_conf]) < 0:

@@ -88,7 +88,9 @@ def two_stage_ocr(
     crop: CropOptions | Mapping[str, Any] | None = None,
     max_batch_size: int = 32,
 ) -> list[dict[str, Any]]:
-    """Detect, then read each detection's text: [{"bbox", "class", "class_id", "confidence", "text", "text_confidence"}].
+    """Detect, then read each detection's text.
+
+    Returns [{"bbox", "class", "class_id", "confidence", "text", "text_confidence"}] per detection.
 
     `ocr` None loads the default PP-OCR recogniser. Crops are rectified from corner key points when the
     detector gives them (plates), unless `crop` says otherwise. Filtered-out detections get text None.
@@ -111,14 +113,14 @@ def _stage(
     name: str, crop: CropOptions | Mapping[str, Any] | None, on: Sequence[str] | None, min_conf: float, batch: int
 ) -> StageSpec:
     options = crop if isinstance(crop, CropOptions) else CropOptions.model_validate(dict(crop or {}))
-    return StageSpec(
-        name=name, model="second", on=list(on) if on is not None else None, min_parent_confidence=min_conf,
-        crop=options, max_batch_size=batch,
-    )
+    return StageSpec.model_validate({
+        "name": name, "model": "second", "on": list(on) if on is not None else None,
+        "min_parent_confidence": min_conf, "crop": options, "max_batch_size": batch,
+    })
 
 
 def _run_two(image: np.ndarray, first: Any, second: Any, stage: StageSpec) -> sv.Detections:
-    spec = PipelineSpec(name="two_stage", detector="first", stages=[stage])
+    spec = PipelineSpec.model_validate({"name": "two_stage", "detector": "first", "stages": [stage]})
     return Pipeline(spec, {"first": first, "second": second}).run([image])[0]
 
 
@@ -141,14 +143,16 @@ def _runner(model: Any, overrides: Mapping[str, Any]) -> Callable[[list[np.ndarr
         return lambda images: list(model.detect(images, **overrides))
     if hasattr(model, "run") and not overrides:
         return lambda images: list(model.run(images))
-    raise TypeError(f"expected a detector or a Pipeline (overrides only apply to detectors), got {type(model).__name__}")
+    raise TypeError(
+        f"expected a detector or a Pipeline (overrides only apply to detectors), got {type(model).__name__}"
+    )
 
 
 def infer(
     model: ModelArg,
     source: ImageArg | Sequence[ImageArg],
     *,
-    type: str | None = None,  # noqa: A002 - mirrors the YAML `type:` key
+    model_type: str | None = None,
     batch_size: int = 8,
     **overrides: Any,
 ) -> list[sv.Detections]:
@@ -157,8 +161,9 @@ def infer(
                                           and Path(source).suffix.lower() in IMAGE_EXTS):
         source = [source]
     if isinstance(source, str | Path):
-        return [d for _, _, d in infer_on_stream(model, source, type=type, batch_size=batch_size, **overrides)]
-    run = _runner(model if hasattr(model, "run") else resolve_model(model, type, "model"), overrides)
+        stream = infer_on_stream(model, source, model_type=model_type, batch_size=batch_size, **overrides)
+        return [detections for _, _, detections in stream]
+    run = _runner(model if hasattr(model, "run") else resolve_model(model, model_type, "model"), overrides)
     out: list[sv.Detections] = []
     items = list(source)
     for start in range(0, len(items), batch_size):
@@ -170,13 +175,13 @@ def infer_on_stream(
     model: ModelArg,
     path: str | Path,
     *,
-    type: str | None = None,  # noqa: A002 - mirrors the YAML `type:` key
+    model_type: str | None = None,
     image_ext: Sequence[str] = IMAGE_EXTS,
     batch_size: int = 1,
     **overrides: Any,
 ) -> Iterator[tuple[int | str, np.ndarray, sv.Detections]]:
     """Yield (file path or frame index, image, detections) over a folder (sorted by name) or a video."""
-    run = _runner(model if hasattr(model, "run") else resolve_model(model, type, "model"), overrides)
+    run = _runner(model if hasattr(model, "run") else resolve_model(model, model_type, "model"), overrides)
     pending: list[tuple[int | str, np.ndarray]] = []
     for reference, image in iter_source(path, image_ext):
         pending.append((reference, image))

@@ -267,25 +267,31 @@ def warmup_feeds(inputs: Sequence[TensorInfo]) -> tuple[dict[str, np.ndarray], b
     return feeds, guessed
 
 
-def warm_up(runtime: RuntimeLike, runs: int, skip_guessed: bool = False) -> None:
+def warm_up(
+    runtime: RuntimeLike, runs: int, skip_guessed: bool = False, feeds: dict[str, np.ndarray] | None = None
+) -> None:
     """Run zeros through the model `runs` times so the first real frame pays no lazy-init cost.
 
-    A failure with fully fixed shapes means the model is broken (ModelLoadError); with guessed dynamic
-    sizes it may only mean the guess does not suit the model, so it is logged and loading goes on.
+    `feeds` replaces the zeros (an engine knows its profile's optimal shapes). A failure with fully fixed
+    shapes means the model is broken (ModelLoadError); with guessed dynamic sizes it may only mean the
+    guess does not suit the model, so it is logged and loading goes on.
     """
     if runs <= 0:
         return
-    feeds, guessed = warmup_feeds(runtime.inputs)
+    label = model_label(runtime.stage, runtime.path)
+    guessed = False
+    if feeds is None:
+        feeds, guessed = warmup_feeds(runtime.inputs)
     if guessed and skip_guessed:
-        log.info("%s: warm-up skipped (dynamic input shape)", model_label(runtime.stage, runtime.path))
+        log.info("%s: warm-up skipped (dynamic input shape)", label)
         return
     try:
         for _ in range(runs):
             runtime.run(feeds)
     except InferenceError as exc:
         if not guessed:
-            raise ModelLoadError(f"{model_label(runtime.stage, runtime.path)}: warm-up run failed: {exc}") from exc
-        log.warning("%s: warm-up with guessed input sizes failed: %s", model_label(runtime.stage, runtime.path), exc)
+            raise ModelLoadError(f"{label}: warm-up run failed: {exc}") from exc
+        log.warning("%s: warm-up with guessed input sizes failed: %s", label, exc)
 
 
 def ort_dtype(onnx_type: str) -> np.dtype:

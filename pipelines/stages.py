@@ -44,7 +44,9 @@ class StageSpec(BaseModel):
     min_crop_size: int = Field(
         4, ge=1, description="Parents whose box (inside the picture) has a shorter side below this are skipped."
     )
-    crop: CropOptions = Field(default_factory=CropOptions, description="Padding, aspect and rectification.")
+    crop: CropOptions = Field(
+        default_factory=lambda: CropOptions.model_validate({}), description="Padding, aspect and rectification."
+    )
     max_batch_size: int = Field(
         32, ge=1, description="Most crops per model call; crops of all frames in a batch are pooled."
     )
@@ -200,11 +202,11 @@ def model_call(model: Any) -> Callable[[Sequence[np.ndarray]], Sequence[Any]]:
     """The batch call of a model by its kind, returning one result per crop."""
     kind = model.kind
     if kind == "detect":
-        return model.detect  # type: ignore[no-any-return]
+        return model.detect
     if kind == "classify":
-        return model.classify  # type: ignore[no-any-return]
+        return model.classify
     if kind == "ocr":
-        return model.read  # type: ignore[no-any-return]
+        return model.read
     if kind == "embed":
         return lambda crops: [np.asarray(row, dtype=np.float32) for row in model.embed(crops)] if crops else []
     raise ValueError(f"model {getattr(model, 'name', model)!r} has kind {kind!r}; expected one of {SECOND_STAGE_KINDS}")

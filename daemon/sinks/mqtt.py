@@ -27,6 +27,16 @@ from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.encode import to_json
 
 log = logging.getLogger(__name__)
+_paho_log = logging.getLogger(f"{__name__}.paho")
+
+
+def _not_after_our_disconnect(record: logging.LogRecord) -> bool:
+    # paho 2.2's network thread logs this at ERROR once more after every deliberate disconnect(); it is noise.
+    message = record.getMessage()
+    return not (message.startswith("Client is not connected") and message.endswith("MQTT_CS_DISCONNECTED"))
+
+
+_paho_log.addFilter(_not_after_our_disconnect)
 
 QoS = Literal[0, 1, 2]
 _TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event": "events"}
@@ -235,11 +245,16 @@ class MqttSink(Sink):
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def pending(self) -> int:
+        """Messages handed to paho and not yet acknowledged by the broker (QoS>0 ones wait for a PUBACK)."""
+        return self._pending()
+
     # -- paho plumbing --------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         opts = self.opts
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(_paho_log)
         if opts.username is not None:
             password = opts.password.get_secret_value() if opts.password is not None else None
             client.username_pw_set(opts.username, password)

@@ -153,10 +153,14 @@ class Detector(Model):
                 raise ModelLoadError(f"{self.label}: input_size {list(wanted)} but the model's input is fixed at "
                                      f"{w}x{h}; remove input_size or export the model at that size")
             return (w, h)
-        size = tuple(wanted) if wanted is not None else (self.default_side, self.default_side)
+        size = tuple(wanted) if wanted is not None else self.fallback_size()
         if size[0] % 32 or size[1] % 32 or min(size) <= 0:
             raise ModelLoadError(f"{self.label}: input_size {list(size)} must be positive multiples of 32")
         return (int(size[0]), int(size[1]))
+
+    def fallback_size(self) -> tuple[int, int]:
+        """(width, height) for a model with a dynamic input size and no input_size option."""
+        return (self.default_side, self.default_side)
 
     def post_options(self, overrides: Mapping[str, Any]) -> PostOptions:
         """The post-processing options with per-call overrides applied (validated: unknown keys are errors)."""

@@ -88,9 +88,7 @@ WRITER = textwrap.dedent(
 def test_everything_committed_survives_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env
-    )
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout is not None
     head = [child.stdout.readline() for _ in range(200)]  # let it commit a while, then kill it mid-stream
     child.send_signal(signal.SIGKILL)
