@@ -10,12 +10,14 @@ from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
+import supervision as sv
 from pydantic import ValidationError
 
 from daemon import api_format as fmt
 from daemon.api_batch import BatchCall, Coalescer, Submitter
 from daemon.api_images import Limits, decode_ref, image_refs
 from daemon.api_models import TASK_TYPES, ApiError, ApiModel, ModelRegistry, UnknownModelError, WrongTaskError
+from pipelines.crops import CropOptions, crop_detection
 from pipelines.models import ModelOptions, model_class
 
 # InferenceConfiguration field (as the client sends it) -> detector override name
@@ -28,6 +30,7 @@ DETECT_PARAMS = {
     "max_candidates": "max_candidates",
 }
 OCR_VERSION_KEYS = ("doctr_version_id", "pp_ocr_version_id", "trocr_version_id", "easy_ocr_version_id")
+TEXT_CROP = CropOptions(rectify_keypoints=True)
 ROUTE_FOR_TASK = {"object-detection": "/infer/object_detection", "classification": "/infer/classification",
                   "ocr": "/doctr/ocr (ocr_image)", "embedding": "/clip/embed_image"}
 
@@ -90,6 +93,14 @@ class Inference:
     async def run_job(self, fn: Callable[[], Any]) -> Any:
         return await self.wait(self.worker.submit(fn))
 
+    def batch_stats(self) -> dict[str, int]:
+        """Totals over all coalescers: requests, worker jobs, images, and the largest job."""
+        with self._lock:
+            coalescers = list(self._coalescers)
+        stats = [c.stats for c in coalescers]
+        return {"requests": sum(s.requests for s in stats), "jobs": sum(s.jobs for s in stats),
+                "images": sum(s.images for s in stats), "largest_job": max((s.largest_job for s in stats), default=0)}
+
     def fail_pending(self, exc: BaseException) -> None:
         with self._lock:
             coalescers = list(self._coalescers)
@@ -134,12 +145,12 @@ class Inference:
             seconds = time.perf_counter() - t0
             out = [fmt.ocr_response(img, [t], None, seconds, with_boxes) for img, t in zip(images, texts, strict=True)]
         else:
-            pipeline = text_pipeline(detector, reader)
-            found = await self.run_batched(reader, ("ocr", detector.model_id), lambda imgs, p: pipeline.run(imgs),
-                                           images, {})
+            det_model, read_model = detector.model, reader.model
+            found = await self.run_batched(reader, ("ocr", detector.model_id),
+                                           lambda imgs, p: read_text(det_model, read_model, imgs), images, {})
             seconds = time.perf_counter() - t0
-            out = [fmt.ocr_response(img, [r or {} for r in det.data.get("text", [])], det, seconds, with_boxes)
-                   for img, det in zip(images, found, strict=True)]
+            out = [fmt.ocr_response(img, texts, det, seconds, with_boxes)
+                   for img, (det, texts) in zip(images, found, strict=True)]
         return out if as_list else out[0]
 
     async def _ocr_model(self, version: str) -> ApiModel:
@@ -271,15 +282,18 @@ def _texts(value: Any, field: str, limit: int) -> list[str]:
     return texts
 
 
-def text_pipeline(detector: ApiModel, reader: ApiModel) -> Any:
-    """detect text -> read each (rectified) crop, cached on the reader entry per detector."""
-    from pipelines.stages import Pipeline
-
-    slot = ("pipeline", detector.model_id)
-    pipeline = reader.extras.get(slot)
-    if pipeline is None or pipeline.detector is not detector.model:
-        spec = {"name": "api-ocr", "detector": "text_detector",
-                "stages": [{"name": "text", "model": "reader", "crop": {"rectify_keypoints": True}}]}
-        pipeline = Pipeline(spec, {"text_detector": detector.model, "reader": reader.model})
-        reader.extras[slot] = pipeline
-    return pipeline
+def read_text(detector: Any, reader: Any, images: list[np.ndarray]) -> list[tuple[sv.Detections, list[Any]]]:
+    """Text boxes per image, then every box read in one recogniser call (crops rectified from quadrilaterals)."""
+    found = list(detector.detect(images))
+    crops, owners = [], []
+    for i, (image, dets) in enumerate(zip(images, found, strict=True)):
+        if "keypoints" not in dets.data and "polygon" in dets.data:
+            dets.data["keypoints"] = np.asarray(dets.data["polygon"], dtype=np.float32)
+        for j in range(len(dets)):
+            crops.append(crop_detection(image, dets, j, i, TEXT_CROP).image)
+            owners.append(i)
+    readings = list(reader.read(crops)) if crops else []
+    per_image: list[list[Any]] = [[] for _ in images]
+    for owner, reading in zip(owners, readings, strict=True):
+        per_image[owner].append(reading)
+    return list(zip(found, per_image, strict=True))

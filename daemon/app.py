@@ -16,6 +16,9 @@ from daemon.capture import Capture, make_capture
 from daemon.config import Config
 from daemon.fanout import Fanout
 from daemon.frames import Message, Result
+from daemon.health import HealthRules, HealthServer, progress_problems
+from daemon.metrics import Metrics
+from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.payload import result_payload
 from daemon.sinks.base import Sink, SinkContext
 from daemon.stats import Stats
@@ -41,6 +44,15 @@ class Daemon:
         self.pipeline: Any = None
         self._stop = threading.Event()
         self._signals = 0
+        self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
+        self.rules = HealthRules(
+            required_sources=frozenset(s.id for s in config.sources if s.required),
+            required_sinks=frozenset(s.id for s in config.sinks if s.required),
+        )
+        self.health: HealthServer | None = None
+        # unset=True: ffmpeg and other children must not inherit the socket and speak for us
+        self.notifier = Notifier.from_env(unset=True)
+        self.watchdog: Watchdog | None = None
 
     # -- build, back to front -------------------------------------------------------------------------
     def start(self) -> None:
@@ -50,14 +62,32 @@ class Daemon:
         for options in self.config.sources:
             self.captures[options.id] = make_capture(options, self.stats, on_state=self._on_state)
         queues = {sid: cap.queue for sid, cap in self.captures.items()}
-        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch)
+        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch, self.metrics)
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
+        self._start_service_endpoints()
         log.info(
             "edgewatch running pipeline %s: %d source(s), %d sink(s)",
             self.pipeline.name, len(self.captures), len(self.sinks),
         )
+
+    def _start_service_endpoints(self) -> None:
+        """Health endpoint and systemd notify: READY only now that models are loaded and sinks started."""
+        if self.config.http.enabled:
+            self.health = HealthServer(self.stats, self.rules, self.metrics, self.config.http.host,
+                                       self.config.http.port)
+            self.health.start()
+        self.notifier.ready(self.status_text())
+        interval = watchdog_interval()
+        if interval is not None:
+            self.watchdog = Watchdog(self.notifier, lambda: not progress_problems(self.stats, self.rules), interval)
+            self.watchdog.start()
+
+    def status_text(self) -> str:
+        """One line for systemctl status: per-source state and fps."""
+        parts = [f"{sid} {s.state} {s.process_rate.per_second():.1f}fps" for sid, s in self.stats.sources.items()]
+        return "; ".join(parts) or "starting"
 
     def _start_sinks(self) -> None:
         context = SinkContext(
@@ -83,6 +113,7 @@ class Daemon:
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:
         assert self.fanout is not None
+        self.metrics.observe_e2e(result.frame.source_id, time.monotonic() - result.frame.t_mono)
         self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
 
     def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
@@ -102,9 +133,13 @@ class Daemon:
         """Block until a stop is requested or all finite sources are done; prints the live status line."""
         status = StatusLine(self.stats, self.captures, sys.stderr) if self.config.status_interval_s else None
         interval = self.config.status_interval_s or 0.5
+        last_notify = 0.0
         while not self._stop.wait(min(interval, 0.5)):
             if status is not None:
                 status.maybe_print(interval)
+            if time.monotonic() - last_notify > 5.0:
+                last_notify = time.monotonic()
+                self.notifier.status(self.status_text())
             if self.finished():
                 log.info("all sources have ended")
                 break
@@ -119,6 +154,9 @@ class Daemon:
         """Sources first, then drain the queues, then flush and close sinks; True if all within the bound."""
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         clean = True
+        self.notifier.stopping("stopping: draining queues and flushing sinks")
+        if self.watchdog is not None:
+            self.watchdog.stop()
         for capture in self.captures.values():
             capture.stop(timeout=max(0.1, deadline - time.monotonic()) / max(1, len(self.captures)))
         if self.worker is not None:
@@ -127,6 +165,8 @@ class Daemon:
             capture.queue.close()
         if self.fanout is not None:
             clean &= bool(self.fanout.close(timeout=max(0.5, deadline - time.monotonic())))
+        if self.health is not None:
+            self.health.stop()
         if not clean:
             log.warning("shutdown did not finish within %.1fs", self.config.shutdown_timeout_s)
         return clean

@@ -21,14 +21,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "model's `path:` at it, or keep the .onnx with providers [tensorrt, cuda, cpu].",
     )
     parser.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX model to build from")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where engines are kept (default: {default_cache_dir()})")
-    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=defaults.trt_fp16,
-                        help="allow float16 kernels (default: on)")
-    parser.add_argument("--workspace-mb", type=int, default=defaults.trt_workspace_mb,
-                        help=f"builder scratch memory in MiB (default: {defaults.trt_workspace_mb})")
-    parser.add_argument("--max-batch", type=int, default=8,
-                        help="largest batch for models with a dynamic batch axis (default: 8)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"where engines are kept (default: {default_cache_dir()})"
+    )
+    parser.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.trt_fp16,
+        help="allow float16 kernels (default: on)",
+    )
+    parser.add_argument(
+        "--workspace-mb",
+        type=int,
+        default=defaults.trt_workspace_mb,
+        help=f"builder scratch memory in MiB (default: {defaults.trt_workspace_mb})",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=8, help="largest batch for models with a dynamic batch axis (default: 8)"
+    )
     parser.add_argument("--device", type=int, default=defaults.device_id, help="GPU index (default: 0)")
     parser.set_defaults(handler=run)
     return parser
@@ -43,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         path = build_engine(
-            args.model, args.cache_dir, args.fp16, args.workspace_mb,
+            args.model,
+            args.cache_dir,
+            args.fp16,
+            args.workspace_mb,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
-            device_id=args.device, max_batch=args.max_batch,
+            device_id=args.device,
+            max_batch=args.max_batch,
         )
     except (ModelLoadError, InferenceError, OSError) as exc:
         print(f"edgewatch build-engine: error: {exc}", file=sys.stderr)

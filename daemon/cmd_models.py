@@ -38,15 +38,17 @@ def register(subparsers: Any) -> None:
     infer.add_argument("--type", default="yolox", choices=sorted(MODEL_TYPES), help="model type (default yolox)")
     infer.add_argument("--conf", type=float, default=None, help="confidence threshold (the model's default if unset)")
     infer.add_argument("--json", action="store_true", help="print one JSON object per image/frame")
-    infer.add_argument("--annotate", type=Path, default=None,
-                       help="write annotated picture(s): a file for one image, else a folder")
+    infer.add_argument(
+        "--annotate", type=Path, default=None, help="write annotated picture(s): a file for one image, else a folder"
+    )
     infer.set_defaults(func=cmd_infer)
 
     two = subparsers.add_parser("two-stage", help="run a detector plus second stages (YAML) on images")
     two.add_argument("config", type=Path, help="YAML with `models:` (name -> type/path/...) and `pipeline:`")
     two.add_argument("input", help="image file, folder of images, or video file")
-    two.add_argument("--annotate", type=Path, default=None,
-                     help="write annotated picture(s): a file for one image, else a folder")
+    two.add_argument(
+        "--annotate", type=Path, default=None, help="write annotated picture(s): a file for one image, else a folder"
+    )
     two.set_defaults(func=cmd_two_stage)
 
 
@@ -57,7 +59,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     try:
         model = load_model(options, name=Path(args.model).stem)
         if getattr(model, "kind", None) != "detect":
-            raise TwoStageConfigError(f"model type {args.type!r} is a {model.kind} model; infer runs detectors")
+            raise TwoStageConfigError(f"model type {args.type!r} has kind {model.kind!r}; infer runs detectors")
         pipeline = Pipeline(PipelineSpec.model_validate({"name": "infer", "detector": "model"}), {"model": model})
         return _run(pipeline, args.input, args.annotate, as_json=args.json)
     except (ValueError, LookupError, OSError, InferenceError) as exc:
@@ -136,8 +138,9 @@ def _run(pipeline: Pipeline, source: str, annotate: Path | None, as_json: bool) 
 def summary(records: Sequence[Mapping[str, Any]]) -> str:
     if not records:
         return "no detections"
-    parts = [f"{r['class']} {r['confidence']:.2f}" if r.get("confidence") is not None else str(r["class"])
-             for r in records]
+    parts = [
+        f"{r['class']} {r['confidence']:.2f}" if r.get("confidence") is not None else str(r["class"]) for r in records
+    ]
     return f"{len(records)} detections: " + ", ".join(parts)
 
 

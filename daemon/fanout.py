@@ -151,6 +151,9 @@ class _SinkRunner:
 
     def request_close(self) -> None:
         self.closing.set()
+        if self.thread.ident is None and not self.start_failed:  # never started: nothing to drain or close
+            self.finished.set()
+            return
         with contextlib.suppress(queue.Full):  # a full queue keeps the thread busy; it sees `closing` when empty
             self.queue.put_nowait(_STOP)
 

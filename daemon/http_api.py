@@ -173,7 +173,8 @@ def build_app(service: ApiService) -> Starlette:
     async def http_error(_request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return error_response(status, f"{detail}: this server serves {', '.join(sorted(['/info', '/model/registry', *post]))}")
+        served = ", ".join(sorted(["/info", "/model/registry", *post]))
+        return error_response(status, f"{detail}: this server serves {served}")
 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
@@ -205,11 +206,13 @@ class ApiServer:
         log.info("api: inference HTTP API on http://%s:%d", self.host, self.port)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop accepting, let running requests finish within `timeout`, fail what is still queued."""
-        self._server.config.timeout_graceful_shutdown = max(1, int(timeout))
+        """Stop accepting; running requests get half of `timeout` to finish, then what still waits fails (503)."""
+        self._server.config.timeout_graceful_shutdown = max(1, math.ceil(timeout))
         self._server.should_exit = True
-        self._thread.join(timeout + 1.0)
-        self.inference.fail_pending(ApiError("the server is stopping", 503))
+        self._thread.join(timeout / 2)
+        if self._thread.is_alive():  # requests wait on a busy or stopped worker: answer them now
+            self.inference.fail_pending(ApiError("the server is stopping", 503))
+            self._thread.join(timeout / 2 + 1.0)
         self._socket.close()
         return not self._thread.is_alive()
 

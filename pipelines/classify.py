@@ -22,39 +22,39 @@ _INDEXED_LINE = re.compile(r"^\s*(\d+)\s*[,:\t ]\s*(.+?)\s*$")
 
 
 class ClassifierOptions(ModelOptions):
-    type: str = Field("classify", description="Model type: classify.")
-    labels: list[str] | None = Field(None, description="Class names in output order.")
+    type: str = Field(default="classify", description="Model type: classify.")
+    labels: list[str] | None = Field(default=None, description="Class names in output order.")
     labels_file: Path | None = Field(
-        None, description="Class names file: one name per line, or 'index,name' per line (ImageNet style)."
+        default=None, description="Class names file: one name per line, or 'index,name' per line (ImageNet style)."
     )
     activation: Literal["auto", "softmax", "sigmoid", "none"] = Field(
-        "auto",
+        default="auto",
         description="Applied to the model output: none when it already gives probabilities; auto takes rows "
         "in [0,1] summing to 1 as probabilities and applies softmax otherwise.",
     )
-    top_k: int = Field(5, ge=1, description="How many best classes each result lists under 'top'.")
-    multi_label: bool = Field(False, description="Report every class at or above `threshold` under 'classes'.")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Multi-label: the confidence a class needs.")
+    top_k: int = Field(default=5, ge=1, description="How many best classes each result lists under 'top'.")
+    multi_label: bool = Field(default=False, description="Report every class at or above `threshold` under 'classes'.")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Multi-label: the confidence a class needs.")
     layout: Literal["auto", "nchw", "nhwc"] = Field(
-        "auto", description="Input tensor layout; auto finds the axis of size 1 or 3 in the model input."
+        default="auto", description="Input tensor layout; auto finds the axis of size 1 or 3 in the model input."
     )
     input_size: tuple[int, int] | None = Field(
-        None, description="Input (width, height); read from the model when fixed there, needed when dynamic."
+        default=None, description="Input (width, height); read from the model when fixed there, needed when dynamic."
     )
-    channel_order: Literal["bgr", "rgb"] = Field("bgr", description="Channel order the model expects.")
-    scale: float = Field(1.0, gt=0.0, description="Pixel values 0..255 are multiplied by this first.")
+    channel_order: Literal["bgr", "rgb"] = Field(default="bgr", description="Channel order the model expects.")
+    scale: float = Field(default=1.0, gt=0.0, description="Pixel values 0..255 are multiplied by this first.")
     mean: tuple[float, float, float] | None = Field(
-        None, description="Per-channel mean subtracted after scaling, in the model's channel order."
+        default=None, description="Per-channel mean subtracted after scaling, in the model's channel order."
     )
     std: tuple[float, float, float] | None = Field(
-        None, description="Per-channel standard deviation divided by after the mean, model channel order."
+        default=None, description="Per-channel standard deviation divided by after the mean, model channel order."
     )
     resize: Literal["stretch", "letterbox", "center_crop"] = Field(
-        "stretch",
+        default="stretch",
         description="stretch to the input size; letterbox keeps proportions and pads with pad_value; "
         "center_crop scales the shorter side to fit and cuts the middle.",
     )
-    pad_value: int = Field(0, ge=0, le=255, description="Letterbox padding grey level.")
+    pad_value: int = Field(default=0, ge=0, le=255, description="Letterbox padding grey level.")
 
     @model_validator(mode="after")
     def _one_label_source(self) -> ClassifierOptions:

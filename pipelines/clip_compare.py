@@ -105,9 +105,7 @@ def _text_model(model: Embedder) -> TextEmbedder:
     return model  # type: ignore[return-value]
 
 
-def _embed(
-    model: Embedder, items: Sequence[Any], kind: InputType, cache: EmbeddingCache | None
-) -> np.ndarray:
+def _embed(model: Embedder, items: Sequence[Any], kind: InputType, cache: EmbeddingCache | None) -> np.ndarray:
     if kind == "text":
         if not all(isinstance(t, str) for t in items):
             raise ValueError("text inputs must be strings")

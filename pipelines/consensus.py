@@ -147,12 +147,14 @@ class LabelVotes:
         self.max_history = max_history
         self.count = 0  # every read added, also those max_history dropped since
         self.reads: list[dict[str, Any]] = []
+        self._cached: tuple[ConsensusOptions, dict[str, Any] | None] | None = None  # events ask every frame
 
     def add(self, result: Mapping[str, Any]) -> bool:
         """Record one classifier result {"class","class_id","confidence"[,"top"]}; its "top" list votes."""
         entries = result.get("top") or [result]
         self.reads.append({"entries": [(e["class"], e.get("class_id"), float(e["confidence"])) for e in entries]})
         self.count += 1
+        self._cached = None
         _keep_heaviest(self.reads, self.max_history, lambda r: r["entries"][0][2])
         return True
 
@@ -161,6 +163,11 @@ class LabelVotes:
 
     def result(self, options: ConsensusOptions) -> dict[str, Any] | None:
         """Winning class with its vote share as agreement; None before the first read."""
+        if self._cached is None or self._cached[0] is not options:
+            self._cached = (options, self._vote(options))
+        return self._cached[1]
+
+    def _vote(self, options: ConsensusOptions) -> dict[str, Any] | None:
         if not self.reads:
             return None
         weight: dict[str, float] = defaultdict(float)

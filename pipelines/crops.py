@@ -23,23 +23,27 @@ class CropOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     padding: float = Field(
-        0.0, ge=0.0, le=2.0, description="Extra context on each side, as a fraction of the box width/height."
+        default=0.0, ge=0.0, le=2.0, description="Extra context on each side, as a fraction of the box width/height."
     )
-    padding_px: int = Field(0, ge=0, description="Extra context on each side, in source pixels (added to padding).")
+    padding_px: int = Field(
+        default=0, ge=0, description="Extra context on each side, in source pixels (added to padding)."
+    )
     aspect: Literal["keep", "square_pad", "square_expand"] = Field(
-        "keep",
+        default="keep",
         description="keep: the padded box as is; square_pad: pad the crop with pad_value to a centred square; "
         "square_expand: grow the shorter side of the box in the source picture to make it square.",
     )
     rectify_keypoints: bool = Field(
-        False,
+        default=False,
         description="When the parent carries data['keypoints'] [N,4,2] (plate corners), warp the quadrilateral "
         "to an upright rectangle instead of cutting the axis-aligned box.",
     )
     rectify_aspect: float | None = Field(
-        None, gt=0.0, description="Width/height of the rectified crop; None keeps the corners' own proportions."
+        default=None, gt=0.0, description="Width/height of the rectified crop; None keeps the corners' own proportions."
     )
-    pad_value: int = Field(0, ge=0, le=255, description="Grey level used where a crop reaches outside the picture.")
+    pad_value: int = Field(
+        default=0, ge=0, le=255, description="Grey level used where a crop reaches outside the picture."
+    )
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,7 @@ class Crop:
     def boxes_to_source(self, xyxy: np.ndarray) -> np.ndarray:
         """Map boxes [N,4] in crop pixels to the source-image boxes that enclose their four mapped corners."""
         xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-        corners = np.stack(
-            [xyxy[:, [0, 1]], xyxy[:, [2, 1]], xyxy[:, [2, 3]], xyxy[:, [0, 3]]], axis=1
-        )  # [N,4,2]
+        corners = np.stack([xyxy[:, [0, 1]], xyxy[:, [2, 1]], xyxy[:, [2, 3]], xyxy[:, [0, 3]]], axis=1)  # [N,4,2]
         mapped = self.to_source(corners)
         return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1).astype(np.float32)
 
@@ -132,9 +134,7 @@ def order_corners(points: np.ndarray) -> np.ndarray:
     return np.roll(cycle, -start, axis=0)
 
 
-def rectify(
-    image: np.ndarray, corners: np.ndarray, options: CropOptions
-) -> tuple[np.ndarray, np.ndarray]:
+def rectify(image: np.ndarray, corners: np.ndarray, options: CropOptions) -> tuple[np.ndarray, np.ndarray]:
     """Warp the quadrilateral `corners` (any order) to an upright rectangle; returns (crop, crop-to-source)."""
     tl, tr, br, bl = quad = order_corners(corners)
     width = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
@@ -148,7 +148,11 @@ def rectify(
     matrix = cv2.getPerspectiveTransform(quad, dst)
     size = (max(round(w + 2 * px), 1), max(round(h + 2 * py), 1))
     crop = cv2.warpPerspective(
-        image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        image,
+        matrix,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
         borderValue=_fill(image, options.pad_value),
     )
     transform = np.linalg.inv(matrix.astype(np.float64))
@@ -168,9 +172,7 @@ def keypoint_corners(detections: sv.Detections) -> np.ndarray | None:
     return points
 
 
-def crop_detection(
-    image: np.ndarray, detections: sv.Detections, index: int, parent: int, options: CropOptions
-) -> Crop:
+def crop_detection(image: np.ndarray, detections: sv.Detections, index: int, parent: int, options: CropOptions) -> Crop:
     """The crop of detection `index`: rectified from its corners when asked and available, else its box."""
     corners = keypoint_corners(detections) if options.rectify_keypoints else None
     if corners is not None and np.all(np.isfinite(corners[index])):

@@ -49,7 +49,9 @@ class EmbedOptions(ModelOptions):
     scale: float = Field(1.0, gt=0, description="Pixel values (0..255) are multiplied by this first.")
     mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="Subtracted after scaling.")
     std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="Divisor after the mean.")
-    output: str | None = Field(None, description="Output tensor holding the embedding; None takes the first.")
+    output: str | None = Field(
+        None, description="Output tensor holding the embedding; None: the first named *embeds, else the first."
+    )
     normalize: bool = Field(True, description="L2-normalise embeddings so that a dot product is the cosine.")
     batch_size: int = Field(16, ge=1, description="Crops per runtime call.")
 
@@ -70,11 +72,12 @@ class ClipOptions(EmbedOptions):
     text_path: Path | None = Field(None, description="Text encoder .onnx; None allows image embeddings only.")
     tokenizer: Path | None = Field(
         None,
-        description="tokenizer.json or OpenAI's bpe_simple_vocab_16e6.txt.gz; None looks for either beside "
-        "text_path.",
+        description="tokenizer.json or OpenAI's bpe_simple_vocab_16e6.txt.gz; None looks for either beside text_path.",
     )
     context_length: int = Field(CONTEXT_LENGTH, ge=2, description="Token sequence length of the encoder.")
-    text_output: str | None = Field(None, description="Text encoder output holding the embedding; None: first.")
+    text_output: str | None = Field(
+        None, description="Text encoder output holding the embedding; None: the first *embeds, else the first."
+    )
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -115,8 +118,9 @@ def fit_image(image: np.ndarray, size_wh: tuple[int, int], resize: str, interpol
     return resized[y0 : y0 + height, x0 : x0 + width]
 
 
-def preprocess(images: Sequence[np.ndarray], options: EmbedOptions, size_wh: tuple[int, int], layout: str,
-               dtype: np.dtype) -> np.ndarray:
+def preprocess(
+    images: Sequence[np.ndarray], options: EmbedOptions, size_wh: tuple[int, int], layout: str, dtype: np.dtype
+) -> np.ndarray:
     """BGR uint8 images -> one input batch in the model's layout and dtype."""
     mean = np.asarray(options.mean, dtype=np.float32)
     std = np.asarray(options.std, dtype=np.float32)
@@ -154,9 +158,10 @@ def _input_geometry(info: TensorInfo, options: EmbedOptions, stage: str) -> tupl
 
 
 def _output_index(outputs: Sequence[TensorInfo], name: str | None, stage: str) -> int:
+    """The named output; by default the first one called *embeds (HF/optimum CLIP exports), else the first."""
     names = [o.name for o in outputs]
     if name is None:
-        return 0
+        return next((i for i, n in enumerate(names) if n.endswith("embeds")), 0)
     if name not in names:
         raise ModelLoadError(f"{stage}: no output named {name!r}; the model has {names}")
     return names.index(name)
@@ -195,21 +200,24 @@ class ImageEmbedder(Model):
         """Embeddings float32 [N, D] for BGR crops, one runtime call per batch_size crops."""
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._run(crops)
+        self.images_embedded += len(crops)
+        return l2_normalize(vectors) if self.opts.normalize else vectors
+
+    def _run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         chunks = []
         for chunk in batches(crops, self.opts.batch_size):
             tensor = preprocess(chunk, self.opts, self.input_size, self.layout, self.input.dtype)
             out = self.runtime.run({self.input.name: tensor})[self.output_index]
             chunks.append(np.asarray(out, dtype=np.float32).reshape(len(chunk), -1))
-        self.images_embedded += len(crops)
-        vectors = np.concatenate(chunks)
-        return l2_normalize(vectors) if self.opts.normalize else vectors
+        return np.concatenate(chunks)
 
     @cached_property
     def dim(self) -> int:
         shape = self.runtime.outputs[self.output_index].shape
         known = [d for d in shape[1:] if isinstance(d, int)]
         if len(known) != len(shape) - 1:
-            return int(self.embed([np.zeros((8, 8, 3), np.uint8)]).shape[1])
+            return int(self._run([np.zeros((8, 8, 3), np.uint8)]).shape[1])
         return int(np.prod(known))
 
 

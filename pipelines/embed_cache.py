@@ -149,6 +149,11 @@ def embed_files(
     skipped = [p for p in files if digests[p] not in known]
     vectors = np.stack([known[digests[p]] for p in kept]).astype(np.float32) if kept else np.zeros((0, 0), np.float32)
     computed = len(pending) - unreadable
-    log.debug("embedded %d files (%d computed, %d cached, %d unreadable)", len(kept), computed,
-              len(kept) - computed, len(skipped))
+    log.debug(
+        "embedded %d files (%d computed, %d cached, %d unreadable)",
+        len(kept),
+        computed,
+        len(kept) - computed,
+        len(skipped),
+    )
     return EmbeddedFiles(paths=kept, vectors=vectors, computed=computed, skipped=skipped)

@@ -104,7 +104,7 @@ def profile_shapes(
         (dim, dim, dim) if dim >= 0 else (1, max_batch, max_batch) if axis == 0 else sides
         for axis, dim in enumerate(shape)
     ]
-    lo, opt, hi = zip(*triples)
+    lo, opt, hi = zip(*triples, strict=True)
     return tuple(lo), tuple(opt), tuple(hi)
 
 
@@ -146,7 +146,7 @@ class ProgressPrinter:
 def progress_monitor(trt: Any, printer: ProgressPrinter) -> Any:
     """A trt.IProgressMonitor that forwards to `printer` (defined here because trt is imported lazily)."""
 
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+    class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
@@ -212,8 +212,10 @@ def build_engine(
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     shapes = {t.name: profile_shapes(tuple(t.shape), max_batch, dynamic_sides) for t in inputs}
     dynamic = {name: s for name, s in shapes.items() if s is not None}
-    say(f"building TensorRT {trt.__version__} engine for {onnx_path.name} on {gpu} "
-        f"({'fp16' if fp16 else 'fp32'}); this takes minutes")
+    say(
+        f"building TensorRT {trt.__version__} engine for {onnx_path.name} on {gpu} "
+        f"({'fp16' if fp16 else 'fp32'}); this takes minutes"
+    )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
@@ -252,9 +254,11 @@ class TrtRuntime:
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise ModelLoadError(f"{self.label}: TensorRT {trt.__version__} cannot load this engine (built by "
-                                 "another TensorRT version, for another GPU, or not an engine); rebuild it "
-                                 "with `edgewatch build-engine MODEL.onnx`")
+            raise ModelLoadError(
+                f"{self.label}: TensorRT {trt.__version__} cannot load this engine (built by "
+                "another TensorRT version, for another GPU, or not an engine); rebuild it "
+                "with `edgewatch build-engine MODEL.onnx`"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = cuda_check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: dict[str, tuple[int, int]] = {}
@@ -267,7 +271,8 @@ class TrtRuntime:
         warm_up(self, self.options.warmup_runs, feeds=self._profile_feeds())
 
     def _tensors(self, trt: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
-        inputs, outputs = [], []
+        inputs: list[TensorInfo] = []
+        outputs: list[TensorInfo] = []
         for index in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(index)
             shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
@@ -331,8 +336,10 @@ class TrtRuntime:
         for info in self.inputs:
             array = feeds[info.name]
             if not self.context.set_input_shape(info.name, array.shape):
-                raise InferenceError(f"{self.label}: input {info.name} shape {array.shape} is outside the "
-                                     "engine's optimisation profile; rebuild with a larger --max-batch")
+                raise InferenceError(
+                    f"{self.label}: input {info.name} shape {array.shape} is outside the "
+                    "engine's optimisation profile; rebuild with a larger --max-batch"
+                )
             ptr = self._device(info.name, array.nbytes)
             cuda_check(cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, h2d, self.stream), "copy in")
             self.context.set_tensor_address(info.name, ptr)
@@ -347,7 +354,7 @@ class TrtRuntime:
         if not self.context.execute_async_v3(int(self.stream)):
             raise InferenceError(f"{self.label}: TensorRT execution failed")
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for info, host in zip(self.outputs, results):
+        for info, host in zip(self.outputs, results, strict=True):
             if host.nbytes:
                 src = self._buffers[info.name][0]
                 cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, src, host.nbytes, d2h, self.stream), "copy out")

@@ -137,13 +137,18 @@ def settled_value(consensus: Any) -> Any:
 
 
 class EventGenerator:
-    """Turns tracks into new -> update* -> end events, per source."""
+    """Turns tracks into new -> update* -> end events, per source.
+
+    Call `update` once after every Tracker.update of a source (it also turns the tracks that update
+    ended into `end` events), and `finish` when the source's stream ends.
+    """
 
     def __init__(self, tracker: Tracker, options: EventOptions | None = None) -> None:
         self.tracker = tracker
         self.options = options or EventOptions()
         self._zones = {source: [(z.name, z.build()) for z in zones] for source, zones in self.options.zones.items()}
         self._state: dict[tuple[str, int], _EventTrack] = {}
+        self.counts: dict[str, int] = {"new": 0, "update": 0, "end": 0}
 
     def update(self, source: str, detections: sv.Detections, image: np.ndarray | None = None) -> list[Event]:
         """Events for one frame, after Tracker.update (and the stages) ran on these detections.
@@ -253,9 +258,11 @@ class EventGenerator:
             "zones": sorted(state.zones),
             "entered_zones": list(state.entered_zones),
             "changes": list(changes),
-            "stages": {name: _jsonable(c) for name, c in track_consensus(track).items()},
+            # label and text consensus only: embeddings and nested detections do not belong in an event
+            "stages": {name: _jsonable(c) for name, c in track_consensus(track).items() if isinstance(c, Mapping)},
         }
         state.changes = []
+        self.counts[kind] += 1
         log.debug("source %s track %d: %s %s", track.source, track.track_id, kind, changes)
         return Event(kind, track.source, track.track_id, payload, best.crop)
 
@@ -270,6 +277,4 @@ def _jsonable(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, sv.Detections):
-        return {"count": len(value)}
     return value

@@ -69,9 +69,7 @@ class Gallery:
         """Re-read the folder (new, changed and removed files); returns how many images were embedded now."""
         files = list_images(self.options.folder, self.options.extensions)
         cache = EmbeddingCache(self.options.cache_dir) if self.options.cache_dir is not None else None
-        done = embed_files(
-            self.embedder, files, cache, progress=self.progress, desc=f"gallery {self.options.folder}"
-        )
+        done = embed_files(self.embedder, files, cache, progress=self.progress, desc=f"gallery {self.options.folder}")
         self.paths, self.vectors = done.paths, done.vectors
         if not self.paths:
             log.warning("gallery %s has no readable images; nothing will match", self.options.folder)

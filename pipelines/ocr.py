@@ -39,26 +39,28 @@ def default_rec_model() -> Path:
 
 
 class CtcOcrOptions(ModelOptions):
-    type: str = Field("ocr", description="Model type: ocr.")
+    type: str = Field(default="ocr", description="Model type: ocr.")
     path: Path = Field(
         default_factory=default_rec_model,
         description="Recogniser .onnx; default: the PP-OCRv4 recogniser in the rapidocr_onnxruntime package.",
     )
     charset_file: Path | None = Field(
-        None, description="Character table, one per line; default: the model metadata field 'character'."
+        default=None, description="Character table, one per line; default: the model metadata field 'character'."
     )
-    max_width: int = Field(320, ge=INPUT_HEIGHT, description="Widest input in pixels; wider crops are squeezed.")
+    max_width: int = Field(
+        default=320, ge=INPUT_HEIGHT, description="Widest input in pixels; wider crops are squeezed."
+    )
     bucket_widths: list[int] = Field(
         default_factory=lambda: [96, 160, 224, 320],
         description="Padded input widths; crops of one bucket run together (max_width is always a bucket).",
     )
     min_confidence: float = Field(
-        0.0, ge=0.0, le=1.0, description="Readings with a lower mean confidence come back with empty text."
+        default=0.0, ge=0.0, le=1.0, description="Readings with a lower mean confidence come back with empty text."
     )
     allowed_characters: str | None = Field(
-        None, description="Keep only these characters (after uppercasing), e.g. A-Z and 0-9 for plates."
+        default=None, description="Keep only these characters (after uppercasing), e.g. A-Z and 0-9 for plates."
     )
-    uppercase: bool = Field(False, description="Uppercase the text before filtering.")
+    uppercase: bool = Field(default=False, description="Uppercase the text before filtering.")
 
     @field_validator("bucket_widths")
     @classmethod
@@ -81,9 +83,7 @@ def ctc_greedy(probs: np.ndarray, table: Sequence[str]) -> list[tuple[str, list[
     changed[:, 1:] = best[:, 1:] != best[:, :-1]
     keep = changed & (best != 0)
     lookup = np.asarray(table, dtype=object)
-    return [
-        ("".join(lookup[best[n, keep[n]]]), conf[n, keep[n]].astype(float).tolist()) for n in range(len(best))
-    ]
+    return [("".join(lookup[best[n, keep[n]]]), conf[n, keep[n]].astype(float).tolist()) for n in range(len(best))]
 
 
 class CtcOcr(Model):
@@ -183,18 +183,18 @@ def model_metadata(runtime: Any) -> Mapping[str, str]:
 
 
 class TesseractOptions(ModelOptions):
-    type: str = Field("tesseract", description="Model type: tesseract.")
-    path: Path = Field(Path("tesseract"), description="The tesseract binary: a name on PATH or a full path.")
-    psm: int = Field(7, ge=0, le=13, description="Page segmentation mode; 7 treats the crop as one text line.")
-    lang: str = Field("eng", description="Tesseract language(s), e.g. eng or eng+deu.")
+    type: str = Field(default="tesseract", description="Model type: tesseract.")
+    path: Path = Field(default=Path("tesseract"), description="The tesseract binary: a name on PATH or a full path.")
+    psm: int = Field(default=7, ge=0, le=13, description="Page segmentation mode; 7 treats the crop as one text line.")
+    lang: str = Field(default="eng", description="Tesseract language(s), e.g. eng or eng+deu.")
     allowed_characters: str | None = Field(
-        None, description="Whitelist passed to tesseract (tessedit_char_whitelist) and applied to its output."
+        default=None, description="Whitelist passed to tesseract (tessedit_char_whitelist) and applied to its output."
     )
-    uppercase: bool = Field(False, description="Uppercase the text before filtering.")
+    uppercase: bool = Field(default=False, description="Uppercase the text before filtering.")
     min_confidence: float = Field(
-        0.0, ge=0.0, le=1.0, description="Readings with a lower mean confidence come back with empty text."
+        default=0.0, ge=0.0, le=1.0, description="Readings with a lower mean confidence come back with empty text."
     )
-    timeout_s: float = Field(10.0, gt=0, description="Longest time one tesseract call may take.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Longest time one tesseract call may take.")
 
 
 class TesseractOcr(Model):

@@ -124,4 +124,4 @@ class Normalizer:
 
 def multiple_of(value: float, base: int = 32) -> int:
     """`value` rounded to the nearest positive multiple of `base` (networks with strided downsampling)."""
-    return max(base, int(round(value / base)) * base)
+    return max(base, round(value / base) * base)

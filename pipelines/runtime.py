@@ -30,8 +30,14 @@ ORT_PROVIDER_NAMES: dict[str, str] = {
 ENGINE_SUFFIXES = (".engine", ".plan")
 # ORT raises its own exception classes, none of which derives from RuntimeError.
 ORT_ERRORS: tuple[type[BaseException], ...] = (
-    ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
-    ort_state.RuntimeException, ort_state.EPFail, ort_state.NotImplemented, ort_state.InvalidGraph,
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+    ort_state.NotImplemented,
+    ort_state.InvalidGraph,
     RuntimeError,
 )
 # Spatial size used for dynamic dimensions during warm-up: a multiple of 32, as detectors need.
@@ -44,23 +50,23 @@ class RuntimeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[Provider] = Field(
-        default_factory=lambda: ["cpu"],
+        default_factory=lambda: list[Provider](["cpu"]),
         description="Execution providers in fallback order: tensorrt, cuda, cpu. The first one available "
         "runs the model; listing cpu last makes loading never fail for lack of a GPU.",
         min_length=1,
     )
-    intra_op_threads: int | None = Field(None, ge=1, description="Threads inside one operator (CPU).")
-    inter_op_threads: int | None = Field(None, ge=1, description="Threads across operators (CPU).")
-    warmup_runs: int = Field(1, ge=0, description="Inference runs on zeros at load time.")
-    device_id: int = Field(0, ge=0, description="GPU index for the CUDA/TensorRT providers and engines.")
+    intra_op_threads: int | None = Field(default=None, ge=1, description="Threads inside one operator (CPU).")
+    inter_op_threads: int | None = Field(default=None, ge=1, description="Threads across operators (CPU).")
+    warmup_runs: int = Field(default=1, ge=0, description="Inference runs on zeros at load time.")
+    device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA/TensorRT providers and engines.")
     trt_cache_dir: Path | None = Field(
-        None,
+        default=None,
         description="Directory for cached TensorRT engines. Default: $CACHE_DIRECTORY/trt under systemd, "
         "else ~/.cache/edgewatch/trt.",
     )
-    trt_fp16: bool = Field(True, description="Let TensorRT use float16 kernels where the GPU has them.")
+    trt_fp16: bool = Field(default=True, description="Let TensorRT use float16 kernels where the GPU has them.")
     trt_workspace_mb: int = Field(
-        2048, ge=16, description="Scratch memory TensorRT may use while building an engine, in MiB."
+        default=2048, ge=16, description="Scratch memory TensorRT may use while building an engine, in MiB."
     )
 
 
@@ -189,7 +195,7 @@ def check_input(
 
 
 def _needed_shape(rank: int, channels: int | None, channel_axis: int) -> str:
-    """"[N,3,H,W]"-style text for what a stage feeds."""
+    """ "[N,3,H,W]"-style text for what a stage feeds."""
     dims = ["N"] + (["H", "W"] if rank == 4 else ["D"] * max(0, rank - 2))
     if rank >= 2:
         dims.insert(channel_axis % rank, "C" if channels is None else str(channels))
@@ -232,9 +238,9 @@ def run_batched(
         count = min(batch, n - start)
         outs = run_once({k: _pad_rows(v[start : start + count], batch) for k, v in feeds.items()})
         batched = [o.ndim >= 1 and o.shape[0] == batch for o in outs]
-        parts.append([o[:count] if is_batch else o for o, is_batch in zip(outs, batched)])
+        parts.append([o[:count] if is_batch else o for o, is_batch in zip(outs, batched, strict=True)])
     joined = []
-    for index, column in enumerate(zip(*parts)):
+    for index, column in enumerate(zip(*parts, strict=True)):
         if batched[index]:
             joined.append(np.concatenate(column, axis=0))
         elif batch == 1:
@@ -295,9 +301,16 @@ def warm_up(
 
 
 def ort_dtype(onnx_type: str) -> np.dtype:
-    table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-             "tensor(int8)": np.int8, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
-             "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+    table = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(uint8)": np.uint8,
+        "tensor(int8)": np.int8,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+        "tensor(double)": np.float64,
+        "tensor(bool)": np.bool_,
+    }
     if onnx_type not in table:
         raise ModelLoadError(f"unsupported tensor type {onnx_type}; expected one of {sorted(table)}")
     return np.dtype(table[onnx_type])
@@ -341,7 +354,9 @@ class Runtime:
             trt_cache_dir(self.options).mkdir(parents=True, exist_ok=True)
         try:
             return ort.InferenceSession(
-                str(self.path), so, providers=[name for name, _ in chosen],
+                str(self.path),
+                so,
+                providers=[name for name, _ in chosen],
                 provider_options=[opts for _, opts in chosen],
             )
         except ort_state.InvalidProtobuf as exc:

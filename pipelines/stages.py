@@ -31,24 +31,25 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        ..., pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        ...,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
         description="Key of this stage's results in the parent detections' data and in the published JSON.",
     )
     model: str = Field(..., description="Name of the model (under models:) this stage runs.")
     on: list[str] | None = Field(
-        None, description="Parent class names this stage runs on (e.g. [car, bus, truck]); null: all parents."
+        default=None, description="Parent class names this stage runs on (e.g. [car, bus, truck]); null: all parents."
     )
     min_parent_confidence: float = Field(
-        0.0, ge=0.0, le=1.0, description="Parents with a lower detection confidence are skipped."
+        default=0.0, ge=0.0, le=1.0, description="Parents with a lower detection confidence are skipped."
     )
     min_crop_size: int = Field(
-        4, ge=1, description="Parents whose box (inside the picture) has a shorter side below this are skipped."
+        default=4, ge=1, description="Parents whose box (inside the picture) has a shorter side below this are skipped."
     )
     crop: CropOptions = Field(
         default_factory=lambda: CropOptions.model_validate({}), description="Padding, aspect and rectification."
     )
     max_batch_size: int = Field(
-        32, ge=1, description="Most crops per model call; crops of all frames in a batch are pooled."
+        default=32, ge=1, description="Most crops per model call; crops of all frames in a batch are pooled."
     )
     stages: list[StageSpec] = Field(
         default_factory=list, description="Stages run on this stage's detections (only for detect models)."
@@ -65,7 +66,7 @@ class PipelineSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("pipeline", min_length=1, description="Pipeline name, carried in every published result.")
+    name: str = Field(default="pipeline", min_length=1, description="Pipeline name, carried in every published result.")
     detector: str = Field(..., description="Name of the first-stage detector model (under models:).")
     stages: list[StageSpec] = Field(default_factory=list, description="Second stages run on each detection.")
 
@@ -103,7 +104,7 @@ class Pipeline:
         model = self.models[name]
         kind = getattr(model, "kind", None)
         if kind not in kinds:
-            raise ValueError(f"{where}: model {name!r} is a {kind} model; expected a {' or '.join(kinds)} model")
+            raise ValueError(f"{where}: model {name!r} has kind {kind!r}; expected a {' or '.join(kinds)} model")
         return model
 
     def _validate(self, stages: Sequence[StageSpec], path: str) -> None:
@@ -112,7 +113,7 @@ class Pipeline:
             model = self._model(stage.model, SECOND_STAGE_KINDS, where)
             if stage.stages and model.kind != "detect":
                 raise ValueError(
-                    f"{where}: only detect stages can have child stages; {stage.model!r} is a {model.kind} model"
+                    f"{where}: only detect stages can have child stages; {stage.model!r} has kind {model.kind!r}"
                 )
             self._validate(stage.stages, f"{path}/{stage.name}")
 
@@ -140,7 +141,10 @@ class Pipeline:
         return detections
 
     def run_stages(
-        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[sv.Detections],
+        stages: Sequence[StageSpec],
         path: str = "",
     ) -> None:
         """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data."""

@@ -2,8 +2,11 @@
 
 ByteTrack comes from Roboflow's `trackers` package (supervision 0.31 removed `sv.ByteTrack`). `trackers`
 declares the GUI `opencv-python` wheel as a dependency; that is the project's one pinned OpenCV wheel
-(supervision and rapidocr declare the same one), so it adds no second OpenCV build. The tracker itself is
-pure numpy/scipy (Kalman filter + IoU assignment) and never touches OpenCV.
+(supervision and rapidocr declare the same one), so it adds no second OpenCV build. The package imports
+cv2 for its video and camera-motion helpers; ByteTrack itself is a Kalman filter plus scipy's assignment.
+
+The thresholds default lower than `trackers`' (0.5, not 0.7/0.6): small detectors such as YOLOX-nano give
+clearly visible vehicles 0.3-0.7, and with 0.7 a bus in the London test video changed id mid-way.
 """
 
 from __future__ import annotations
@@ -227,15 +230,16 @@ class Tracker:
 
     def tracks(self, source: str) -> dict[int, TrackState]:
         """The live (not ended) tracks of a source by id."""
-        return self._source(source).tracks
+        state = self._sources.get(source)
+        return state.tracks if state else {}
 
     def track(self, source: str, track_id: int) -> TrackState | None:
-        return self._source(source).tracks.get(int(track_id))
+        return self.tracks(source).get(int(track_id))
 
     def rows(self, source: str, detections: sv.Detections) -> Iterator[tuple[int, TrackState | None]]:
         """(row, track) for every detection row of the last update; track None where untracked."""
         ids = detections.tracker_id if detections.tracker_id is not None else np.full(len(detections), -1)
-        tracks = self._source(source).tracks
+        tracks = self.tracks(source)
         for i, tid in enumerate(ids):
             yield i, tracks.get(int(tid)) if tid != UNTRACKED else None
 
@@ -246,7 +250,8 @@ class Tracker:
 
     def frame_index(self, source: str) -> int:
         """Index of the last frame the source was updated with (-1 before the first)."""
-        return self._source(source).frame_index
+        state = self._sources.get(source)
+        return state.frame_index if state else -1
 
     def finish(self, source: str) -> list[TrackState]:
         """End every track of a source (stream ended or restarted); the next update starts afresh."""

@@ -121,8 +121,13 @@ def parse_vlm_output(
             detections = _llm(data, model_type, list(classes or []), (width, height), sent_wh)
         detections = _clip_to_image(detections, (width, height))
     except PARSE_ERRORS as exc:
-        log.warning("cannot parse %s %s answer (%d chars): %s", model_type, task_type,
-                    len(vlm_output) if isinstance(vlm_output, str) else -1, exc)
+        log.warning(
+            "cannot parse %s %s answer (%d chars): %s",
+            model_type,
+            task_type,
+            len(vlm_output) if isinstance(vlm_output, str) else -1,
+            exc,
+        )
         return VlmResult(None, True, inference_id, f"{type(exc).__name__}: {exc}")
     detections.metadata["inference_id"] = inference_id
     return VlmResult(detections, False, inference_id)
@@ -172,8 +177,9 @@ def _entries(data: Any) -> list[dict[str, Any]]:
     return entries
 
 
-def _llm(data: Any, model_type: str, classes: list[str], wh: tuple[int, int], sent_wh: tuple[int, int]
-         ) -> sv.Detections:
+def _llm(
+    data: Any, model_type: str, classes: list[str], wh: tuple[int, int], sent_wh: tuple[int, int]
+) -> sv.Detections:
     entries = _entries(data)
     labels = [_label(e) for e in entries]
     confidence = np.array([_confidence(e) for e in entries], dtype=np.float32)
@@ -270,5 +276,5 @@ def default_prompt(classes: Sequence[str]) -> str:
         'Answer with JSON only: {"detections": [{"x_min": number, "y_min": number, "x_max": number, '
         '"y_max": number, "class_name": string, "confidence": number}]} with coordinates as fractions '
         "(0 to 1) of the image width and height, class_name exactly one of the classes above, and an "
-        'empty list when there is none.'
+        "empty list when there is none."
     )

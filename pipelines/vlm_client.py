@@ -206,20 +206,31 @@ class VlmClient:
             failed = VlmResult(None, True, "", error)
             return VlmOutcome(context, failed, time.monotonic() - t0, None, error)
         result = parse_vlm_output(
-            answer, model_type=self.options.model_type, task_type=self.options.task_type,
-            classes=self.options.classes, resolution_wh=(w, h), input_wh=sent_wh,
+            answer,
+            model_type=self.options.model_type,
+            task_type=self.options.task_type,
+            classes=self.options.classes,
+            resolution_wh=(w, h),
+            input_wh=sent_wh,
         )
         self._count("parse_errors" if result.error_status else "answered")
         return VlmOutcome(context, result, time.monotonic() - t0, answer, result.error)
 
     def _payload(self, image_url: str) -> dict[str, Any]:
-        content = [{"type": "text", "text": self.options.user_prompt()},
-                   {"type": "image_url", "image_url": {"url": image_url}}]
+        content = [
+            {"type": "text", "text": self.options.user_prompt()},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         if self.options.system_prompt:
             messages.insert(0, {"role": "system", "content": self.options.system_prompt})
-        return {"model": self.options.model, "messages": messages, "max_tokens": self.options.max_tokens,
-                "temperature": self.options.temperature, "stream": False}
+        return {
+            "model": self.options.model,
+            "messages": messages,
+            "max_tokens": self.options.max_tokens,
+            "temperature": self.options.temperature,
+            "stream": False,
+        }
 
     def _post(self, payload: dict[str, Any]) -> Any:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}

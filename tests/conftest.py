@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.mosquitto"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
 MODELS = SHARED / "models"

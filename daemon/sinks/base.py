@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,7 @@ class SinkOptions(BaseModel):
         1000, ge=1, description="Messages buffered for this sink; when full, new ones are dropped and counted."
     )
     kinds: list[MessageKind] = Field(
-        default_factory=lambda: ["result", "status", "event", "stats"],
+        default_factory=lambda: list(get_args(MessageKind)),
         description="Which message kinds this sink receives.",
     )
     required: bool = Field(False, description="Whether /healthz reports unhealthy when this sink is failing.")

@@ -6,6 +6,9 @@ Topics, with prefix = options.topic_prefix (default "edgewatch"):
   {prefix}/{source_id}/results  kind "result", retained only when retain_results is true
   {prefix}/{source_id}/events   kind "event"
   {prefix}/stats                kind "stats", retained
+Payloads are compact UTF-8 JSON of Message.payload. While the broker is away, QoS>0 results and events wait in
+memory (up to max_queued_messages, then MqttQueueFull) and QoS 0 ones fail (MqttNotConnected); retained topics
+keep only their latest value and are published again on every (re)connection, after "online".
 """
 
 from __future__ import annotations
@@ -226,10 +229,11 @@ class MqttSink(Sink):
         client = self._client
         if client is None:
             return
-        self._closing = True
-        if self._connected:
-            with self._lock:
+        with self._lock:  # against _on_connect: either it ran first and we say offline, or it sees _closing
+            self._closing = True
+            if self._connected:
                 self._hand_to_paho_locked(Outgoing(self.availability_topic, b"offline", _AVAILABILITY_QOS, True))
+        if self._connected:
             self._wait_for_acks(time.monotonic() + self.opts.close_timeout_s)
         left = self._pending()
         if left:
@@ -336,6 +340,8 @@ class MqttSink(Sink):
             self._note_failure(f"broker refused the connection: {reason}")
             return
         with self._lock:
+            if self._closing:
+                return
             self._connected = True
             self._hand_to_paho_locked(Outgoing(self.availability_topic, b"online", _AVAILABILITY_QOS, True))
             for out, mid in list(self._retained.values()):

@@ -18,6 +18,7 @@ from pipelines.runtime import ModelLoadError, RuntimeLike, TensorInfo, check_inp
 
 log = logging.getLogger(__name__)
 
+# fmt: off
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
     "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
@@ -26,9 +27,10 @@ COCO_CLASSES: tuple[str, ...] = (
     "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
     "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
     "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
-    "scissors", "teddy bear", "hair drier", "toothbrush",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
 )
+# fmt: on
 
 
 class PostOptions(BaseModel):
@@ -36,14 +38,14 @@ class PostOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    confidence_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Minimum detection confidence.")
-    iou_threshold: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
+    confidence_threshold: float = Field(default=0.4, ge=0.0, le=1.0, description="Minimum detection confidence.")
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
     class_filter: list[str] | None = Field(
-        None, description="Keep only these class names (None keeps all). Unknown names are an error."
+        default=None, description="Keep only these class names (None keeps all). Unknown names are an error."
     )
-    class_agnostic_nms: bool = Field(False, description="Suppress overlapping boxes across classes too.")
-    max_detections: int = Field(300, ge=1, description="Most detections returned per image, best first.")
-    max_candidates: int = Field(3000, ge=1, description="Most candidates (best first) that enter NMS.")
+    class_agnostic_nms: bool = Field(default=False, description="Suppress overlapping boxes across classes too.")
+    max_detections: int = Field(default=300, ge=1, description="Most detections returned per image, best first.")
+    max_candidates: int = Field(default=3000, ge=1, description="Most candidates (best first) that enter NMS.")
 
 
 class DetectorOptions(PostOptions, ModelOptions):
@@ -52,24 +54,27 @@ class DetectorOptions(PostOptions, ModelOptions):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     input_size: tuple[int, int] | None = Field(
-        None, description="Model input (width, height). Read from the model when fixed; required or "
+        default=None,
+        description="Model input (width, height). Read from the model when fixed; required or "
         "defaulted (multiple of 32) when the model's input size is dynamic.",
     )
     letterbox: Placement = Field(
-        "center", description="Where the resized image sits in the input: top_left or center (aspect "
+        default="center",
+        description="Where the resized image sits in the input: top_left or center (aspect "
         "kept, rest padded), or stretch (plain resize to the input size, aspect not kept).",
     )
-    pad_value: int = Field(114, ge=0, le=255, description="Grey level of the letterbox padding.")
-    channel_order: ChannelOrder = Field("rgb", description="Channel order the model expects: bgr or rgb.")
-    scale: float = Field(1 / 255, gt=0, description="Pixel values are multiplied by this first (1/255 or 1).")
+    pad_value: int = Field(default=114, ge=0, le=255, description="Grey level of the letterbox padding.")
+    channel_order: ChannelOrder = Field(default="rgb", description="Channel order the model expects: bgr or rgb.")
+    scale: float = Field(default=1 / 255, gt=0, description="Pixel values are multiplied by this first (1/255 or 1).")
     mean: tuple[float, float, float] = Field(
-        (0.0, 0.0, 0.0), description="Per-channel mean subtracted after scaling, in the model's channel order."
+        default=(0.0, 0.0, 0.0), description="Per-channel mean subtracted after scaling, in the model's channel order."
     )
     std: tuple[float, float, float] = Field(
-        (1.0, 1.0, 1.0), description="Per-channel divisor applied after the mean, in the model's channel order."
+        default=(1.0, 1.0, 1.0), description="Per-channel divisor applied after the mean, in the model's channel order."
     )
     class_names: list[str] | Path | None = Field(
-        None, description="Class names: a list, or a labels file (one name per line, or 'index,name'). "
+        default=None,
+        description="Class names: a list, or a labels file (one name per line, or 'index,name'). "
         "Default: the family's built-in names (COCO-80 where the model has 80 classes), else class_<i>.",
     )
 
@@ -150,8 +155,10 @@ class Detector(Model):
         wanted = self.options.input_size
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
             if wanted is not None and tuple(wanted) != (w, h):
-                raise ModelLoadError(f"{self.label}: input_size {list(wanted)} but the model's input is fixed at "
-                                     f"{w}x{h}; remove input_size or export the model at that size")
+                raise ModelLoadError(
+                    f"{self.label}: input_size {list(wanted)} but the model's input is fixed at "
+                    f"{w}x{h}; remove input_size or export the model at that size"
+                )
             return (w, h)
         size = tuple(wanted) if wanted is not None else self.fallback_size()
         if size[0] % 32 or size[1] % 32 or min(size) <= 0:
@@ -178,8 +185,10 @@ class Detector(Model):
         if key not in self._allowed:
             unknown = sorted(set(key) - set(self.class_names))
             if unknown:
-                raise ValueError(f"{self.label}: class_filter names unknown classes {unknown}; the model knows "
-                                 f"{self.class_names[:20]}{' ...' if len(self.class_names) > 20 else ''}")
+                raise ValueError(
+                    f"{self.label}: class_filter names unknown classes {unknown}; the model knows "
+                    f"{self.class_names[:20]}{' ...' if len(self.class_names) > 20 else ''}"
+                )
             self._allowed[key] = np.isin(self._names_array, key)
         return self._allowed[key]
 
@@ -221,7 +230,7 @@ class Detector(Model):
         `points` arrays ([M, K, 2], model-input pixels) are mapped to source pixels like the boxes;
         `extra` arrays ([M, ...]) are carried as they are.
         """
-        keep = np.arange(len(xyxy))
+        keep: np.ndarray = np.arange(len(xyxy))
         if nms and len(xyxy) > 1:
             labels = np.zeros_like(confidence) if post.class_agnostic_nms else class_id
             preds = np.column_stack([xyxy, confidence, labels]).astype(np.float32)
@@ -229,7 +238,7 @@ class Detector(Model):
         source_xyxy = box.boxes_to_source(xyxy[keep])
         visible = (source_xyxy[:, 2] > source_xyxy[:, 0]) & (source_xyxy[:, 3] > source_xyxy[:, 1])
         keep = keep[visible][: post.max_detections]
-        data: dict[str, np.ndarray] = {"class_name": self._names_array[class_id[keep].astype(np.intp)]}
+        data: dict[str, Any] = {"class_name": self._names_array[class_id[keep].astype(np.intp)]}
         for key, value in (points or {}).items():
             data[key] = box.points_to_source(value[keep]).astype(np.float32)
         for key, value in (extra or {}).items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import cv2
 import numpy as np
@@ -26,27 +26,28 @@ class DbPostOptions(PostOptions):
     """DB post-processing (PaddleOCR names in brackets); confidence_threshold is the box score threshold."""
 
     confidence_threshold: float = Field(
-        0.6, ge=0.0, le=1.0, description="Minimum mean probability inside a text box [box_thresh]."
+        default=0.6, ge=0.0, le=1.0, description="Minimum mean probability inside a text box [box_thresh]."
     )
-    max_candidates: int = Field(1000, ge=1, description="Most contours examined per image [max_candidates].")
-    mask_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Probability that counts as text [thresh].")
-    unclip_ratio: float = Field(1.5, gt=0.0, description="How far a shrunk text region is grown back.")
-    min_size: int = Field(3, ge=1, description="Shorter side, in map pixels, below which a box is dropped.")
-    use_dilation: bool = Field(False, description="Dilate the text mask 2x2 first (joins broken strokes).")
+    max_candidates: int = Field(default=1000, ge=1, description="Most contours examined per image [max_candidates].")
+    mask_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Probability that counts as text [thresh].")
+    unclip_ratio: float = Field(default=1.5, gt=0.0, description="How far a shrunk text region is grown back.")
+    min_size: int = Field(default=3, ge=1, description="Shorter side, in map pixels, below which a box is dropped.")
+    use_dilation: bool = Field(default=False, description="Dilate the text mask 2x2 first (joins broken strokes).")
 
 
 class DbTextOptions(DbPostOptions, DetectorOptions):
     """PP-OCR detector defaults: BGR/255 with ImageNet mean/std, sides resized to multiples of 32."""
 
-    type: Literal["db_text"] = Field("db_text", description="Model type.")
-    letterbox: Placement = Field("stretch", description="How a picture is fitted to the input size.")
-    pad_value: int = Field(0, ge=0, le=255, description="Grey level of any padding.")
-    channel_order: ChannelOrder = Field("bgr", description="Channel order the model expects.")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Per-channel mean after scale.")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Per-channel std after scale.")
-    limit_side_len: int = Field(960, ge=32, description="Side length the picture is scaled towards.")
+    type: Literal["db_text"] = Field(default="db_text", description="Model type.")
+    letterbox: Placement = Field(default="stretch", description="How a picture is fitted to the input size.")
+    pad_value: int = Field(default=0, ge=0, le=255, description="Grey level of any padding.")
+    channel_order: ChannelOrder = Field(default="bgr", description="Channel order the model expects.")
+    mean: tuple[float, float, float] = Field(default=(0.485, 0.456, 0.406), description="Per-channel mean after scale.")
+    std: tuple[float, float, float] = Field(default=(0.229, 0.224, 0.225), description="Per-channel std after scale.")
+    limit_side_len: int = Field(default=960, ge=32, description="Side length the picture is scaled towards.")
     limit_type: Literal["max", "min"] = Field(
-        "max", description="max: shrink so the longer side is at most limit_side_len; min: grow so the "
+        default="max",
+        description="max: shrink so the longer side is at most limit_side_len; min: grow so the "
         "shorter side is at least limit_side_len (PP-OCRv4 in rapidocr uses min 736).",
     )
 
@@ -55,7 +56,7 @@ class DbText(Detector):
     """PP-OCR DB text detection; pictures of equal working size are batched together."""
 
     family = "db_text"
-    Options: ClassVar[type[DbTextOptions]] = DbTextOptions  # type: ignore[assignment]
+    Options: ClassVar[type[DbTextOptions]] = DbTextOptions
     Post: ClassVar[type[PostOptions]] = DbPostOptions
     default_class_names = ("text",)
 
@@ -76,34 +77,32 @@ class DbText(Detector):
             return self.fixed_wh
         h, w = image.shape[:2]
         limit = self.options.limit_side_len
-        if self.options.limit_type == "max":
-            ratio = min(1.0, limit / max(h, w))
-        else:
-            ratio = max(1.0, limit / min(h, w))
+        ratio = min(1.0, limit / max(h, w)) if self.options.limit_type == "max" else max(1.0, limit / min(h, w))
         return multiple_of(w * ratio), multiple_of(h * ratio)
 
     def detect(self, images: Sequence[np.ndarray], **overrides: Any) -> list[sv.Detections]:
         post = self.post_options(overrides)
-        assert isinstance(post, DbPostOptions)
+        post = cast(DbPostOptions, post)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):
             groups[self.working_size(image)].append(index)
         results: list[sv.Detections | None] = [None] * len(images)
         for size, members in groups.items():
-            batch, boxes = letterbox_batch([images[i] for i in members], size, self.options.letterbox,
-                                           self.options.pad_value)
+            batch, boxes = letterbox_batch(
+                [images[i] for i in members], size, self.options.letterbox, self.options.pad_value
+            )
             out = self.runtime.run({self.input.name: self.normalize(batch)})[0]
             if out.size != len(members) * size[0] * size[1]:
                 raise InferenceError(f"{self.label}: output {out.shape} is not one {size[1]}x{size[0]} map per image")
             maps = np.asarray(out, dtype=np.float32).reshape(len(members), size[1], size[0])
-            for index, prob, box in zip(members, maps, boxes):
+            for index, prob, box in zip(members, maps, boxes, strict=True):
                 results[index] = self.decode_map(prob, box, post)
         return [r for r in results if r is not None]
 
     def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
-        assert isinstance(post, DbPostOptions)
+        post = cast(DbPostOptions, post)
         maps = outputs[0].reshape(len(boxes), *outputs[0].shape[-2:])
-        return [self.decode_map(prob, box, post) for prob, box in zip(maps, boxes)]
+        return [self.decode_map(prob, box, post) for prob, box in zip(maps, boxes, strict=True)]
 
     def decode_map(self, prob: np.ndarray, box: Letterbox, post: DbPostOptions) -> sv.Detections:
         quads, scores = text_quads(prob, post)
@@ -124,9 +123,8 @@ class DbText(Detector):
 
 def text_quads(prob: np.ndarray, post: DbPostOptions) -> tuple[np.ndarray, np.ndarray]:
     """DB post-processing of one probability map: quadrilaterals [M, 4, 2] (map pixels) and scores [M]."""
-    mask = (prob > post.mask_threshold).astype(np.uint8)
-    if post.use_dilation:
-        mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
+    binary = (prob > post.mask_threshold).astype(np.uint8)
+    mask = cv2.dilate(binary, np.ones((2, 2), np.uint8)) if post.use_dilation else binary
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     quads, scores = [], []
     for contour in contours[: post.max_candidates]:
@@ -162,11 +160,12 @@ def min_area_quad(points: np.ndarray) -> tuple[np.ndarray, float]:
 def mean_inside(prob: np.ndarray, quad: np.ndarray) -> float:
     """Mean probability inside the quadrilateral (PaddleOCR's "fast" box score)."""
     h, w = prob.shape
-    x0, y0 = np.clip(np.floor(quad.min(axis=0)).astype(int), 0, [w - 1, h - 1])
-    x1, y1 = np.clip(np.ceil(quad.max(axis=0)).astype(int), 0, [w - 1, h - 1])
+    limit = np.array([w - 1, h - 1])
+    x0, y0 = np.clip(np.floor(quad.min(axis=0)).astype(int), 0, limit)
+    x1, y1 = np.clip(np.ceil(quad.max(axis=0)).astype(int), 0, limit)
     mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
     cv2.fillPoly(mask, [(quad - [x0, y0]).astype(np.int32)], 1)
-    return float(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)[0])
+    return float(np.asarray(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)).flat[0])
 
 
 def unclip(quad: np.ndarray, ratio: float) -> np.ndarray | None:

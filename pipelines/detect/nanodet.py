@@ -21,20 +21,23 @@ from pipelines.runtime import InferenceError, ModelLoadError, format_shape
 class NanoDetOptions(DetectorOptions):
     """NanoDet defaults: BGR, centred letterbox (aspect kept, black padding), NanoDet's mean/std."""
 
-    type: Literal["nanodet"] = Field("nanodet", description="Model type.")
+    type: Literal["nanodet"] = Field(default="nanodet", description="Model type.")
     # Centred letterbox scores nanodet_m_320 buses 0.81/0.79/0.77 where a plain resize gives 0.76/0.62/0.55.
-    letterbox: Placement = Field("center", description="Where the resized image sits in the input.")
-    pad_value: int = Field(0, ge=0, le=255, description="Grey level of the letterbox padding.")
-    channel_order: ChannelOrder = Field("bgr", description="Channel order the model expects.")
-    scale: float = Field(1.0, gt=0, description="Pixel values are multiplied by this first.")
-    mean: tuple[float, float, float] = Field((103.53, 116.28, 123.675), description="Per-channel mean (BGR).")
-    std: tuple[float, float, float] = Field((57.375, 57.12, 58.395), description="Per-channel std (BGR).")
-    confidence_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Minimum class score.")
-    iou_threshold: float = Field(0.6, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
-    strides: list[int] = Field([8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
-    reg_max: int = Field(7, ge=1, description="Distribution bins per box side minus one (NanoDet: 7).")
+    letterbox: Placement = Field(default="center", description="Where the resized image sits in the input.")
+    pad_value: int = Field(default=0, ge=0, le=255, description="Grey level of the letterbox padding.")
+    channel_order: ChannelOrder = Field(default="bgr", description="Channel order the model expects.")
+    scale: float = Field(default=1.0, gt=0, description="Pixel values are multiplied by this first.")
+    mean: tuple[float, float, float] = Field(default=(103.53, 116.28, 123.675), description="Per-channel mean (BGR).")
+    std: tuple[float, float, float] = Field(default=(57.375, 57.12, 58.395), description="Per-channel std (BGR).")
+    confidence_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="Minimum class score.")
+    iou_threshold: float = Field(default=0.6, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
+    strides: list[int] = Field(default=[8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
+    reg_max: int = Field(default=7, ge=1, description="Distribution bins per box side minus one (NanoDet: 7).")
     center_offset: float = Field(
-        0.5, ge=0.0, le=1.0, description="Anchor point inside its cell, in cells: 0.5 for NanoDet-m (GFL "
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Anchor point inside its cell, in cells: 0.5 for NanoDet-m (GFL "
         "head, cell centres), 0 for NanoDet-Plus.",
     )
 
@@ -43,7 +46,7 @@ class NanoDet(Detector):
     """NanoDet family; class scores are already sigmoid in the exported graph."""
 
     family = "nanodet"
-    Options: ClassVar[type[NanoDetOptions]] = NanoDetOptions  # type: ignore[assignment]
+    Options: ClassVar[type[NanoDetOptions]] = NanoDetOptions
     default_class_names = COCO_CLASSES
     default_side = 320
 
@@ -65,16 +68,21 @@ class NanoDet(Detector):
             count = columns - 4 * self.bins if isinstance(columns, int) else None
         else:
             names = [o.name for o in self.runtime.outputs]
-            raise ModelLoadError(f"{self.label}: outputs {names}; the nanodet stage needs cls_pred_stride_S and "
-                                 f"dis_pred_stride_S for strides {strides}, or one concatenated output")
+            raise ModelLoadError(
+                f"{self.label}: outputs {names}; the nanodet stage needs cls_pred_stride_S and "
+                f"dis_pred_stride_S for strides {strides}, or one concatenated output"
+            )
         if not isinstance(count, int) or count < 1:
             shapes = [format_shape(o.shape) for o in self.runtime.outputs]
-            raise ModelLoadError(f"{self.label}: cannot read the class count from outputs {shapes} "
-                                 f"with reg_max={self.options.reg_max}")
+            raise ModelLoadError(
+                f"{self.label}: cannot read the class count from outputs {shapes} with reg_max={self.options.reg_max}"
+            )
         anchors = [self.runtime.outputs[i].shape[-2] for i in (self.cls_idx or [0])]
         if all(isinstance(a, int) for a in anchors) and sum(int(a or 0) for a in anchors) != len(self.grid):
-            raise ModelLoadError(f"{self.label}: outputs hold {sum(int(a or 0) for a in anchors)} anchors but "
-                                 f"strides {strides} at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
+            raise ModelLoadError(
+                f"{self.label}: outputs hold {sum(int(a or 0) for a in anchors)} anchors but "
+                f"strides {strides} at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}"
+            )
         return count
 
     def split(self, outputs: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +101,7 @@ class NanoDet(Detector):
         cls, dis = self.split(outputs, len(boxes))
         project = np.arange(self.bins, dtype=np.float32)
         results = []
-        for scores, dist, box in zip(cls, dis, boxes):
+        for scores, dist, box in zip(cls, dis, boxes, strict=True):
             rows = np.flatnonzero(scores.max(axis=1) >= post.confidence_threshold)
             confidence, class_id = self.best_class(scores[rows], post)
             pick = candidates(confidence, post)

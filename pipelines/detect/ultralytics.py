@@ -27,15 +27,17 @@ Layout = Literal["raw", "end2end"]
 class UltralyticsOptions(DetectorOptions):
     """Ultralytics defaults: RGB/255, centred letterbox padded with 114."""
 
-    type: Literal["ultralytics"] = Field("ultralytics", description="Model type.")
-    confidence_threshold: float = Field(0.25, ge=0.0, le=1.0, description="Minimum class score.")
-    iou_threshold: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
+    type: Literal["ultralytics"] = Field(default="ultralytics", description="Model type.")
+    confidence_threshold: float = Field(default=0.25, ge=0.0, le=1.0, description="Minimum class score.")
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
     layout: Literal["auto", "raw", "end2end"] = Field(
-        "auto", description="Output layout: raw [N,4+classes,anchors] (NMS here), end2end [N,dets,6] (NMS "
+        default="auto",
+        description="Output layout: raw [N,4+classes,anchors] (NMS here), end2end [N,dets,6] (NMS "
         "inside the model: YOLOv10/YOLO26 or export nms=True), or auto (from the output shape).",
     )
     kpt_shape: tuple[int, int] | None = Field(
-        None, description="Key points per detection and numbers per point (pose models: [17, 3]); default "
+        default=None,
+        description="Key points per detection and numbers per point (pose models: [17, 3]); default "
         "from the model's kpt_shape metadata, else none.",
     )
 
@@ -75,7 +77,7 @@ class Ultralytics(Detector):
     """YOLOv8/YOLO11 (and end-to-end) detectors and pose models; pose key points go to data["keypoints"]."""
 
     family = "ultralytics"
-    Options: ClassVar[type[UltralyticsOptions]] = UltralyticsOptions  # type: ignore[assignment]
+    Options: ClassVar[type[UltralyticsOptions]] = UltralyticsOptions
 
     options: UltralyticsOptions
 
@@ -88,8 +90,10 @@ class Ultralytics(Detector):
     def setup(self) -> int | None:
         out = self.runtime.outputs[0]
         if len(out.shape) != 3:
-            raise ModelLoadError(f"{self.label}: output {out.name} is {format_shape(out.shape)}; the ultralytics "
-                                 "stage needs [N,4+classes,anchors] or [N,detections,6]")
+            raise ModelLoadError(
+                f"{self.label}: output {out.name} is {format_shape(out.shape)}; the ultralytics "
+                "stage needs [N,4+classes,anchors] or [N,detections,6]"
+            )
         self.meta_names = names_from_metadata(self.runtime.metadata.get("names"))
         kpt = self.options.kpt_shape or parse_metadata_value(self.runtime.metadata.get("kpt_shape"))
         self.kpt: tuple[int, int] | None = (int(kpt[0]), int(kpt[1])) if isinstance(kpt, (list, tuple)) else None
@@ -102,8 +106,10 @@ class Ultralytics(Detector):
             if count is None:
                 count = out.shape[1] - 4 - self.kp_values
             if out.shape[1] != 4 + count + self.kp_values or count < 1:
-                raise ModelLoadError(f"{self.label}: output {format_shape(out.shape)} does not hold 4 box values, "
-                                     f"{count} classes and {self.kp_values} key-point values per anchor")
+                raise ModelLoadError(
+                    f"{self.label}: output {format_shape(out.shape)} does not hold 4 box values, "
+                    f"{count} classes and {self.kp_values} key-point values per anchor"
+                )
         self.count = count
         return count
 
@@ -119,7 +125,7 @@ class Ultralytics(Detector):
         if layout is None:
             raise InferenceError(f"{self.label}: cannot tell the layout of output {out.shape}; set layout")
         decode_one = self._decode_raw if layout == "raw" else self._decode_end2end
-        return [decode_one(image, box, post) for image, box in zip(out, boxes)]
+        return [decode_one(image, box, post) for image, box in zip(out, boxes, strict=True)]
 
     def _decode_raw(self, image: np.ndarray, box: Letterbox, post: PostOptions) -> sv.Detections:
         count = len(self.class_names)
@@ -140,8 +146,9 @@ class Ultralytics(Detector):
             confidence[~allowed[class_id]] = 0.0
         rows = candidates(confidence, post)
         points, extra = self._keypoints(image[rows, 6:])
-        return self.finish(image[rows, :4], confidence[rows], class_id[rows], box, post, nms=False,
-                           points=points, extra=extra)
+        return self.finish(
+            image[rows, :4], confidence[rows], class_id[rows], box, post, nms=False, points=points, extra=extra
+        )
 
     def _keypoints(self, values: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Per-detection key-point values [M, K*D] -> points [M, K, 2] (+ confidences when D == 3)."""

@@ -21,15 +21,18 @@ from pipelines.runtime import ModelLoadError, format_shape
 class YoloV5Options(DetectorOptions):
     """YOLOv5 defaults: RGB/255, centred letterbox padded with 114 (HyperLPR plates: pad_value 0)."""
 
-    type: Literal["yolov5"] = Field("yolov5", description="Model type.")
-    confidence_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Minimum objectness x class score.")
-    iou_threshold: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
-    num_keypoints: int = Field(0, ge=0, description="Key points per detection (4 for plate corners, 5 for faces).")
+    type: Literal["yolov5"] = Field(default="yolov5", description="Model type.")
+    confidence_threshold: float = Field(default=0.4, ge=0.0, le=1.0, description="Minimum objectness x class score.")
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
+    num_keypoints: int = Field(
+        default=0, ge=0, description="Key points per detection (4 for plate corners, 5 for faces)."
+    )
     keypoint_confidence: bool = Field(
-        False, description="Each key point is (x, y, confidence) rather than (x, y)."
+        default=False, description="Each key point is (x, y, confidence) rather than (x, y)."
     )
     keypoints_after_classes: bool = Field(
-        False, description="Key points follow the class scores (yolov7-pose) instead of preceding them "
+        default=False,
+        description="Key points follow the class scores (yolov7-pose) instead of preceding them "
         "(yolov5-face, HyperLPR plates).",
     )
 
@@ -38,7 +41,7 @@ class YoloV5(Detector):
     """YOLOv5 family: score = objectness x class score; key points go to data["keypoints"] [N, K, 2]."""
 
     family = "yolov5"
-    Options: ClassVar[type[YoloV5Options]] = YoloV5Options  # type: ignore[assignment]
+    Options: ClassVar[type[YoloV5Options]] = YoloV5Options
 
     options: YoloV5Options
 
@@ -61,7 +64,7 @@ class YoloV5(Detector):
     def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         k, dims = self.options.num_keypoints, 3 if self.options.keypoint_confidence else 2
         results = []
-        for image, box in zip(outputs[0], boxes):
+        for image, box in zip(outputs[0], boxes, strict=True):
             rows = np.flatnonzero(image[:, 4] >= post.confidence_threshold)
             confidence, class_id = self.best_class(image[rows, self.class_columns] * image[rows, 4:5], post)
             pick = candidates(confidence, post)
@@ -73,7 +76,5 @@ class YoloV5(Detector):
                 if dims == 3:
                     extra["keypoint_confidence"] = kp[..., 2].astype(np.float32)
             xyxy = cxcywh_to_xyxy(image[rows, :4])
-            results.append(
-                self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra)
-            )
+            results.append(self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra))
         return results

@@ -16,16 +16,17 @@ from pipelines.runtime import ModelLoadError, format_shape
 class YoloXOptions(DetectorOptions):
     """YOLOX defaults: BGR 0..255 without normalisation, top-left letterbox padded with 114."""
 
-    type: Literal["yolox"] = Field("yolox", description="Model type.")
-    letterbox: Placement = Field("top_left", description="Where the resized image sits in the input.")
-    pad_value: int = Field(114, ge=0, le=255, description="Grey level of the letterbox padding.")
-    channel_order: ChannelOrder = Field("bgr", description="Channel order the model expects.")
-    scale: float = Field(1.0, gt=0, description="Pixel values are multiplied by this first.")
-    confidence_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Minimum objectness x class score.")
-    iou_threshold: float = Field(0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
-    strides: list[int] = Field([8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
+    type: Literal["yolox"] = Field(default="yolox", description="Model type.")
+    letterbox: Placement = Field(default="top_left", description="Where the resized image sits in the input.")
+    pad_value: int = Field(default=114, ge=0, le=255, description="Grey level of the letterbox padding.")
+    channel_order: ChannelOrder = Field(default="bgr", description="Channel order the model expects.")
+    scale: float = Field(default=1.0, gt=0, description="Pixel values are multiplied by this first.")
+    confidence_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Minimum objectness x class score.")
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
+    strides: list[int] = Field(default=[8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
     grid_decode: bool = Field(
-        True, description="Outputs are grid offsets and log sizes (the usual export); false for exports made "
+        default=True,
+        description="Outputs are grid offsets and log sizes (the usual export); false for exports made "
         "with decode_in_inference, whose boxes are already input pixels.",
     )
 
@@ -34,7 +35,7 @@ class YoloX(Detector):
     """YOLOX family; score = objectness x class score (both already sigmoid in the exported graph)."""
 
     family = "yolox"
-    Options: ClassVar[type[YoloXOptions]] = YoloXOptions  # type: ignore[assignment]
+    Options: ClassVar[type[YoloXOptions]] = YoloXOptions
     default_class_names = COCO_CLASSES
     default_side = 416
 
@@ -43,19 +44,23 @@ class YoloX(Detector):
     def setup(self) -> int | None:
         out = self.runtime.outputs[0]
         if len(out.shape) != 3 or not isinstance(out.shape[2], int) or out.shape[2] < 6:
-            raise ModelLoadError(f"{self.label}: output {out.name} is {format_shape(out.shape)}; the yolox stage "
-                                 "needs [N,anchors,5+classes]")
+            raise ModelLoadError(
+                f"{self.label}: output {out.name} is {format_shape(out.shape)}; the yolox stage "
+                "needs [N,anchors,5+classes]"
+            )
         self.grid, self.stride = grid_points(self.input_wh, self.options.strides, offset=0.0)
         anchors = out.shape[1]
         if isinstance(anchors, int) and anchors != len(self.grid):
-            raise ModelLoadError(f"{self.label}: output has {anchors} anchors but strides {self.options.strides} "
-                                 f"at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
+            raise ModelLoadError(
+                f"{self.label}: output has {anchors} anchors but strides {self.options.strides} "
+                f"at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}"
+            )
         return out.shape[2] - 5
 
     def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         out = outputs[0]
         results = []
-        for image, box in zip(out, boxes):
+        for image, box in zip(out, boxes, strict=True):
             # score = obj * cls <= obj, so rows under the threshold on objectness alone can be skipped.
             rows = np.flatnonzero(image[:, 4] >= post.confidence_threshold)
             confidence, class_id = self.best_class(image[rows, 5:] * image[rows, 4:5], post)

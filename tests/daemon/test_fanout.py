@@ -93,7 +93,11 @@ def test_raising_and_blocking_sinks_do_not_hurt_the_others(blocking: BlockingSin
     fanout.submit(message(0))
     assert blocking.entered.wait(10)  # its thread now holds message 0 and never returns
 
-    submitter = threading.Thread(target=lambda: [fanout.submit(message(i)) for i in range(1, 50)], daemon=True)
+    def submit_the_rest() -> None:
+        for seq in range(1, 50):
+            fanout.submit(message(seq))
+
+    submitter = threading.Thread(target=submit_the_rest, daemon=True)
     submitter.start()
     submitter.join(10)
     assert not submitter.is_alive(), "submit() blocked on a stuck sink"
@@ -216,6 +220,12 @@ def test_stats_mirror_the_sink_connection_state() -> None:
     assert stats.sinks["offline"].connected is False
     assert fanout.close(timeout=10)
     assert stats.sinks["online"].connected is False  # closed
+
+
+def test_close_without_start_returns_at_once() -> None:
+    sink = RecordingSink("s")
+    assert Fanout([sink], Stats()).close(timeout=30)
+    assert not sink.closed  # it was never started
 
 
 def test_sink_ids_must_be_unique() -> None:

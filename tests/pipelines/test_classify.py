@@ -16,24 +16,46 @@ from pipelines.classify import Classifier, activate, read_labels
 from pipelines.models import load_model
 from pipelines.runtime import ModelLoadError
 
-CAR_WORDS = ("sports car", "car wheel", "convertible", "minivan", "grille", "racer", "cab", "wagon", "limousine",
-             "pickup", "jeep", "coupe")
+CAR_WORDS = (
+    "sports car",
+    "car wheel",
+    "convertible",
+    "minivan",
+    "grille",
+    "racer",
+    "cab",
+    "wagon",
+    "limousine",
+    "pickup",
+    "jeep",
+    "coupe",
+)
 
 
 @pytest.fixture(scope="module")
 def squeezenet(models_dir: Path) -> Classifier:
-    return load_model({
-        "type": "classify", "path": str(models_dir / "squeezenet1.1_fp16.onnx"),
-        "labels_file": str(models_dir / "imagenet_labels.txt"), "top_k": 5,
-    }, name="imagenet")
+    return load_model(
+        {
+            "type": "classify",
+            "path": str(models_dir / "squeezenet1.1_fp16.onnx"),
+            "labels_file": str(models_dir / "imagenet_labels.txt"),
+            "top_k": 5,
+        },
+        name="imagenet",
+    )
 
 
 @pytest.fixture(scope="module")
 def plate_colour(models_dir: Path) -> Classifier:
-    return load_model({
-        "type": "classify", "path": str(models_dir / "plate_color_cls_96.onnx"),
-        "labels": ["blue", "green", "yellow"], "scale": 1 / 255,
-    }, name="colour")
+    return load_model(
+        {
+            "type": "classify",
+            "path": str(models_dir / "plate_color_cls_96.onnx"),
+            "labels": ["blue", "green", "yellow"],
+            "scale": 1 / 255,
+        },
+        name="colour",
+    )
 
 
 def test_squeezenet_float16_calls_the_car_a_car(squeezenet: Classifier, media_dir: Path) -> None:
@@ -71,13 +93,19 @@ def test_empty_batch_runs_nothing(plate_colour: Classifier) -> None:
 
 
 def test_multi_label_lists_classes_over_threshold(models_dir: Path) -> None:
-    model = load_model({
-        "type": "classify", "path": str(models_dir / "plate_color_cls_96.onnx"),
-        "labels": ["blue", "green", "yellow"], "scale": 1 / 255, "multi_label": True, "threshold": 0.0,
-        "top_k": 2,
-    })
+    model = load_model(
+        {
+            "type": "classify",
+            "path": str(models_dir / "plate_color_cls_96.onnx"),
+            "labels": ["blue", "green", "yellow"],
+            "scale": 1 / 255,
+            "multi_label": True,
+            "threshold": 0.0,
+            "top_k": 2,
+        }
+    )
     [result] = model.classify([render_plate("AB123CD", (160, 46), "yellow")])
-    assert [c["class"] for c in result["classes"]][0] == "yellow"
+    assert result["classes"][0]["class"] == "yellow"
     assert len(result["classes"]) == 3 and len(result["top"]) == 2
 
 
@@ -121,7 +149,8 @@ def tiny_model(path: Path, input_shape: list[Any], output_shape: list[Any] | Non
     """A one-op ONNX graph: Identity (or Flatten when output_shape is given) over a float input."""
     op = helper.make_node("Identity" if output_shape is None else "Flatten", ["x"], ["y"])
     graph = helper.make_graph(
-        [op], "tiny",
+        [op],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape or input_shape)],
     )
@@ -153,8 +182,16 @@ def test_load_errors_name_stage_and_file(
 
 def test_dynamic_model_with_input_size_and_nhwc_layout(tmp_path: Path) -> None:
     path = tiny_model(tmp_path / "nhwc.onnx", ["n", "h", "w", 3], ["n", "c"])
-    model = load_model({"type": "classify", "path": str(path), "input_size": (4, 2), "channel_order": "rgb",
-                        "scale": 1 / 255, "activation": "none"})
+    model = load_model(
+        {
+            "type": "classify",
+            "path": str(path),
+            "input_size": (4, 2),
+            "channel_order": "rgb",
+            "scale": 1 / 255,
+            "activation": "none",
+        }
+    )
     assert (model.layout, model.size_wh) == ("nhwc", (4, 2))
     crop = np.zeros((20, 40, 3), dtype=np.uint8)
     crop[..., 2] = 255  # red in BGR

@@ -134,8 +134,10 @@ def test_child_detections_map_back_to_source_pixels() -> None:
     child = sv.Detections(
         xyxy=np.array([[20, 30, 60, 50]], dtype=np.float32),
         class_id=np.array([1]),
-        data={"keypoints": np.array([[[20, 30], [60, 30], [60, 50], [20, 50]]], dtype=np.float32),
-              "class_name": np.array(["plate"])},
+        data={
+            "keypoints": np.array([[[20, 30], [60, 30], [60, 50], [20, 50]]], dtype=np.float32),
+            "class_name": np.array(["plate"]),
+        },
     )
     mapped = detections_to_source(child, crop)
     np.testing.assert_allclose(mapped.xyxy, [[110, 70, 150, 90]])

