@@ -9,6 +9,7 @@ how many images each worker job carried (cross-request batching).
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,52 @@ def run(
 ) -> dict[str, Any]:
     """Run the load test and return its figures (flat: names -> numbers)."""
     video = Path(video or SHARED / "media" / "london_street_TestV4.mp4")
-    model = Path(model or SHARED / "models" / "yolox_nano.onnx")
     pictures = [Path(p) for p in images] if images else [SHARED / "media" / name for name in DEFAULT_IMAGES]
-    for path in (video, model, *pictures):
+    _need(video, *pictures)
+    bodies = [_body(p) for p in pictures]
+    with daemon_with_api(streams, video, model, threads, batch) as (daemon, server):
+        _post(server.port, bodies[0])  # the first call loads nothing (the daemon's model is shared) but opens the path
+        before = {sid: s.processed for sid, s in daemon.stats.sources.items()}
+        logs, seconds = _load(server.port, bodies, clients, duration_s)
+        after = {sid: s.processed for sid, s in daemon.stats.sources.items()}
+        batching = server.inference.batch_stats()
+    return _figures(logs, seconds, clients, before, after, batching) | {"video_fps": _video_fps(video)}
+
+
+def _need(*paths: Path) -> None:
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"bench api: {path} does not exist (set EDGEWATCH_SHARED or pass the paths)")
-    bodies = [_body(p) for p in pictures]
+
+
+@contextlib.contextmanager
+def daemon_with_api(
+    streams: int = 2, video: str | Path | None = None, model: str | Path | None = None, threads: int = 2,
+    batch: int = 4,
+) -> Iterator[tuple[Any, ApiServer]]:
+    """A running Daemon (YOLOX, `streams` looping file sources paced in real time) and its API (model det/1)."""
+    from daemon.app import Daemon
+    from daemon.config import load_config
+
+    video = Path(video or SHARED / "media" / "london_street_TestV4.mp4")
+    model = Path(model or SHARED / "models" / "yolox_nano.onnx")
+    _need(video, model)
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-api-") as tmp:
-        config_path = _write_config(Path(tmp), video, model, streams, threads, batch)
-        return _measure(config_path, bodies, clients, duration_s) | {"video_fps": _video_fps(video)}
+        config = load_config(_write_config(Path(tmp), video, model, streams, threads, batch))
+        daemon = Daemon(config)
+        daemon.start()
+        own: ApiServer | None = None
+        try:
+            server = _find_api(daemon)
+            if server is None:  # a Daemon that does not start the API itself
+                assert daemon.worker is not None
+                models = getattr(daemon.pipeline, "models", {})
+                server = own = start_api(config.api, models, config.models, daemon.worker)
+            yield daemon, server
+        finally:
+            if own is not None:
+                own.stop()
+            daemon.stop()
 
 
 def _body(path: Path) -> bytes:
@@ -94,32 +132,6 @@ def _write_config(workdir: Path, video: Path, model: Path, streams: int, threads
 def _find_api(daemon: Any) -> ApiServer | None:
     """The daemon's own API server when Daemon.start() runs one."""
     return next((v for v in vars(daemon).values() if isinstance(v, ApiServer)), None)
-
-
-def _measure(config_path: Path, bodies: list[bytes], clients: int, duration_s: float) -> dict[str, Any]:
-    from daemon.app import Daemon
-    from daemon.config import load_config
-
-    config = load_config(config_path)
-    daemon = Daemon(config)
-    daemon.start()
-    own: ApiServer | None = None
-    try:
-        server = _find_api(daemon)
-        if server is None:
-            assert daemon.worker is not None
-            models = getattr(daemon.pipeline, "models", {})
-            server = own = start_api(config.api, models, config.models, daemon.worker)
-        _post(server.port, bodies[0])  # first call: nothing to warm but the connection path
-        before = {sid: s.processed for sid, s in daemon.stats.sources.items()}
-        logs, seconds = _load(server.port, bodies, clients, duration_s)
-        after = {sid: s.processed for sid, s in daemon.stats.sources.items()}
-        batching = server.inference.batch_stats()
-    finally:
-        if own is not None:
-            own.stop()
-        daemon.stop()
-    return _figures(logs, seconds, clients, before, after, batching)
 
 
 def _post(port: int, body: bytes, connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:

@@ -34,16 +34,29 @@ def register(subparsers: Any) -> None:
     query.add_argument("--target", type=Path, help="image the folder's images are compared with")
     query.add_argument("--prompt", help="text the folder's images are compared with (needs --text-model)")
     cmd.add_argument("--ext", default=".png", help="file name ending of the images, with the dot (default .png)")
-    cmd.add_argument("--model", type=Path, required=True,
-                     help="image encoder .onnx: a CLIP image encoder, or any embedder with --type embed")
-    cmd.add_argument("--type", choices=["clip", "embed"], default="clip",
-                     help="clip: CLIP preprocessing (default); embed: a generic embedder such as re-ID")
+    cmd.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="image encoder .onnx: a CLIP image encoder, or any embedder with --type embed",
+    )
+    cmd.add_argument(
+        "--type",
+        choices=["clip", "embed"],
+        default="clip",
+        help="clip: CLIP preprocessing (default); embed: a generic embedder such as re-ID",
+    )
     cmd.add_argument("--text-model", type=Path, default=None, help="CLIP text encoder .onnx (for --prompt)")
-    cmd.add_argument("--tokenizer", type=Path, default=None,
-                     help="tokenizer.json or bpe_simple_vocab_16e6.txt.gz (default: found beside --text-model)")
+    cmd.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tokenizer.json or bpe_simple_vocab_16e6.txt.gz (default: found beside --text-model)",
+    )
     cache = cmd.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", type=Path, default=None,
-                       help=f"embedding cache folder (default {default_cache_dir()})")
+    cache.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"embedding cache folder (default {default_cache_dir()})"
+    )
     cache.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     cmd.add_argument("--top", type=int, default=None, help="print only the N best matches")
     cmd.add_argument("--json", action="store_true", help="print a JSON list of {image, similarity}")
@@ -77,7 +90,12 @@ def cmd_clip_compare(args: argparse.Namespace) -> int:
         model = load_model(_model_spec(args), name=args.model.stem)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         results = clip_compare(
-            args.dir, args.ext, args.target or "", model=model, text=args.prompt, cache_dir=cache_dir,
+            args.dir,
+            args.ext,
+            args.target or "",
+            model=model,
+            text=args.prompt,
+            cache_dir=cache_dir,
             progress=sys.stderr.isatty(),
         )
     except (ValueError, LookupError, OSError, ModelLoadError, TokenizerLoadError, InferenceError) as exc:

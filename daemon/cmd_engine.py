@@ -11,7 +11,7 @@ from pipelines.runtime import InferenceError, ModelLoadError, RuntimeOptions, de
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `build-engine` to an argparse subparsers object; its handler is `args.handler(args) -> int`."""
+    """Add `build-engine` to an argparse subparsers object; its handler is `args.func(args) -> int`."""
     defaults = RuntimeOptions()
     parser = subparsers.add_parser(
         "build-engine",
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--max-batch", type=int, default=8, help="largest batch for models with a dynamic batch axis (default: 8)"
     )
     parser.add_argument("--device", type=int, default=defaults.device_id, help="GPU index (default: 0)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(func=run)
     return parser
 
 

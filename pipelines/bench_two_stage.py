@@ -55,7 +55,9 @@ def plate_corners(
 ) -> np.ndarray:
     """Corners (tl, tr, br, bl) of a plate rotated by `angle_deg`; `skew` narrows the right side (perspective)."""
     w, h = size_wh
-    local = np.array([[-w / 2, -h / 2], [w / 2, -h / 2 * (1 - skew)], [w / 2, h / 2 * (1 - skew)], [-w / 2, h / 2]])
+    local = np.array(
+        [[-w / 2, -h / 2], [w / 2, -h / 2 * (1 - skew)], [w / 2, h / 2 * (1 - skew)], [-w / 2, h / 2]]
+    )
     a = math.radians(angle_deg)
     rotation = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     return (local @ rotation.T + np.asarray(centre)).astype(np.float32)
@@ -75,10 +77,8 @@ def place_plate(scene: np.ndarray, plate: np.ndarray, corners: np.ndarray) -> No
 
 def random_plate_text(rng: np.random.Generator) -> str:
     letters, digits = PLATE_CHARS[:23], PLATE_CHARS[23:]
-    return (
-        "".join(rng.choice(list(letters), 2))
-        + "".join(rng.choice(list(digits), 3))
-        + "".join(rng.choice(list(letters), 2))
+    return "".join(rng.choice(list(letters), 2)) + "".join(rng.choice(list(digits), 3)) + "".join(
+        rng.choice(list(letters), 2)
     )
 
 
@@ -109,9 +109,8 @@ def plate_scene(
         cx = (i % cols + 0.5) * cell_w + rng.uniform(-0.05, 0.05) * cell_w
         cy = (i // cols + 0.5) * cell_h + rng.uniform(-0.05, 0.05) * cell_h
         body = tuple(int(c) for c in rng.integers(20, 120, 3))
-        cv2.rectangle(
-            scene, (int(cx - pw * 0.65), int(cy - ph * 1.6)), (int(cx + pw * 0.65), int(cy + ph * 1.2)), body, -1
-        )
+        cv2.rectangle(scene, (int(cx - pw * 0.65), int(cy - ph * 1.6)), (int(cx + pw * 0.65), int(cy + ph * 1.2)),
+                      body, -1)
         quad = plate_corners((cx, cy), plate_wh, float(rng.uniform(-6, 6)), float(rng.uniform(0.0, 0.12)))
         place_plate(scene, render_plate(text, plate_wh, colour), quad)
         corners.append(quad)
@@ -226,15 +225,11 @@ def plate_bench(
         ),
         "ocr": load_model({"type": "ocr", "uppercase": True, "allowed_characters": ALNUM, **extra}, name="ocr"),
     }
-    spec = PipelineSpec.model_validate(
-        {
-            "name": "plates",
-            "detector": "plates",
-            "stages": [
-                {"name": "text", "model": "ocr", "crop": {"rectify_keypoints": True}, "max_batch_size": max_batch_size}
-            ],
-        }
-    )
+    spec = PipelineSpec.model_validate({
+        "name": "plates", "detector": "plates",
+        "stages": [{"name": "text", "model": "ocr", "crop": {"rectify_keypoints": True},
+                    "max_batch_size": max_batch_size}],
+    })
     pipeline = Pipeline(spec, models)
     result = bench_two_stage(pipeline, images, repeats)
     read = [{r["text"] for r in dets.data["text"] if r is not None} for dets in pipeline.run(images)]

@@ -172,10 +172,17 @@ def keypoint_corners(detections: sv.Detections) -> np.ndarray | None:
     return points
 
 
+def usable_quad(corners: np.ndarray) -> bool:
+    """Finite corners enclosing at least one square pixel (a collapsed quad has no perspective transform)."""
+    if not np.all(np.isfinite(corners)):
+        return False
+    return bool(abs(cv2.contourArea(order_corners(corners))) >= 1.0)
+
+
 def crop_detection(image: np.ndarray, detections: sv.Detections, index: int, parent: int, options: CropOptions) -> Crop:
     """The crop of detection `index`: rectified from its corners when asked and available, else its box."""
     corners = keypoint_corners(detections) if options.rectify_keypoints else None
-    if corners is not None and np.all(np.isfinite(corners[index])):
+    if corners is not None and usable_quad(corners[index]):
         pixels, transform = rectify(image, corners[index], options)
     else:
         pixels, transform = crop_box(image, detections.xyxy[index], options)

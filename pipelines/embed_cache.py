@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -17,6 +19,7 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 _SQL_CHUNK = 500  # keys per SELECT, far below SQLite's bound-parameter limit
+_SETTLE_NS = 2_000_000_000
 
 
 class Embedder(Protocol):
@@ -37,46 +40,85 @@ def file_sha256(path: Path) -> str:
 
 
 class EmbeddingCache:
-    """One SQLite file of (model identity, file sha256) -> float32 vector; safe to share between runs."""
+    """One SQLite file: (model identity, file sha256) -> float32 vector, and path -> sha256 by size/mtime.
+
+    The second table only spares re-reading unchanged files: a file whose size or modification time
+    changed is hashed again, and vectors are always looked up by content hash.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.suffix != ".sqlite":
             self.path = self.path / "embeddings.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with self._db() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, sha256 TEXT NOT NULL, "
                 "vector BLOB NOT NULL, PRIMARY KEY (model, sha256))"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"
+            )
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
         try:
-            return sqlite3.connect(self.path, timeout=30)
+            db = sqlite3.connect(self.path, timeout=30)
         except sqlite3.Error as exc:
             raise OSError(f"embedding cache {self.path}: cannot open: {exc}") from exc
+        try:
+            with db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            raise OSError(f"embedding cache {self.path}: {exc} (delete the file to start afresh)") from exc
+        finally:
+            db.close()
+
+    def _select(self, sql: str, first: list[Any], keys: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        with self._db() as db:
+            for start in range(0, len(keys), _SQL_CHUNK):
+                chunk = keys[start : start + _SQL_CHUNK]
+                rows += db.execute(sql.format(marks=",".join("?" * len(chunk))), [*first, *chunk]).fetchall()
+        return rows
 
     def get_many(self, model: str, digests: Iterable[str]) -> dict[str, np.ndarray]:
         keys = list(dict.fromkeys(digests))
-        found: dict[str, np.ndarray] = {}
-        with self._connect() as db:
-            for start in range(0, len(keys), _SQL_CHUNK):
-                chunk = keys[start : start + _SQL_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
-                    [model, *chunk],
-                )
-                found.update((sha, np.frombuffer(blob, dtype=np.float32)) for sha, blob in rows)
-        return found
+        sql = "SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})"
+        return {sha: np.frombuffer(blob, dtype=np.float32) for sha, blob in self._select(sql, [model], keys)}
 
     def put_many(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         rows = [(model, sha, np.asarray(v, dtype=np.float32).tobytes()) for sha, v in vectors.items()]
-        with self._connect() as db:
+        with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO embeddings (model, sha256, vector) VALUES (?, ?, ?)", rows)
 
+    def file_digests(self, paths: Sequence[Path]) -> dict[Path, str]:
+        """sha256 of each file, read again only when its size or modification time changed."""
+        keys = {p: str(p.resolve()) for p in paths}
+        stats = {p: p.stat() for p in paths}
+        sql = "SELECT path, size, mtime_ns, sha256 FROM files WHERE path IN ({marks})"
+        known = {row[0]: row[1:] for row in self._select(sql, [], list(keys.values()))}
+        digests: dict[Path, str] = {}
+        fresh = []
+        # A file modified within the clock's granularity of now could change again with the same size and
+        # mtime (git's "racy" case): such files are hashed every time until they have settled.
+        settled_before = time.time_ns() - _SETTLE_NS
+        for path in paths:
+            st, row = stats[path], known.get(keys[path])
+            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+                digests[path] = row[2]
+                continue
+            digests[path] = file_sha256(path)
+            if st.st_mtime_ns < settled_before:
+                fresh.append((keys[path], st.st_size, st.st_mtime_ns, digests[path]))
+        if fresh:
+            with self._db() as db:
+                db.executemany("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)", fresh)
+        return digests
+
     def count(self, model: str | None = None) -> int:
-        with self._connect() as db:
+        with self._db() as db:
             if model is None:
                 return int(db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
             return int(db.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
@@ -98,7 +140,8 @@ def list_images(folder: str | Path, extensions: str | Sequence[str]) -> list[Pat
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
     suffixes = (extensions,) if isinstance(extensions, str) else tuple(extensions)
-    return sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(suffixes))
+    # Dot files are skipped as glob("*.png") skips them (and macOS "._x.png" resource forks are not images).
+    return sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith("."))
 
 
 def _read_batch(paths: Sequence[Path]) -> tuple[list[Path], list[np.ndarray], list[Path]]:
@@ -128,7 +171,7 @@ def embed_files(
     Files with identical content are embedded once. Unreadable files are logged and left out.
     """
     files = [Path(p) for p in paths]
-    digests = {p: file_sha256(p) for p in files}
+    digests = cache.file_digests(files) if cache else {p: file_sha256(p) for p in files}
     known = cache.get_many(model.identity, digests.values()) if cache else {}
     todo: dict[str, Path] = {}
     for path in files:

@@ -202,6 +202,29 @@ def build_engine(
     if target.is_file():
         say(f"using cached engine {target}")
         return target
+    say(f"building TensorRT {trt.__version__} engine for {onnx_path.name} on {gpu} ({'fp16' if fp16 else 'fp32'})")
+    serialized = serialize_network(trt, onnx_path, model_bytes, fp16, workspace_mb, max_batch, dynamic_sides, say)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = {"source": onnx_path.name, "metadata": onnx_metadata(onnx_path)}
+    Path(f"{target}.json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(serialized)
+    os.replace(partial, target)  # atomic: a concurrent loader never sees half an engine
+    say(f"engine written to {target}")
+    return target
+
+
+def serialize_network(
+    trt: Any,
+    onnx_path: Path,
+    model_bytes: bytes,
+    fp16: bool,
+    workspace_mb: int,
+    max_batch: int,
+    dynamic_sides: tuple[int, int, int],
+    say: ProgressFn,
+) -> bytes:
+    """Parse the ONNX model and run TensorRT's builder on it (the minutes-long part), reporting progress."""
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -209,34 +232,24 @@ def build_engine(
     if not parser.parse(model_bytes, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelLoadError(f"model {onnx_path}: TensorRT cannot parse it: {errors}")
-    inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    shapes = {t.name: profile_shapes(tuple(t.shape), max_batch, dynamic_sides) for t in inputs}
-    dynamic = {name: s for name, s in shapes.items() if s is not None}
-    say(
-        f"building TensorRT {trt.__version__} engine for {onnx_path.name} on {gpu} "
-        f"({'fp16' if fp16 else 'fp32'}); this takes minutes"
-    )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    shapes = {t.name: profile_shapes(tuple(t.shape), max_batch, dynamic_sides) for t in inputs}
+    dynamic = {name: s for name, s in shapes.items() if s is not None}
     if dynamic:
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in dynamic.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
-    config.progress_monitor = progress_monitor(trt, ProgressPrinter(say))
+    monitor = progress_monitor(trt, ProgressPrinter(say))  # must outlive the build
+    config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelLoadError(f"model {onnx_path}: TensorRT failed to build an engine (see its log above)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    partial.write_bytes(bytes(serialized))
-    os.replace(partial, target)  # atomic: a concurrent loader never sees half an engine
-    sidecar = {"source": onnx_path.name, "metadata": onnx_metadata(onnx_path)}
-    Path(f"{target}.json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
-    say(f"engine written to {target}")
-    return target
+    return bytes(serialized)
 
 
 class TrtRuntime:

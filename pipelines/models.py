@@ -85,9 +85,7 @@ def load_model(spec: ModelOptions | Mapping[str, Any], name: str = "") -> Any:
     """Build a model from its Options (or a plain dict with at least `type` and `path`)."""
     type_name = spec.type if isinstance(spec, ModelOptions) else str(spec.get("type", ""))
     cls = model_class(type_name)
-    options = (
-        spec
-        if isinstance(spec, cls.Options)
-        else cls.Options.model_validate(spec.model_dump() if isinstance(spec, ModelOptions) else dict(spec))
+    options = spec if isinstance(spec, cls.Options) else cls.Options.model_validate(
+        spec.model_dump() if isinstance(spec, ModelOptions) else dict(spec)
     )
     return cls(options, name=name)

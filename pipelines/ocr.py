@@ -83,7 +83,9 @@ def ctc_greedy(probs: np.ndarray, table: Sequence[str]) -> list[tuple[str, list[
     changed[:, 1:] = best[:, 1:] != best[:, :-1]
     keep = changed & (best != 0)
     lookup = np.asarray(table, dtype=object)
-    return [("".join(lookup[best[n, keep[n]]]), conf[n, keep[n]].astype(float).tolist()) for n in range(len(best))]
+    return [
+        ("".join(lookup[best[n, keep[n]]]), conf[n, keep[n]].astype(float).tolist()) for n in range(len(best))
+    ]
 
 
 class CtcOcr(Model):

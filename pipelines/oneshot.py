@@ -97,9 +97,8 @@ def two_stage_ocr(
     """
     found = resolve_model(detector, detector_type, "detector")
     reader = resolve_model(ocr if ocr is not None else {"type": "ocr"}, ocr_type, "ocr")
-    stage = _stage(
-        "ocr", crop if crop is not None else {"rectify_keypoints": True}, on, min_parent_confidence, max_batch_size
-    )
+    stage = _stage("ocr", crop if crop is not None else {"rectify_keypoints": True}, on, min_parent_confidence,
+                   max_batch_size)
     detections = _run_two(read_image(image), found, reader, stage)
     records = []
     for i, record in enumerate(_base_records(detections)):
@@ -114,16 +113,10 @@ def _stage(
     name: str, crop: CropOptions | Mapping[str, Any] | None, on: Sequence[str] | None, min_conf: float, batch: int
 ) -> StageSpec:
     options = crop if isinstance(crop, CropOptions) else CropOptions.model_validate(dict(crop or {}))
-    return StageSpec.model_validate(
-        {
-            "name": name,
-            "model": "second",
-            "on": list(on) if on is not None else None,
-            "min_parent_confidence": min_conf,
-            "crop": options,
-            "max_batch_size": batch,
-        }
-    )
+    return StageSpec.model_validate({
+        "name": name, "model": "second", "on": list(on) if on is not None else None,
+        "min_parent_confidence": min_conf, "crop": options, "max_batch_size": batch,
+    })
 
 
 def _run_two(image: np.ndarray, first: Any, second: Any, stage: StageSpec) -> sv.Detections:
@@ -135,14 +128,12 @@ def _base_records(detections: sv.Detections) -> list[dict[str, Any]]:
     names = class_names(detections)
     records = []
     for i in range(len(detections)):
-        records.append(
-            {
-                "bbox": [round(float(v), 1) for v in detections.xyxy[i]],
-                "class": str(names[i]),
-                "class_id": None if detections.class_id is None else int(detections.class_id[i]),
-                "confidence": None if detections.confidence is None else float(detections.confidence[i]),
-            }
-        )
+        records.append({
+            "bbox": [round(float(v), 1) for v in detections.xyxy[i]],
+            "class": str(names[i]),
+            "class_id": None if detections.class_id is None else int(detections.class_id[i]),
+            "confidence": None if detections.confidence is None else float(detections.confidence[i]),
+        })
     return records
 
 
@@ -166,9 +157,8 @@ def infer(
     **overrides: Any,
 ) -> list[sv.Detections]:
     """Detections for an image array, an image path, a list of either, a folder of images, or a video."""
-    if isinstance(source, np.ndarray) or (
-        isinstance(source, str | Path) and Path(source).is_file() and Path(source).suffix.lower() in IMAGE_EXTS
-    ):
+    if isinstance(source, np.ndarray) or (isinstance(source, str | Path) and Path(source).is_file()
+                                          and Path(source).suffix.lower() in IMAGE_EXTS):
         source = [source]
     if isinstance(source, str | Path):
         stream = infer_on_stream(model, source, model_type=model_type, batch_size=batch_size, **overrides)

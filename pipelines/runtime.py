@@ -29,17 +29,18 @@ ORT_PROVIDER_NAMES: dict[str, str] = {
 }
 ENGINE_SUFFIXES = (".engine", ".plan")
 # ORT raises its own exception classes, none of which derives from RuntimeError.
+# fmt: off
 ORT_ERRORS: tuple[type[BaseException], ...] = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidProtobuf,
-    ort_state.NoSuchFile,
-    ort_state.RuntimeException,
-    ort_state.EPFail,
-    ort_state.NotImplemented,
-    ort_state.InvalidGraph,
-    RuntimeError,
+    ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
+    ort_state.RuntimeException, ort_state.EPFail, ort_state.NotImplemented, ort_state.InvalidGraph, RuntimeError,
 )
+ORT_DTYPES: dict[str, np.dtype] = {
+    f"tensor({onnx})": np.dtype(numpy) for onnx, numpy in (
+        ("float", "float32"), ("float16", "float16"), ("double", "float64"), ("uint8", "uint8"), ("int8", "int8"),
+        ("int32", "int32"), ("int64", "int64"), ("bool", "bool"),
+    )
+}
+# fmt: on
 # Spatial size used for dynamic dimensions during warm-up: a multiple of 32, as detectors need.
 WARMUP_DYNAMIC_SIDE = 64
 
@@ -157,10 +158,7 @@ def choose_providers(
 
 def provider_name(ort_name: str) -> str:
     """Our short name for an ORT provider name ("CUDAExecutionProvider" -> "cuda")."""
-    for short, long in ORT_PROVIDER_NAMES.items():
-        if long == ort_name:
-            return short
-    return ort_name
+    return {long: short for short, long in ORT_PROVIDER_NAMES.items()}.get(ort_name, ort_name)
 
 
 def check_input(
@@ -301,19 +299,9 @@ def warm_up(
 
 
 def ort_dtype(onnx_type: str) -> np.dtype:
-    table = {
-        "tensor(float)": np.float32,
-        "tensor(float16)": np.float16,
-        "tensor(uint8)": np.uint8,
-        "tensor(int8)": np.int8,
-        "tensor(int64)": np.int64,
-        "tensor(int32)": np.int32,
-        "tensor(double)": np.float64,
-        "tensor(bool)": np.bool_,
-    }
-    if onnx_type not in table:
-        raise ModelLoadError(f"unsupported tensor type {onnx_type}; expected one of {sorted(table)}")
-    return np.dtype(table[onnx_type])
+    if onnx_type not in ORT_DTYPES:
+        raise ModelLoadError(f"unsupported tensor type {onnx_type}; expected one of {sorted(ORT_DTYPES)}")
+    return ORT_DTYPES[onnx_type]
 
 
 class Runtime:
@@ -344,6 +332,11 @@ class Runtime:
         warm_up(self, self.options.warmup_runs, skip_guessed=self.provider == "tensorrt")
 
     def _open(self, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
+        """A session on the first provider of `chosen` that really starts.
+
+        ONNX Runtime, when a GPU provider fails to start (missing CUDA/TensorRT libraries), silently
+        retries on the CPU; going down our own list instead keeps CUDA when only TensorRT is broken.
+        """
         so = ort.SessionOptions()
         so.log_severity_level = 3  # ORT warns about harmless export quirks (initializers listed as inputs)
         if self.options.intra_op_threads:
@@ -352,6 +345,20 @@ class Runtime:
             so.inter_op_num_threads = self.options.inter_op_threads
         if any(name == ORT_PROVIDER_NAMES["tensorrt"] for name, _ in chosen):
             trt_cache_dir(self.options).mkdir(parents=True, exist_ok=True)
+        for start in range(len(chosen)):
+            attempt = chosen[start:]
+            session = self._session(so, attempt)
+            if session.get_providers()[0] == attempt[0][0] or start == len(chosen) - 1:
+                break
+            log.warning(
+                "%s: %s failed to start; trying %s",
+                self.label,
+                provider_name(attempt[0][0]),
+                ", ".join(provider_name(name) for name, _ in attempt[1:]),
+            )
+        return session
+
+    def _session(self, so: ort.SessionOptions, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
         try:
             return ort.InferenceSession(
                 str(self.path),

@@ -31,8 +31,7 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        ...,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        ..., pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
         description="Key of this stage's results in the parent detections' data and in the published JSON.",
     )
     model: str = Field(..., description="Name of the model (under models:) this stage runs.")
@@ -54,6 +53,14 @@ class StageSpec(BaseModel):
     stages: list[StageSpec] = Field(
         default_factory=list, description="Stages run on this stage's detections (only for detect models)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _unique_children(self) -> StageSpec:
@@ -141,10 +148,7 @@ class Pipeline:
         return detections
 
     def run_stages(
-        self,
-        images: Sequence[np.ndarray],
-        detections: Sequence[sv.Detections],
-        stages: Sequence[StageSpec],
+        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
         path: str = "",
     ) -> None:
         """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data."""

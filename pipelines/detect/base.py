@@ -54,13 +54,11 @@ class DetectorOptions(PostOptions, ModelOptions):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     input_size: tuple[int, int] | None = Field(
-        default=None,
-        description="Model input (width, height). Read from the model when fixed; required or "
+        default=None, description="Model input (width, height). Read from the model when fixed; required or "
         "defaulted (multiple of 32) when the model's input size is dynamic.",
     )
     letterbox: Placement = Field(
-        default="center",
-        description="Where the resized image sits in the input: top_left or center (aspect "
+        default="center", description="Where the resized image sits in the input: top_left or center (aspect "
         "kept, rest padded), or stretch (plain resize to the input size, aspect not kept).",
     )
     pad_value: int = Field(default=114, ge=0, le=255, description="Grey level of the letterbox padding.")
@@ -73,8 +71,7 @@ class DetectorOptions(PostOptions, ModelOptions):
         default=(1.0, 1.0, 1.0), description="Per-channel divisor applied after the mean, in the model's channel order."
     )
     class_names: list[str] | Path | None = Field(
-        default=None,
-        description="Class names: a list, or a labels file (one name per line, or 'index,name'). "
+        default=None, description="Class names: a list, or a labels file (one name per line, or 'index,name'). "
         "Default: the family's built-in names (COCO-80 where the model has 80 classes), else class_<i>.",
     )
 
@@ -155,10 +152,8 @@ class Detector(Model):
         wanted = self.options.input_size
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
             if wanted is not None and tuple(wanted) != (w, h):
-                raise ModelLoadError(
-                    f"{self.label}: input_size {list(wanted)} but the model's input is fixed at "
-                    f"{w}x{h}; remove input_size or export the model at that size"
-                )
+                raise ModelLoadError(f"{self.label}: input_size {list(wanted)} but the model's input is fixed at "
+                                     f"{w}x{h}; remove input_size or export the model at that size")
             return (w, h)
         size = tuple(wanted) if wanted is not None else self.fallback_size()
         if size[0] % 32 or size[1] % 32 or min(size) <= 0:
@@ -185,10 +180,8 @@ class Detector(Model):
         if key not in self._allowed:
             unknown = sorted(set(key) - set(self.class_names))
             if unknown:
-                raise ValueError(
-                    f"{self.label}: class_filter names unknown classes {unknown}; the model knows "
-                    f"{self.class_names[:20]}{' ...' if len(self.class_names) > 20 else ''}"
-                )
+                raise ValueError(f"{self.label}: class_filter names unknown classes {unknown}; the model knows "
+                                 f"{self.class_names[:20]}{' ...' if len(self.class_names) > 20 else ''}")
             self._allowed[key] = np.isin(self._names_array, key)
         return self._allowed[key]
 

@@ -46,8 +46,7 @@ class DbTextOptions(DbPostOptions, DetectorOptions):
     std: tuple[float, float, float] = Field(default=(0.229, 0.224, 0.225), description="Per-channel std after scale.")
     limit_side_len: int = Field(default=960, ge=32, description="Side length the picture is scaled towards.")
     limit_type: Literal["max", "min"] = Field(
-        default="max",
-        description="max: shrink so the longer side is at most limit_side_len; min: grow so the "
+        default="max", description="max: shrink so the longer side is at most limit_side_len; min: grow so the "
         "shorter side is at least limit_side_len (PP-OCRv4 in rapidocr uses min 736).",
     )
 
@@ -88,9 +87,8 @@ class DbText(Detector):
             groups[self.working_size(image)].append(index)
         results: list[sv.Detections | None] = [None] * len(images)
         for size, members in groups.items():
-            batch, boxes = letterbox_batch(
-                [images[i] for i in members], size, self.options.letterbox, self.options.pad_value
-            )
+            batch, boxes = letterbox_batch([images[i] for i in members], size, self.options.letterbox,
+                                           self.options.pad_value)
             out = self.runtime.run({self.input.name: self.normalize(batch)})[0]
             if out.size != len(members) * size[0] * size[1]:
                 raise InferenceError(f"{self.label}: output {out.shape} is not one {size[1]}x{size[0]} map per image")

@@ -34,10 +34,7 @@ class NanoDetOptions(DetectorOptions):
     strides: list[int] = Field(default=[8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
     reg_max: int = Field(default=7, ge=1, description="Distribution bins per box side minus one (NanoDet: 7).")
     center_offset: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="Anchor point inside its cell, in cells: 0.5 for NanoDet-m (GFL "
+        default=0.5, ge=0.0, le=1.0, description="Anchor point inside its cell, in cells: 0.5 for NanoDet-m (GFL "
         "head, cell centres), 0 for NanoDet-Plus.",
     )
 
@@ -68,21 +65,16 @@ class NanoDet(Detector):
             count = columns - 4 * self.bins if isinstance(columns, int) else None
         else:
             names = [o.name for o in self.runtime.outputs]
-            raise ModelLoadError(
-                f"{self.label}: outputs {names}; the nanodet stage needs cls_pred_stride_S and "
-                f"dis_pred_stride_S for strides {strides}, or one concatenated output"
-            )
+            raise ModelLoadError(f"{self.label}: outputs {names}; the nanodet stage needs cls_pred_stride_S and "
+                                 f"dis_pred_stride_S for strides {strides}, or one concatenated output")
         if not isinstance(count, int) or count < 1:
             shapes = [format_shape(o.shape) for o in self.runtime.outputs]
-            raise ModelLoadError(
-                f"{self.label}: cannot read the class count from outputs {shapes} with reg_max={self.options.reg_max}"
-            )
+            raise ModelLoadError(f"{self.label}: cannot read the class count from outputs {shapes} "
+                                 f"with reg_max={self.options.reg_max}")
         anchors = [self.runtime.outputs[i].shape[-2] for i in (self.cls_idx or [0])]
         if all(isinstance(a, int) for a in anchors) and sum(int(a or 0) for a in anchors) != len(self.grid):
-            raise ModelLoadError(
-                f"{self.label}: outputs hold {sum(int(a or 0) for a in anchors)} anchors but "
-                f"strides {strides} at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}"
-            )
+            raise ModelLoadError(f"{self.label}: outputs hold {sum(int(a or 0) for a in anchors)} anchors but "
+                                 f"strides {strides} at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
         return count
 
     def split(self, outputs: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:

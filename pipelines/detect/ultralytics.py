@@ -139,8 +139,15 @@ class Ultralytics(Detector):
         return self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra)
 
     def _decode_end2end(self, image: np.ndarray, box: Letterbox, post: PostOptions) -> sv.Detections:
-        class_id = np.clip(image[:, 5].astype(np.intp), 0, len(self.class_names) - 1)
+        class_id = image[:, 5].astype(np.intp)
         confidence = image[:, 4].copy()
+        unknown = (class_id < 0) | (class_id >= len(self.class_names))
+        if np.any(unknown & (confidence >= post.confidence_threshold)):
+            raise InferenceError(
+                f"{self.label}: detections of class id {int(class_id[unknown].max())} but only "
+                f"{len(self.class_names)} class names; set class_names"
+            )
+        class_id[unknown], confidence[unknown] = 0, 0.0
         allowed = self.allowed_classes(post)
         if allowed is not None:
             confidence[~allowed[class_id]] = 0.0

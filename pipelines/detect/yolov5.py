@@ -31,8 +31,7 @@ class YoloV5Options(DetectorOptions):
         default=False, description="Each key point is (x, y, confidence) rather than (x, y)."
     )
     keypoints_after_classes: bool = Field(
-        default=False,
-        description="Key points follow the class scores (yolov7-pose) instead of preceding them "
+        default=False, description="Key points follow the class scores (yolov7-pose) instead of preceding them "
         "(yolov5-face, HyperLPR plates).",
     )
 
@@ -76,5 +75,7 @@ class YoloV5(Detector):
                 if dims == 3:
                     extra["keypoint_confidence"] = kp[..., 2].astype(np.float32)
             xyxy = cxcywh_to_xyxy(image[rows, :4])
-            results.append(self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra))
+            results.append(
+                self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra)
+            )
         return results

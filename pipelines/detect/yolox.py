@@ -25,8 +25,7 @@ class YoloXOptions(DetectorOptions):
     iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which NMS drops the weaker box.")
     strides: list[int] = Field(default=[8, 16, 32], min_length=1, description="Feature-map strides, in output order.")
     grid_decode: bool = Field(
-        default=True,
-        description="Outputs are grid offsets and log sizes (the usual export); false for exports made "
+        default=True, description="Outputs are grid offsets and log sizes (the usual export); false for exports made "
         "with decode_in_inference, whose boxes are already input pixels.",
     )
 
@@ -44,17 +43,13 @@ class YoloX(Detector):
     def setup(self) -> int | None:
         out = self.runtime.outputs[0]
         if len(out.shape) != 3 or not isinstance(out.shape[2], int) or out.shape[2] < 6:
-            raise ModelLoadError(
-                f"{self.label}: output {out.name} is {format_shape(out.shape)}; the yolox stage "
-                "needs [N,anchors,5+classes]"
-            )
+            raise ModelLoadError(f"{self.label}: output {out.name} is {format_shape(out.shape)}; the yolox stage "
+                                 "needs [N,anchors,5+classes]")
         self.grid, self.stride = grid_points(self.input_wh, self.options.strides, offset=0.0)
         anchors = out.shape[1]
         if isinstance(anchors, int) and anchors != len(self.grid):
-            raise ModelLoadError(
-                f"{self.label}: output has {anchors} anchors but strides {self.options.strides} "
-                f"at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}"
-            )
+            raise ModelLoadError(f"{self.label}: output has {anchors} anchors but strides {self.options.strides} "
+                                 f"at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
         return out.shape[2] - 5
 
     def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 
 from daemon.api_images import ImageTooLargeError, Limits, decode_ref, image_refs
 from daemon.api_models import ApiError
+from tests.fixtures.api_server import file_server
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_images=4)
 
@@ -39,18 +37,8 @@ def png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def media_server(media_dir: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(media_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    with file_server(media_dir) as url:
+        yield url
 
 
 @pytest.mark.parametrize("form", ["dict", "data_uri", "plain_string"])

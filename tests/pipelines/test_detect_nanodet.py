@@ -100,5 +100,5 @@ def test_wrong_outputs_fail_at_load(tmp_path: Path, models_dir: Path) -> None:
     )
     with pytest.raises(ModelLoadError, match=r"two.onnx: outputs \['a', 'b'\]; the nanodet stage needs"):
         NanoDet(NanoDet.Options(path=two))
-    with pytest.raises(ModelLoadError, match="plate_det_y5fu_320.onnx: cannot read the class count"):
+    with pytest.raises(ModelLoadError, match=r"plate_det_y5fu_320\.onnx: cannot read the class count"):
         load_model({"type": "nanodet", "path": str(models_dir / "plate_det_y5fu_320.onnx")})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.detect.ultralytics import Ultralytics, layout_of, names_from_metadata
-from pipelines.runtime import ModelLoadError
+from pipelines.runtime import InferenceError, ModelLoadError
 from tests.pipelines.tiny_onnx import constant_model, grey
 
 NAMES_META = {"names": "{0: 'cat', 1: 'dog'}", "imgsz": "[64, 64]", "task": "detect"}
@@ -82,6 +82,9 @@ def test_end2end_layout_contract(tmp_path: Path) -> None:
     assert d.data["class_name"].tolist() == ["car", "car", "person"]  # NMS is the model's job here
     np.testing.assert_allclose(d.xyxy, [[5, 5, 15, 20], [5.5, 5.5, 15.5, 20.5], [20, 10, 30, 25]])
     assert model.detect([grey(0)], class_filter=["person"])[0].data["class_name"].tolist() == ["person"]
+    few = Ultralytics(Ultralytics.Options(path=path, class_names=["a", "b"]))
+    with pytest.raises(InferenceError, match="class id 2 but only 2 class names"):
+        few.detect([grey(0)])
 
 
 def test_pose_keypoints_from_metadata(tmp_path: Path) -> None:

@@ -130,3 +130,16 @@ def test_wrong_class_names_and_input_size(models_dir: Path) -> None:
         load_model({"type": "yolox", "path": str(models_dir / "yolox_nano.onnx"), "input_size": [640, 640]})
     with pytest.raises(ValueError, match="unicorn"):
         load_model({"type": "yolox", "path": str(models_dir / "yolox_nano.onnx"), "class_filter": ["unicorn"]})
+
+
+@pytest.mark.parametrize("style", ["plain", "indexed"])
+def test_class_names_from_a_labels_file(tmp_path: Path, style: str) -> None:
+    labels = tmp_path / "labels.txt"
+    lines = [f"thing {i}" if style == "plain" else f"{i},thing {i}" for i in range(2)]
+    labels.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    path = constant_model(tmp_path / "yolox.onnx", {"output": yolox_rows()}, input_shape=(1, 3, 64, 64))
+    model = load_model({"type": "yolox", "path": str(path), "class_names": str(labels)})
+    assert model.class_names == ["thing 0", "thing 1"]
+    assert names(model.detect([grey(0)])[0]) == ["thing 0", "thing 1"]
+    with pytest.raises(ModelLoadError, match=r"absent\.txt"):
+        load_model({"type": "yolox", "path": str(path), "class_names": str(tmp_path / "absent.txt")})

@@ -36,8 +36,13 @@ def clip_files(tmp_path: Path) -> dict[str, Path]:
 
 
 def clip(files: dict[str, Path], **extra: Any) -> ClipModel:
-    spec = {"type": "clip", "path": str(files["image"]), "text_path": str(files["text"]),
-            "tokenizer": str(files["bpe"]), **extra}
+    spec = {
+        "type": "clip",
+        "path": str(files["image"]),
+        "text_path": str(files["text"]),
+        "tokenizer": str(files["bpe"]),
+        **extra,
+    }
     model = load_model(spec)
     assert isinstance(model, ClipModel)
     return model

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from pipelines import embed_cache
 from pipelines.embed import ImageEmbedder
 from pipelines.embed_cache import EmbeddingCache, embed_files, list_images
 from pipelines.models import load_model
@@ -53,6 +56,39 @@ def test_second_run_embeds_only_new_and_changed_files(embedder: ImageEmbedder, t
     np.testing.assert_allclose(third.vectors, fresh, atol=1e-6)
 
 
+def test_unchanged_files_are_not_read_again(
+    embedder: ImageEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [write(tmp_path / "g", f"{i}.png", (i, 80, 160)) for i in range(4)]
+    for path in files:  # settled files: written a minute ago
+        os.utime(path, ns=(time.time_ns() - 60 * 10**9,) * 2)
+    cache = EmbeddingCache(tmp_path / "cache")
+    hashed: list[Path] = []
+    real = embed_cache.file_sha256
+
+    def spy(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(embed_cache, "file_sha256", spy)
+    embed_files(embedder, files, cache)
+    assert sorted(hashed) == files
+    hashed.clear()
+    write(tmp_path / "g", "2.png", (255, 255, 255))
+    again = embed_files(embedder, files, cache)
+    assert hashed == [files[2]] and again.computed == 1
+    hashed.clear()
+    embed_files(embedder, files, cache)
+    assert hashed == [files[2]]  # modified just now: hashed until it has settled
+
+
+def test_corrupt_cache_file_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "broken.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OSError, match=r"broken\.sqlite"):
+        EmbeddingCache(path)
+
+
 def test_identical_content_is_embedded_once(embedder: ImageEmbedder, tmp_path: Path) -> None:
     a = write(tmp_path / "g", "a.png", (9, 9, 9))
     b = tmp_path / "g" / "b.png"
@@ -80,7 +116,7 @@ def test_unreadable_files_are_left_out(embedder: ImageEmbedder, tmp_path: Path) 
 
 
 def test_list_images_filters_by_ending_and_is_not_recursive(tmp_path: Path) -> None:
-    for name in ["b.jpg", "a.jpg", "c.png", "d.JPG", "sub/e.jpg", "notes.txt"]:
+    for name in ["b.jpg", "a.jpg", "c.png", "d.JPG", "sub/e.jpg", "notes.txt", "._a.jpg", ".hidden.jpg"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in list_images(tmp_path, ".jpg")] == ["a.jpg", "b.jpg"]

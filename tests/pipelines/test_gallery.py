@@ -20,8 +20,9 @@ RED, GREEN, BLUE = (0, 0, 230), (0, 200, 0), (230, 0, 0)
 
 @pytest.fixture
 def embedder(tmp_path: Path) -> Any:
-    return load_model({"type": "embed", "path": str(image_encoder(tmp_path / "enc.onnx")), "scale": 1 / 255,
-                       "mean": [0.5, 0.5, 0.5]})
+    return load_model(
+        {"type": "embed", "path": str(image_encoder(tmp_path / "enc.onnx")), "scale": 1 / 255, "mean": [0.5, 0.5, 0.5]}
+    )
 
 
 @pytest.fixture

@@ -278,6 +278,16 @@ def test_spec_validation(spec: dict[str, Any], message: str) -> None:
         PipelineSpec.model_validate({"name": "p", "detector": "plates", **spec})
 
 
+def test_yaml_bare_on_key_means_the_parent_filter() -> None:
+    import yaml
+
+    text = "name: p\ndetector: d\nstages:\n  - {name: t, model: ocr, on: [car, bus]}\n"
+    data = yaml.safe_load(text)
+    assert True in data["stages"][0]  # PyYAML's YAML 1.1 reading of `on`
+    spec = PipelineSpec.model_validate(data)
+    assert spec.stages[0].on == ["car", "bus"]
+
+
 def test_every_spec_field_is_described() -> None:
     from pipelines.crops import CropOptions
     from pipelines.stages import StageSpec

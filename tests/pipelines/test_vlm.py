@@ -30,6 +30,7 @@ def ok(xyxy: list[list[float]], ids: list[int], names: list[str], conf: list[flo
 MANY = [det(0.00019 * i, 0.1, 0.00019 * i + 0.01, 0.2, "dog", confidence=0.5) for i in range(5000)]
 OD = "object-detection"
 
+# fmt: off
 CASES: list[tuple[str, str, str, list[str] | None, Any, dict[str, Any] | None]] = [
     # id, model type, task, classes, answer, expected (None: error_status)
     ("openai-normalised", "openai", OD, CLASSES,
@@ -119,6 +120,7 @@ CASES: list[tuple[str, str, str, list[str] | None, Any, dict[str, Any] | None]] 
     ("florence-list-answer", "florence-2", OD, None, json.dumps([[1, 2, 3, 4]]), None),
     ("florence-empty", "florence-2", OD, None, json.dumps({"bboxes": [], "labels": []}), ok([], [], [])),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -126,10 +128,17 @@ CASES: list[tuple[str, str, str, list[str] | None, Any, dict[str, Any] | None]] 
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
 )
-def test_answers(model_type: Any, task_type: Any, classes: list[str] | None, answer: Any,
-                 expected: dict[str, Any] | None) -> None:
-    result = parse_vlm_output(answer, model_type=model_type, task_type=task_type, classes=classes,
-                              resolution_wh=(W, H), input_wh=(W // 2, H // 2) if model_type == "openai" else None)
+def test_answers(
+    model_type: Any, task_type: Any, classes: list[str] | None, answer: Any, expected: dict[str, Any] | None
+) -> None:
+    result = parse_vlm_output(
+        answer,
+        model_type=model_type,
+        task_type=task_type,
+        classes=classes,
+        resolution_wh=(W, H),
+        input_wh=(W // 2, H // 2) if model_type == "openai" else None,
+    )
     assert isinstance(result, VlmResult)
     assert uuid.UUID(result.inference_id)
     if expected is None:
@@ -163,8 +172,13 @@ def test_every_truncation_parses_or_errors(index: int) -> None:
     """A reply cut off anywhere (streaming, token limits) never raises."""
     _, model_type, task_type, classes, answer, _ = CASES[index]
     for end in range(0, len(answer), 3):
-        result = parse_vlm_output(answer[:end], model_type=model_type, task_type=task_type,  # type: ignore[arg-type]
-                                  classes=classes, resolution_wh=(W, H))
+        result = parse_vlm_output(
+            answer[:end],
+            model_type=model_type,
+            task_type=task_type,  # type: ignore[arg-type]
+            classes=classes,
+            resolution_wh=(W, H),
+        )
         assert result.error_status or result.predictions is not None
 
 
@@ -178,15 +192,20 @@ def test_gemini_native_mask_is_kept() -> None:
     Image.fromarray(np.full((10, 10), 255, dtype=np.uint8)).save(png, format="PNG")
     mask = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     answer = json.dumps([{"box_2d": [0, 0, 500, 500], "label": "cat", "mask": mask}])
-    result = parse_vlm_output(answer, model_type="google-gemini", task_type="object-detection", classes=CLASSES,
-                              resolution_wh=(W, H))
+    result = parse_vlm_output(
+        answer, model_type="google-gemini", task_type="object-detection", classes=CLASSES, resolution_wh=(W, H)
+    )
     assert result.predictions is not None and result.predictions.mask is not None
     assert result.predictions.mask.shape == (1, H, W) and result.predictions.mask[0, :250, :500].all()
 
 
 def test_each_call_has_its_own_inference_id() -> None:
-    ids = {parse_vlm_output("[]", model_type="openai", task_type="object-detection", classes=[],
-                            resolution_wh=(W, H)).inference_id for _ in range(5)}
+    ids = {
+        parse_vlm_output(
+            "[]", model_type="openai", task_type="object-detection", classes=[], resolution_wh=(W, H)
+        ).inference_id
+        for _ in range(5)
+    }
     assert len(ids) == 5
 
 
@@ -203,8 +222,13 @@ def test_bad_calls_raise(model_type: str, task_type: str, classes: list[str] | N
     with pytest.raises(ValueError, match=message):
         check_task(model_type, task_type, classes)
     with pytest.raises(ValueError, match=message):
-        parse_vlm_output("[]", model_type=model_type, task_type=task_type, classes=classes,  # type: ignore[arg-type]
-                         resolution_wh=(W, H))
+        parse_vlm_output(
+            "[]",
+            model_type=model_type,
+            task_type=task_type,
+            classes=classes,  # type: ignore[arg-type]
+            resolution_wh=(W, H),
+        )
 
 
 @pytest.mark.parametrize("size", [(0, 10), (10,), (10.5, 3), (-1, 4)])

@@ -27,10 +27,10 @@ CLASSES = ["person", "bus"]
 # Answers as each provider family writes them, inside an OpenAI-style chat completion.
 RECORDED: dict[str, Any] = {
     "gpt-4o": '{"detections": [{"x_min": 0.25, "y_min": 0.5, "x_max": 0.5, "y_max": 1.0, '
-              '"class_name": "person", "confidence": 0.92}]}',
+    '"class_name": "person", "confidence": 0.92}]}',
     "gemini-2.5-flash": '```json\n[\n  {"box_2d": [100, 500, 600, 1000], "label": "bus"}\n]\n```',
-    "claude-sonnet": "I found one bus.\n```json\n{\"detections\": [{\"x_min\": 0.0, \"y_min\": 0.0, "
-                     "\"x_max\": 0.5, \"y_max\": 0.5, \"class_name\": \"bus\", \"confidence\": 0.7}]}\n```",
+    "claude-sonnet": 'I found one bus.\n```json\n{"detections": [{"x_min": 0.0, "y_min": 0.0, '
+    '"x_max": 0.5, "y_max": 0.5, "class_name": "bus", "confidence": 0.7}]}\n```',
     "qwen-llamacpp-parts": [{"type": "text", "text": '{"detections": []}'}],
     "florence-2-large": json.dumps({"<OD>": {"bboxes": [[10.0, 20.0, 110.0, 220.0]], "labels": ["bus"]}}),
     "gpt-pixels": '[{"box_2d": [50, 25, 150, 100], "label": "bus"}]',  # pixels of the uploaded picture
@@ -64,9 +64,17 @@ class Server:
                 if outer.status != 200:
                     return self._send(outer.status, {"error": {"message": "invalid api key"}})
                 content = RECORDED.get(body["model"], "")
-                self._send(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": content}}]})
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-1",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                        ],
+                    },
+                )
 
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
@@ -103,8 +111,9 @@ def frame(w: int = 800, h: int = 400) -> np.ndarray:
 
 
 def client(server: Server, model: str, model_type: str = "openai", **extra: Any) -> VlmClient:
-    options = VlmOptions.model_validate({"url": server.url, "model": model, "model_type": model_type,
-                                         "classes": CLASSES, **extra})
+    options = VlmOptions.model_validate(
+        {"url": server.url, "model": model, "model_type": model_type, "classes": CLASSES, **extra}
+    )
     return VlmClient(options, api_key=SECRET, name="test")
 
 
@@ -115,12 +124,18 @@ def client(server: Server, model: str, model_type: str = "openai", **extra: Any)
         ("gemini-2.5-flash", "google-gemini", {}, [[400, 40, 800, 240]], ["bus"], [1.0]),
         ("claude-sonnet", "anthropic-claude", {}, [[0, 0, 400, 200]], ["bus"], [0.7]),
         ("qwen-llamacpp-parts", "openai", {}, [], [], []),
-        ("florence-2-large", "florence-2", {"prompt": "<OD>", "classes": None}, [[10, 20, 110, 220]], ["bus"],
-         [1.0]),
+        ("florence-2-large", "florence-2", {"prompt": "<OD>", "classes": None}, [[10, 20, 110, 220]], ["bus"], [1.0]),
     ],
 )
-def test_recorded_answers_of_each_provider(server: Server, model: str, model_type: str, extra: dict[str, Any],
-                                           xyxy: list[list[float]], names: list[str], confidence: list[float]) -> None:
+def test_recorded_answers_of_each_provider(
+    server: Server,
+    model: str,
+    model_type: str,
+    extra: dict[str, Any],
+    xyxy: list[list[float]],
+    names: list[str],
+    confidence: list[float],
+) -> None:
     vlm = client(server, model, model_type, **extra)
     outcome = vlm.request(frame(), context="frame-7")
     assert outcome.context == "frame-7" and outcome.error == ""
