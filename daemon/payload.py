@@ -49,8 +49,8 @@ def detection_records(detections: sv.Detections) -> list[dict[str, Any]]:
         record: dict[str, Any] = {
             "bbox": xyxy[i],
             "class": str(names[i]) if names is not None else str(class_id[i]),
-            "class_id": None if class_id[i] is None else int(class_id[i]),
-            "confidence": None if confidence[i] is None else round(float(confidence[i]), 4),
+            "class_id": _opt_int(class_id[i]),
+            "confidence": _opt_round(confidence[i]),
         }
         if trackers is not None:
             record["tracker_id"] = int(trackers[i])
@@ -58,6 +58,14 @@ def detection_records(detections: sv.Detections) -> list[dict[str, Any]]:
         _add_stages(record, detections, stages, i)
         records.append(record)
     return records
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 def _add_geometry(record: dict[str, Any], detections: sv.Detections, i: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import ChannelOrder, Letterbox, Normalizer, Placement, letterbox_batch
 from pipelines.runtime import ModelLoadError, RuntimeLike, TensorInfo, check_input, model_label, open_runtime
-
-log = logging.getLogger(__name__)
 
 # fmt: off
 COCO_CLASSES: tuple[str, ...] = (

@@ -7,7 +7,6 @@ Ultralytics writes into its ONNX exports (names, imgsz, kpt_shape) unless the op
 from __future__ import annotations
 
 import ast
-import logging
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -18,8 +17,6 @@ from pydantic import Field
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
 from pipelines.preprocess import Letterbox
 from pipelines.runtime import InferenceError, ModelLoadError, format_shape
-
-log = logging.getLogger(__name__)
 
 Layout = Literal["raw", "end2end"]
 

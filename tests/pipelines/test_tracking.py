@@ -19,6 +19,8 @@ from pipelines.schedule import ScheduleOptions
 from pipelines.tracking import Tracking, TrackingOptions
 from tests.fixtures.plates_video import CARS, SIZE_WH, frames, plates_video
 
+pytestmark = pytest.mark.slow  # OCR on ~250 crops of a rendered video: several seconds
+
 UK = PlateFormat(name="uk", pattern=r"[A-Z]{2}[0-9]{2}[A-Z]{3}")
 LEFT_HALF = ZoneOptions(
     name="left", polygon=[(0, 0), (SIZE_WH[0] // 2, 0), (SIZE_WH[0] // 2, SIZE_WH[1]), (0, SIZE_WH[1])]
