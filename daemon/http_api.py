@@ -117,7 +117,8 @@ class ApiService:
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             supplied.append(auth[7:].strip())
-        candidates = [k for k in supplied if isinstance(k, str) and k]
+        # inference_sdk without a key puts the string "None" in the registry URL: that is no key, not a wrong one
+        candidates = [k for k in supplied if isinstance(k, str) and k and k != "None"]
         if not candidates:
             raise ApiError("missing api_key: this server requires one (body or query api_key, or "
                            "Authorization: Bearer)", 401)
