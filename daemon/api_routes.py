@@ -52,7 +52,9 @@ class Inference:
     async def model(self, model_id: Any, kind: str, route: str) -> ApiModel:
         if not isinstance(model_id, str) or not model_id:
             raise ApiError(f"{route}: model_id is missing; expected one of: {', '.join(sorted(self.registry.known))}")
-        entry = await asyncio.to_thread(self.registry.get, model_id)
+        entry = self.registry.loaded(model_id)
+        if entry is None:  # loading takes a while: off the event loop
+            entry = await asyncio.to_thread(self.registry.get, model_id)
         if entry.kind != kind:
             other = ROUTE_FOR_TASK.get(entry.task_type, "another route")
             raise WrongTaskError(f"model {model_id} has task {entry.task_type}; {route} needs task "
@@ -112,11 +114,18 @@ class Inference:
         t0 = time.perf_counter()
         entry = await self.model(body.get("model_id"), "detect", "/infer/object_detection")
         overrides = detect_overrides(body, entry.model)
+        style = _visualization(body)
         images, as_list = await self.images(body.get("image"))
         model = entry.model
         results = await self.run_batched(entry, "detect", lambda imgs, p: model.detect(imgs, **p), images, overrides)
+        drawn: list[str | None] = [None] * len(images)
+        if style is not None:  # drawn here, off the worker: it is not model work
+            labels, stroke = style
+            drawn = list(await asyncio.to_thread(
+                lambda: [fmt.visualize(i, d, labels, stroke) for i, d in zip(images, results, strict=True)]))
         seconds = time.perf_counter() - t0
-        out = [fmt.detection_response(img, det, seconds) for img, det in zip(images, results, strict=True)]
+        out = [fmt.detection_response(img, det, seconds, vis)
+               for img, det, vis in zip(images, results, drawn, strict=True)]
         return out if as_list else out[0]
 
     async def classify(self, body: dict[str, Any]) -> Any:
@@ -250,6 +259,16 @@ def _confidence(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
         raise ApiError(f"confidence must be a number in [0, 1], 'default' or 'best'; got {value!r}", 422)
     return float(value)
+
+
+def _visualization(body: Mapping[str, Any]) -> tuple[bool, int] | None:
+    """(labels, stroke width) when the request asks for a drawn picture, else None."""
+    if not body.get("visualize_predictions"):
+        return None
+    stroke = body.get("visualization_stroke_width", 2)
+    if isinstance(stroke, bool) or not isinstance(stroke, int) or not 1 <= stroke <= 50:
+        raise ApiError(f"visualization_stroke_width must be an integer in [1, 50], got {stroke!r}", 422)
+    return bool(body.get("visualization_labels", True)), stroke
 
 
 def detect_overrides(body: Mapping[str, Any], model: Any) -> dict[str, Any]:

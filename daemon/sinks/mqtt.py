@@ -6,9 +6,11 @@ Topics, with prefix = options.topic_prefix (default "edgewatch"):
   {prefix}/{source_id}/results  kind "result", retained only when retain_results is true
   {prefix}/{source_id}/events   kind "event"
   {prefix}/stats                kind "stats", retained
-Payloads are compact UTF-8 JSON of Message.payload. While the broker is away, QoS>0 results and events wait in
-memory (up to max_queued_messages, then MqttQueueFull) and QoS 0 ones fail (MqttNotConnected); retained topics
-keep only their latest value and are published again on every (re)connection, after "online".
+Payloads are compact UTF-8 JSON of Message.payload. QoS>0 results and events go to an on-disk spool first
+(daemon/sinks/mqtt_spool.py) and leave it only when the broker acknowledged them, so a broker outage or a
+killed daemon loses none; with spool.enabled false they wait in memory instead (up to max_queued_messages, then
+MqttQueueFull). QoS 0 ones fail while the broker is away (MqttNotConnected). Retained topics keep only their
+latest value and are published again on every (re)connection, after "online".
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from daemon.frames import Message
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.encode import to_json
+from daemon.sinks.mqtt_spool import AckTracker, Handed, SpoolOptions, SpoolSender
+from daemon.spool import Spool
+from daemon.stats import SinkStats
 
 log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(f"{__name__}.paho")
@@ -44,6 +49,7 @@ _paho_log.addFilter(_not_after_our_disconnect)
 QoS = Literal[0, 1, 2]
 _TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event": "events"}
 _RETAINED_KINDS = frozenset({"status", "stats"})
+_SPOOLED_KINDS = frozenset({"result", "event"})  # status and stats are state: only their latest value matters
 _AVAILABILITY_QOS = 1
 
 
@@ -99,8 +105,13 @@ class MqttOptions(SinkOptions):
     max_queued_messages: int = Field(
         1000,
         ge=1,
-        description="QoS>0 results and events held in memory awaiting the broker (e.g. while it is "
-        "offline); beyond this, publishing fails and is counted.",
+        description="With spool.enabled false: QoS>0 results and events held in memory awaiting the broker "
+        "(e.g. while it is offline); beyond this, publishing fails and is counted.",
+    )
+    spool: SpoolOptions = Field(
+        default_factory=SpoolOptions,
+        description="Durable store-and-forward of QoS>0 results and events (SQLite, WAL) across broker "
+        "outages and restarts.",
     )
     close_timeout_s: float = Field(
         2.0, ge=0, description="At close, wait this long for unacknowledged messages before disconnecting."
@@ -141,6 +152,8 @@ class Outgoing:
     payload: bytes
     qos: int
     retain: bool
+    source_id: str | None = None
+    durable: bool = False  # goes through the on-disk spool
 
 
 class MqttSink(Sink):
@@ -165,10 +178,10 @@ class MqttSink(Sink):
         # _lock orders publishes against the re-publish on connect; it is always taken before paho's locks.
         self._lock = threading.Lock()
         self._retained: dict[str, tuple[Outgoing, int | None]] = {}  # topic -> latest, mid if handed to paho
-        # mids handed to paho and not yet acknowledged; acks that overtake publish() land in _early_acks.
-        self._acks = threading.Condition()
-        self._unacked: set[int] = set()
-        self._early_acks: set[int] = set()
+        self._acks = AckTracker()  # mids handed to paho and not yet acknowledged
+        self._spool: Spool | None = None
+        self._sender: SpoolSender | None = None
+        self._stats: SinkStats | None = None
 
     # -- encoding: Message -> Outgoing ----------------------------------------------------------------
     def topic_for(self, msg: Message) -> str:
@@ -184,11 +197,27 @@ class MqttSink(Sink):
     def encode(self, msg: Message) -> Outgoing:
         qos = self._qos_by_kind.get(msg.kind, self.opts.qos)
         retain = msg.kind in _RETAINED_KINDS or (msg.kind == "result" and self.opts.retain_results)
-        return Outgoing(self.topic_for(msg), to_json(msg.payload).encode("utf-8"), qos, retain)
+        durable = self.opts.spool.enabled and qos > 0 and msg.kind in _SPOOLED_KINDS
+        payload = to_json(msg.payload).encode("utf-8")
+        return Outgoing(self.topic_for(msg), payload, qos, retain, msg.source_id, durable)
 
     # -- Sink contract --------------------------------------------------------------------------------
+    def attach_stats(self, stats: SinkStats) -> None:
+        self._stats = stats
+
+    @property
+    def spool_path(self) -> Path:
+        configured = self.opts.spool.path
+        return Path(configured) if configured else Path(self.context.state_dir) / f"{self.options.id}.spool.db"
+
     def start(self) -> None:
         client = self._make_client()
+        if self.opts.spool.enabled:
+            spool_opts = self.opts.spool
+            self._spool = Spool(self.spool_path, spool_opts.max_bytes, spool_opts.max_age_s, spool_opts.synchronous,
+                                self._stats)
+            self._sender = SpoolSender(self._spool, client, self._acks, self.opts.max_inflight, self.options.id)
+            self._sender.start()
         self._client = client
         log.info("mqtt sink %s: connecting to %s as %s", self.options.id, self.broker, self.client_id)
         client.connect_async(self.opts.host, self.port, keepalive=self.opts.keepalive_s)
@@ -198,13 +227,18 @@ class MqttSink(Sink):
         self.send(self.encode(msg))
 
     def send(self, out: Outgoing) -> None:
-        """Hand one encoded message to paho; raises MqttPublishError when the broker will not get it.
+        """Spool or hand one encoded message to paho; raises MqttPublishError when the broker will not get it.
 
-        Retained topics never fail for being offline: their latest value is kept and re-published on
-        (re)connection, so retained state is right once the broker is back.
+        Durable messages are only appended to the spool (SpoolError if the disk refuses); the sender thread
+        publishes them. Retained topics never fail for being offline: their latest value is kept and
+        re-published on (re)connection, so retained state is right once the broker is back.
         """
         if self._client is None:
             raise MqttNotConnected(f"mqtt sink {self.options.id}: not started")
+        if out.durable and self._spool is not None and self._sender is not None:
+            self._spool.append(out.topic, out.payload, out.qos, out.retain, out.source_id)
+            self._sender.appended()
+            return
         with self._lock:
             if out.retain:
                 self._send_retained_locked(out)
@@ -229,18 +263,25 @@ class MqttSink(Sink):
         client = self._client
         if client is None:
             return
+        deadline = time.monotonic() + self.opts.close_timeout_s
         with self._lock:  # against _on_connect: either it ran first and we say offline, or it sees _closing
             self._closing = True
+        if self._sender is not None:
+            if self._connected:
+                self._sender.wait_drained(deadline)  # results first, then "offline"
+            self._sender.stop()
+        with self._lock:
             if self._connected:
                 self._hand_to_paho_locked(Outgoing(self.availability_topic, b"offline", _AVAILABILITY_QOS, True))
-        if self._connected:
-            self._wait_for_acks(time.monotonic() + self.opts.close_timeout_s)
-        left = self._pending()
-        if left:
-            log.warning("mqtt sink %s: closing with %d message(s) unacknowledged by %s", self.options.id, left,
-                        self.broker)
+        self._wait_for_acks(deadline)
+        left, spooled = self._pending(), self._spool.pending_count() if self._spool is not None else 0
+        if left or spooled:
+            log.warning("mqtt sink %s: closing with %d message(s) unacknowledged by %s, %d kept in the spool "
+                        "for the next start", self.options.id, left, self.broker, spooled)
         client.disconnect()
-        client.loop_stop()
+        client.loop_stop()  # after this no callback can touch the spool any more
+        if self._spool is not None:
+            self._spool.close()
         self._connected = False
         self._client = None
         log.info("mqtt sink %s: disconnected from %s", self.options.id, self.broker)
@@ -251,8 +292,16 @@ class MqttSink(Sink):
 
     @property
     def pending(self) -> int:
-        """Messages handed to paho and not yet acknowledged by the broker (QoS>0 ones wait for a PUBACK)."""
-        return self._pending()
+        """Messages the broker has not acknowledged yet: spooled ones plus those handed to paho directly."""
+        return self._pending() + (self._spool.pending_count() if self._spool is not None else 0)
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
+
+    @property
+    def sender(self) -> SpoolSender | None:
+        return self._sender
 
     # -- paho plumbing --------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -291,11 +340,7 @@ class MqttSink(Sink):
         rc = MQTTErrorCode(info.rc)
         # QoS>0 messages refused for lack of a connection stay in paho's queue and go out on reconnect.
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and out.qos > 0):
-            with self._acks:
-                if info.mid in self._early_acks:
-                    self._early_acks.discard(info.mid)
-                else:
-                    self._unacked.add(info.mid)
+            self._acks.register(info.mid, Handed(out.qos, None))
             if out.retain:
                 self._retained[out.topic] = (out, info.mid)
         elif out.retain:
@@ -311,29 +356,24 @@ class MqttSink(Sink):
             self._retained[out.topic] = (out, None)  # offline: only the latest matters; sent on connect
 
     def _pending(self) -> int:
-        with self._acks:
-            return len(self._unacked)
+        return self._acks.count(spooled=False)
 
     def _is_pending(self, mid: int) -> bool:
-        with self._acks:
-            return mid in self._unacked
+        return self._acks.is_pending(mid)
 
     def _wait_for_acks(self, deadline: float) -> None:
-        with self._acks:
-            while self._unacked and self._connected:
+        with self._acks.cond:
+            while self._pending() and self._connected:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._acks.wait(min(remaining, 0.1))
+                self._acks.cond.wait(min(remaining, 0.1))
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, *_args: Any) -> None:
-        # Called with paho's message lock held: touch only _acks here, never _lock.
-        with self._acks:
-            if mid in self._unacked:
-                self._unacked.discard(mid)
-            else:
-                self._early_acks.add(mid)
-            self._acks.notify_all()
+        # Called with paho's message lock held: touch only _acks and the spool here, never _lock.
+        handed = self._acks.acked(mid)
+        if handed is not None and handed.spool_id is not None and self._sender is not None:
+            self._sender.on_delivered(handed.spool_id)
 
     def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -347,6 +387,8 @@ class MqttSink(Sink):
             for out, mid in list(self._retained.values()):
                 if mid is None or not self._is_pending(mid):  # pending ones paho re-sends itself, in order
                     self._hand_to_paho_locked(out)
+        if self._sender is not None:
+            self._sender.on_connect()
         self._failed_attempts = 0
         log.info("mqtt sink %s: connected to %s", self.options.id, self.broker)
 
@@ -355,6 +397,9 @@ class MqttSink(Sink):
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was_connected, self._connected = self._connected, False
+        self._acks.forget_qos0()
+        if self._sender is not None:
+            self._sender.on_disconnect()
         if was_connected and not self._closing:
             log.warning("mqtt sink %s: lost connection to %s (%s); reconnecting in the background",
                         self.options.id, self.broker, reason)

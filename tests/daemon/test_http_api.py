@@ -101,6 +101,19 @@ def test_a_list_of_images_gives_a_list(api: Running, media_dir: Path) -> None:
         assert_same(single["predictions"], infer(model, media_dir / name)[0])
 
 
+def test_visualization_is_the_picture_with_its_boxes(api: Running, media_dir: Path) -> None:
+    path = media_dir / "three_buses.jpg"
+    body = {"model_id": "det/1", "image": image_ref(path), "visualize_predictions": True}
+    status, response = api.post("/infer/object_detection", body)
+    assert status == 200 and response["predictions"]
+    drawn = cv2.imdecode(np.frombuffer(base64.b64decode(response["visualization"]), np.uint8), cv2.IMREAD_COLOR)
+    original = cv2.imread(str(path))
+    assert drawn.shape == original.shape
+    assert np.abs(drawn.astype(int) - original.astype(int)).mean() > 1  # boxes drawn, not just re-encoded
+    status, response = api.post("/infer/object_detection", {**body, "visualization_stroke_width": 0})
+    assert status == 422 and "visualization_stroke_width" in response["message"]
+
+
 def test_classification_shape(api: Running, media_dir: Path, models_dir: Path) -> None:
     car = media_dir / "rf_car.jpg"
     status, response = api.post("/infer/classification", {"model_id": "cls/1", "image": image_ref(car)})

@@ -62,6 +62,9 @@ def infer(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
     with client.use_configuration(InferenceConfiguration(confidence_threshold=0.8)):
         out["confident"] = client.infer(p["path"], model_id=model_id)
     out["after_configuration"] = client.infer(p["path"], model_id=model_id)
+    drawn = InferenceConfiguration(visualize_predictions=True, output_visualisation_format="numpy")
+    with client.use_configuration(drawn):
+        out["visualization_shape"] = list(client.infer(p["path"], model_id=model_id)["visualization"].shape)
     return out
 
 

@@ -154,6 +154,7 @@ def test_infer_matches_the_projects_own_infer(
     assert min(p["confidence"] for p in confident) >= 0.8
     assert_same(out["confident"], infer(detector, picture, confidence_threshold=0.8)[0], picture)
     assert len(out["after_configuration"]["predictions"]) == len(out["path"]["predictions"])
+    assert out["visualization_shape"] == list(picture.shape)
     assert api.server.inference.batch_stats()["largest_job"] >= 2  # the 2-image requests ran as one batch
 
 
