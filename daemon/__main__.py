@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if args.status_interval is not None:
         config.status_interval_s = args.status_interval
-    daemon = Daemon(config)
+    daemon = Daemon(config, config_path=path)
     daemon.install_signal_handlers()
     try:
         daemon.start()

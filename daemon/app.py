@@ -32,8 +32,11 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running pipeline config. start() -> wait() -> stop(); or run() for all three."""
 
-    def __init__(self, config: Config, pipeline: Any = None) -> None:
+    def __init__(self, config: Config, pipeline: Any = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read on SIGHUP
+        self.models: dict[str, Any] = {}
+        self.model_fingerprints: dict[str, tuple[Any, ...]] = {}
         self.stats = Stats()
         self.state_dir = Path(config.state_dir)
         self._pipeline_override = pipeline
@@ -43,6 +46,7 @@ class Daemon:
         self.worker: Worker | None = None
         self.pipeline: Any = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._signals = 0
         self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
         self.rules = HealthRules(
@@ -89,13 +93,14 @@ class Daemon:
         parts = [f"{sid} {s.state} {s.process_rate.per_second():.1f}fps" for sid, s in self.stats.sources.items()]
         return "; ".join(parts) or "starting"
 
-    def _start_sinks(self) -> None:
+    def _start_sinks(self, config: Config | None = None) -> None:
+        config = config or self.config
         context = SinkContext(
-            pipeline=self._pipeline_name(),
-            source_ids=tuple(s.id for s in self.config.sources),
+            pipeline=str(getattr(config.pipeline, "name", "pipeline")),
+            source_ids=tuple(s.id for s in config.sources),
             state_dir=str(self.state_dir),
         )
-        for options in self.config.sinks:
+        for options in config.sinks:
             cls = registry.resolve("sink", options.type)
             self.sinks.append(cls(options, context))
         self.fanout = Fanout(self.sinks, self.stats)
@@ -105,10 +110,12 @@ class Daemon:
         return str(getattr(self.config.pipeline, "name", "pipeline"))
 
     def _build_pipeline(self) -> Any:
+        from daemon.reload import model_fingerprint
         from pipelines.stages import Pipeline
 
-        models = {name: load_model(options, name) for name, options in self.config.models.items()}
-        return Pipeline(self.config.pipeline, models)
+        self.models = {name: load_model(options, name) for name, options in self.config.models.items()}
+        self.model_fingerprints = {name: model_fingerprint(o) for name, o in self.config.models.items()}
+        return Pipeline(self.config.pipeline, self.models)
 
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:
@@ -137,6 +144,9 @@ class Daemon:
         while not self._stop.wait(min(interval, 0.5)):
             if status is not None:
                 status.maybe_print(interval)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
             if time.monotonic() - last_notify > 5.0:
                 last_notify = time.monotonic()
                 self.notifier.status(self.status_text())
@@ -148,6 +158,51 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    # -- reload (SIGHUP): daemon/reload.py decides what changed and calls these -------------------------
+    def reload(self) -> bool:
+        from daemon.reload import reload
+
+        if self.config_path is None:
+            log.warning("reload requested but the daemon was not started from a config file")
+            return False
+        self.notifier.reloading("reloading " + str(self.config_path))
+        try:
+            return reload(self, self.config_path)
+        finally:
+            self.notifier.ready(self.status_text())
+
+    def restart_sinks(self, config: Config) -> None:
+        old = self.fanout
+        self.sinks = []
+        self._start_sinks(config)  # the new fan-out takes messages from now on
+        if old is not None:
+            old.close(timeout=self.config.shutdown_timeout_s)
+
+    def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]]) -> None:
+        self.pipeline = pipeline
+        self.models = dict(getattr(pipeline, "models", self.models))
+        self.model_fingerprints = fingerprints
+        if self.worker is not None:
+            self.worker.pipeline = pipeline  # the worker reads it once per batch: an atomic swap
+
+    def remove_source(self, source_id: str) -> None:
+        capture = self.captures.pop(source_id, None)
+        if capture is None:
+            return
+        capture.stop(timeout=self.config.shutdown_timeout_s)
+        if self.worker is not None:
+            self.worker.remove_queue(source_id)
+        capture.queue.close()
+        log.info("source %s stopped", source_id)
+
+    def add_source(self, options: Any) -> None:
+        capture = make_capture(options, self.stats, on_state=self._on_state)
+        self.captures[options.id] = capture
+        if self.worker is not None:
+            self.worker.add_queue(options.id, capture.queue)
+        capture.start()
+        log.info("source %s started", options.id)
 
     # -- stop, front to back --------------------------------------------------------------------------
     def stop(self) -> bool:
@@ -185,6 +240,7 @@ class Daemon:
 
         signal.signal(signal.SIGINT, handle)
         signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self._reload.set())
 
     def summary(self) -> list[str]:
         return summary_lines(self.stats)

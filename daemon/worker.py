@@ -88,6 +88,14 @@ class Worker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def add_queue(self, source_id: str, frame_queue: FrameQueue) -> None:
+        """A source started by a reload; the next round-robin pass includes it."""
+        frame_queue.on_put.append(self._wake)
+        self.queues[source_id] = frame_queue
+
+    def remove_queue(self, source_id: str) -> None:
+        self.queues.pop(source_id, None)
+
     def _loop(self) -> None:
         while True:
             batch = self._collect()
@@ -136,7 +144,8 @@ class Worker:
         for sid in ids[start:] + ids[:start]:
             if len(out) >= limit:
                 break
-            frame = self.queues[sid].get_nowait()
+            source_queue = self.queues.get(sid)  # a reload may have removed it since the list was taken
+            frame = source_queue.get_nowait() if source_queue is not None else None
             if frame is not None:
                 out.append(frame)
         return out

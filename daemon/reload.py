@@ -1,0 +1,113 @@
+"""SIGHUP reload: diff the new config against the running one and restart only what changed.
+
+Order matters: everything that can fail (reading the YAML, loading changed models) happens before anything
+running is touched, so an invalid new config or a garbage model file leaves the old pipeline running.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.config import Config, ConfigError, load_config
+from pipelines.models import load_model
+
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadPlan:
+    """What differs between the running config and the new one."""
+
+    sources_added: list[str] = field(default_factory=list)
+    sources_removed: list[str] = field(default_factory=list)
+    sources_changed: list[str] = field(default_factory=list)
+    models_changed: list[str] = field(default_factory=list)
+    pipeline_changed: bool = False
+    sinks_changed: bool = False
+
+    def summary(self) -> str:
+        parts = [f"{name}: {', '.join(ids)}" for name, ids in (
+            ("sources added", self.sources_added), ("sources removed", self.sources_removed),
+            ("sources changed", self.sources_changed), ("models reloaded", self.models_changed)) if ids]
+        if self.pipeline_changed and not self.models_changed:
+            parts.append("pipeline changed")
+        if self.sinks_changed:
+            parts.append("sinks restarted")
+        return "; ".join(parts) or "nothing changed"
+
+
+def model_fingerprint(options: Any) -> tuple[Any, ...]:
+    """A model reloads when its options or its file (size, modification time) changed."""
+    path = Path(options.path)
+    stat = path.stat() if path.exists() else None
+    return (options.model_dump_json(), stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
+
+
+def make_plan(old: Config, new: Config, fingerprints: dict[str, tuple[Any, ...]]) -> ReloadPlan:
+    plan = ReloadPlan()
+    old_sources = {s.id: s.model_dump_json() for s in old.sources}
+    new_sources = {s.id: s.model_dump_json() for s in new.sources}
+    plan.sources_added = [sid for sid in new_sources if sid not in old_sources]
+    plan.sources_removed = [sid for sid in old_sources if sid not in new_sources]
+    plan.sources_changed = [sid for sid in new_sources if sid in old_sources and old_sources[sid] != new_sources[sid]]
+    plan.models_changed = [name for name, options in new.models.items()
+                           if fingerprints.get(name) != model_fingerprint(options)]
+    plan.pipeline_changed = bool(plan.models_changed) or _dump(old.pipeline) != _dump(new.pipeline) \
+        or set(old.models) != set(new.models)
+    plan.sinks_changed = [s.model_dump_json() for s in old.sinks] != [s.model_dump_json() for s in new.sinks]
+    return plan
+
+
+def _dump(value: Any) -> str:
+    return str(value.model_dump_json() if hasattr(value, "model_dump_json") else value)
+
+
+def reload(daemon: Daemon, path: Path) -> bool:
+    """Apply the config at path to the running daemon; False (old config kept) on any error."""
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("reload rejected, keeping the running config: %s", exc)
+        return False
+    plan = make_plan(daemon.config, new, daemon.model_fingerprints)
+    pipeline = None
+    if plan.pipeline_changed:
+        pipeline = _build_pipeline(daemon, new, plan.models_changed)
+        if pipeline is None:
+            return False
+    log.info("reloading %s: %s", path, plan.summary())
+    if plan.sinks_changed:
+        daemon.restart_sinks(new)
+    if pipeline is not None:
+        daemon.swap_pipeline(pipeline, {name: model_fingerprint(o) for name, o in new.models.items()})
+    for sid in plan.sources_removed + plan.sources_changed:
+        daemon.remove_source(sid)
+    for options in new.sources:
+        if options.id in plan.sources_added or options.id in plan.sources_changed:
+            daemon.add_source(options)
+    daemon.config = new
+    return True
+
+
+def _build_pipeline(daemon: Daemon, new: Config, changed: list[str]) -> Any:
+    """Load only the changed models (reusing the rest) and build the new pipeline off the worker thread."""
+    from pipelines.runtime import ModelLoadError
+    from pipelines.stages import Pipeline
+
+    models = dict(daemon.models)
+    for name in list(models):
+        if name not in new.models:
+            del models[name]
+    try:
+        for name in changed:
+            models[name] = load_model(new.models[name], name)
+        return Pipeline(new.pipeline, models)
+    except (ModelLoadError, ValueError, OSError) as exc:
+        log.error("reload rejected, keeping the running pipeline: %s", exc)
+        return None
