@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +30,15 @@ class _Request:
     results: list[Any]
     remaining: int
     failed: bool = False
+    started: bool = False
+
+    def start(self) -> bool:
+        """Mark it running (so it can no longer be cancelled); False if its caller already gave up."""
+        if not self.started:
+            self.started = True
+            if not self.future.set_running_or_notify_cancel():
+                self.failed = True
+        return not self.failed
 
     def deliver(self, index: int, result: Any) -> None:
         if self.failed:
@@ -36,12 +46,14 @@ class _Request:
         self.results[index] = result
         self.remaining -= 1
         if self.remaining == 0:
-            self.future.set_result(self.results)
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile: nobody waits for it
+                self.future.set_result(self.results)
 
     def fail(self, exc: BaseException) -> None:
         if not self.failed:
             self.failed = True
-            self.future.set_exception(exc)
+            with contextlib.suppress(InvalidStateError):
+                self.future.set_exception(exc)
 
 
 @dataclass
@@ -121,10 +133,10 @@ class Coalescer:
             kept: deque[_Item] = deque()
             while self._pending:
                 item = self._pending.popleft()
-                if len(taken) < self.max_images and item.request.key == key:
-                    taken.append(item)
-                else:
+                if len(taken) >= self.max_images or item.request.key != key:
                     kept.append(item)
+                elif item.request.start():  # a cancelled request (timed out) is dropped, not computed
+                    taken.append(item)
             self._pending = kept
             return taken
 

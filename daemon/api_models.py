@@ -54,6 +54,7 @@ class ApiModel:
     model: Any
     kind: str
     shared: bool  # the daemon's own instance (unloading only drops the API's reference)
+    from_file: bool = False  # added by path from api.model_dirs, not from the config
     extras: dict[Hashable, Any] = field(default_factory=dict)  # per-model helpers built lazily (coalescers)
 
     @property
@@ -129,28 +130,30 @@ class ModelRegistry:
         """Load `model_id` (a configured id, or a file under model_dirs with its type); idempotent."""
         if not isinstance(model_id, str) or not model_id.strip():
             raise ApiError("model_id is missing or empty; expected e.g. " + self._example())
+        # an unknown id fails here, before it gets a lock of its own
+        file = None if model_id in self.known else self._path_model(model_id, model_type)
         with self._lock:
             lock = self._load_locks.setdefault(model_id, threading.Lock())
         with lock:  # one load per id at a time; concurrent callers wait and share the result
             entry = self.loaded(model_id)
             if entry is None:
-                entry = self._load(model_id, model_type)
+                entry = self._load(model_id, file)
                 with self._lock:
                     self._loaded[model_id] = entry
                 log.info("api: loaded model %s (%s, %s)", model_id, entry.name, entry.task_type)
         return entry
 
-    def _load(self, model_id: str, model_type: str | None) -> ApiModel:
-        if model_id in self.known:
+    def _load(self, model_id: str, file: tuple[Path, str] | None) -> ApiModel:
+        if file is None:
             name = self.known[model_id]
             if name in self.daemon_models:
                 model = self.daemon_models[name]
                 return ApiModel(model_id, name, model, str(model.kind), shared=True)
             model = self._build(self.model_options[name], name, model_id)
             return ApiModel(model_id, name, model, str(model.kind), shared=False)
-        path, type_name = self._path_model(model_id, model_type)
+        path, type_name = file
         model = self._build({"type": type_name, "path": str(path)}, path.stem, model_id)
-        return ApiModel(model_id, str(path), model, str(model.kind), shared=False)
+        return ApiModel(model_id, str(path), model, str(model.kind), shared=False, from_file=True)
 
     def _build(self, spec: ModelOptions | Mapping[str, Any], name: str, model_id: str) -> Any:
         try:
@@ -178,6 +181,24 @@ class ModelRegistry:
                 f"{', '.join(MODEL_TYPES)}; got {model_type!r}"
             )
         return path, model_type
+
+    def update(self, daemon_models: Mapping[str, Any], model_options: Mapping[str, ModelOptions]) -> None:
+        """After a config reload: serve the daemon's new models; loaded entries whose model changed are dropped."""
+        known = model_ids(self.options, model_options)
+        with self._lock:
+            old_options = self.model_options
+            self.daemon_models, self.model_options, self.known = dict(daemon_models), dict(model_options), known
+            for model_id, entry in list(self._loaded.items()):
+                if entry.from_file:
+                    continue
+                name = entry.name
+                stale = known.get(model_id) != name or (
+                    self.daemon_models.get(name) is not entry.model if entry.shared
+                    else name in self.daemon_models or old_options.get(name) != self.model_options.get(name)
+                )
+                if stale:
+                    del self._loaded[model_id]
+                    log.info("api: model %s changed with the config; it reloads on next use", model_id)
 
     # -- unloading --------------------------------------------------------------------------------------
     def remove(self, model_id: str) -> None:

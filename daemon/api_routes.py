@@ -76,6 +76,10 @@ class Inference:
                 self._coalescers.append(found)
             return found
 
+    def check_worker(self) -> None:
+        if not getattr(self.worker, "alive", True):
+            raise ApiError("the inference worker is not running (the daemon is stopping)", 503)
+
     async def wait(self, future: Future[Any]) -> Any:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
@@ -88,11 +92,13 @@ class Inference:
 
     async def run_batched(self, entry: ApiModel, slot: Hashable, call: BatchCall, images: list[np.ndarray],
                           params: Mapping[str, Any]) -> list[Any]:
+        self.check_worker()
         coalescer = self.coalescer(entry, slot, call)
         key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
         return list(await self.wait(coalescer.submit(images, params, key)))
 
     async def run_job(self, fn: Callable[[], Any]) -> Any:
+        self.check_worker()
         return await self.wait(self.worker.submit(fn))
 
     def batch_stats(self) -> dict[str, int]:

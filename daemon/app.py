@@ -14,8 +14,9 @@ from typing import Any
 from daemon import registry
 from daemon.capture import Capture, make_capture
 from daemon.config import Config
+from daemon.events import event_message
 from daemon.fanout import Fanout
-from daemon.frames import Message, Result
+from daemon.frames import Frame, Message, Result
 from daemon.health import HealthRules, HealthServer, progress_problems
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, Watchdog, watchdog_interval
@@ -23,7 +24,10 @@ from daemon.payload import result_payload
 from daemon.sinks.base import Sink, SinkContext
 from daemon.stats import Stats
 from daemon.status import StatusLine, summary_lines
+from daemon.tracks import TrackingCollector
+from daemon.vlm_stage import VlmStages
 from daemon.worker import Worker
+from pipelines.events import Event
 from pipelines.models import load_model
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,13 @@ class Daemon:
         self.fanout: Fanout | None = None
         self.captures: dict[str, Capture] = {}
         self.worker: Worker | None = None
+        self.vlm: VlmStages | None = None
         self.pipeline: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._signals = 0
         self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
+        self.metrics.registry.register(TrackingCollector(self.stats))
         self.rules = HealthRules(
             required_sources=frozenset(s.id for s in config.sources if s.required),
             required_sinks=frozenset(s.id for s in config.sinks if s.required),
@@ -66,7 +72,11 @@ class Daemon:
         for options in self.config.sources:
             self.captures[options.id] = make_capture(options, self.stats, on_state=self._on_state)
         queues = {sid: cap.queue for sid, cap in self.captures.items()}
-        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch, self.metrics)
+        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch, self.metrics,
+                             emit_event=self._emit_event)
+        # after the fan-out, which may be replaced on reload: answers go to the current one
+        self.vlm = VlmStages(self.config.vlm, lambda msg: self.fanout.submit(msg) if self.fanout else None)
+        self.worker.emit = self.vlm.wrap(self.worker.emit)  # frames go to the VLM stages after their result
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
@@ -121,9 +131,17 @@ class Daemon:
     def _emit(self, result: Result) -> None:
         assert self.fanout is not None
         self.metrics.observe_e2e(result.frame.source_id, time.monotonic() - result.frame.t_mono)
-        self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
+        if getattr(self.config.pipeline, "publish_results", True):
+            self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
+
+    def _emit_event(self, frame: Frame, event: Event) -> None:
+        """A track event (worker thread): JSON for every sink, the best crop for the snapshot sink."""
+        assert self.fanout is not None
+        self.fanout.submit(event_message(event, frame, str(getattr(self.pipeline, "name", self._pipeline_name()))))
 
     def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
+        if state in ("ended", "failed") and self.worker is not None:
+            self.worker.finish_source(source_id)  # its tracks end once the worker has emptied its queue
         if self.fanout is None:
             return
         payload = {"source_id": source_id, "state": state, "detail": detail, "pipeline": self._pipeline_name(),
@@ -216,6 +234,8 @@ class Daemon:
             capture.stop(timeout=max(0.1, deadline - time.monotonic()) / max(1, len(self.captures)))
         if self.worker is not None:
             clean &= self.worker.stop(drain=True, timeout=max(0.1, deadline - time.monotonic()))
+        if self.vlm is not None:  # before the fan-out closes: answers still arriving go out through it
+            self.vlm.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
         for capture in self.captures.values():
             capture.queue.close()
         if self.fanout is not None:

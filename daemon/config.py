@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from daemon import registry
 from daemon.sinks.base import SinkOptions
 from daemon.sources.base import SourceOptions
+from daemon.vlm_stage import VlmStageOptions, check_vlm_options
 from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
 from pipelines.models import ModelOptions, UnknownTypeError
 
@@ -85,6 +86,11 @@ class Config(BaseModel):
     )
     http: HttpOptions = Field(default_factory=HttpOptions, description="Health and metrics endpoint.")
     api: ApiOptions = Field(default_factory=ApiOptions, description="Roboflow-compatible inference HTTP API.")
+    vlm: list[VlmStageOptions] = Field(
+        default_factory=list,
+        description="VLM stages: frames or crops sent, rate limited and off the video path, to OpenAI-compatible "
+        "chat endpoints; their answers are published as results of pipeline <pipeline>/vlm:<name>.",
+    )
 
 
 class ConfigError(ValueError):
@@ -136,6 +142,7 @@ def validate_config(src: LoadedYaml) -> Config:
     base_dir = src.path.parent
     for section in ("models", "sources"):
         _resolve_input_paths(data.get(section), base_dir)
+    _resolve_match_folders(data.get("pipeline"), base_dir)
     if "models" in data:
         data["models"] = _plugins_by_name(data["models"], "model", errors)
     for section, kind in (("sources", "source"), ("sinks", "sink")):
@@ -165,6 +172,16 @@ def _resolve_input_paths(section: Any, base_dir: Path) -> None:
             value = entry[key]
             if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
                 entry[key] = str(base_dir / value)
+
+
+def _resolve_match_folders(spec: Any, base_dir: Path) -> None:
+    """A stage's match.folder (gallery of reference images) is relative to the config file, as model paths."""
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    for stage in stages if isinstance(stages, list) else []:
+        match = stage.get("match") if isinstance(stage, dict) else None
+        if isinstance(match, dict):
+            _resolve_input_paths([match], base_dir)
+        _resolve_match_folders(stage, base_dir)
 
 
 def _plugin(entry: Any, loc: Loc, kind: str, errors: _Errors, extra: dict[str, Any] | None = None) -> Any:
@@ -223,6 +240,7 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
             if counts[item_id] > 1:
                 errors.add((section, i, "id"), f"duplicate id {item_id!r}; each entry needs its own id")
     _check_stage_models(config, errors)
+    _check_vlm(config, errors)
 
 
 def _check_stage_models(config: Config, errors: _Errors) -> None:
@@ -239,6 +257,28 @@ def _check_stage_models(config: Config, errors: _Errors) -> None:
             walk(getattr(stage, "stages", None), here)
 
     walk(getattr(spec, "stages", None), ("pipeline",))
+    _check_match_stages(config, getattr(spec, "stages", None), ("pipeline",), errors)
+
+
+def _check_match_stages(config: Config, stages: Any, loc: Loc, errors: _Errors) -> None:
+    """A stage's match: needs an embed model (whose vectors it compares) and an existing gallery folder."""
+    for i, stage in enumerate(stages or []):
+        here = (*loc, "stages", i)
+        if stage.match is not None and stage.model in config.models:
+            kind = registry.resolve("model", config.models[stage.model].type).kind
+            if kind != "embed":
+                errors.add((*here, "match"), f"match: needs an embed model; {stage.model!r} is a {kind} model")
+            if not Path(stage.match.folder).is_dir():
+                errors.add((*here, "match", "folder"), f"gallery folder {stage.match.folder} does not exist")
+        _check_match_stages(config, stage.stages, here, errors)
+
+
+def _check_vlm(config: Config, errors: _Errors) -> None:
+    for loc, message in check_vlm_options(config.vlm, [s.id for s in config.sources]):
+        errors.add(("vlm", *loc), message)
+    for i, stage in enumerate(config.vlm):
+        if stage.api_key is not None and ("vlm", i, "api_key") not in errors.src.secret_locs:
+            errors.add(("vlm", i, "api_key"), "write the key as ${cred:NAME}, ${file:PATH} or ${ENV}, not in the file")
 
 
 def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None, errors: _Errors) -> None:

@@ -50,6 +50,7 @@ class _SinkRunner:
     def __init__(self, sink: Sink, stats: SinkStats, flush_every_s: float, warn_every_s: float) -> None:
         self.sink = sink
         self.stats = stats
+        sink.attach_stats(stats)
         self.flush_every_s = flush_every_s
         self.queue: queue.Queue[Message | None] = queue.Queue(maxsize=sink.options.queue_size)
         self.kinds = frozenset(sink.options.kinds)

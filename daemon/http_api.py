@@ -206,6 +206,10 @@ class ApiServer:
             time.sleep(0.01)
         log.info("api: inference HTTP API on http://%s:%d", self.host, self.port)
 
+    def update_models(self, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions]) -> None:
+        """Call after a config reload swapped the daemon's models, so the API serves the new ones."""
+        self.inference.registry.update(models, model_options)
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop accepting; running requests get half of `timeout` to finish, then what still waits fails (503)."""
         self._server.config.timeout_graceful_shutdown = max(1, math.ceil(timeout))

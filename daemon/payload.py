@@ -85,7 +85,9 @@ def _add_stages(record: dict[str, Any], detections: sv.Detections, stages: dict[
         if kind == "detect":
             out[name] = detection_records(value)
         elif kind == "embed":
-            out[name] = {"embedding": np.round(np.asarray(value, dtype=float), 5).tolist()}
+            out[name] = _embed_entry(detections, name, value, i)
+            if "match" in out[name] and record.get("match") is None:  # the first match found, else null
+                record["match"] = out[name]["match"]
         else:
             out[name] = _jsonable(value)
         if kind == "classify":
@@ -95,6 +97,21 @@ def _add_stages(record: dict[str, Any], detections: sv.Detections, stages: dict[
             record.setdefault("text_confidence", out[name].get("confidence"))
     if out:
         record["stages"] = out
+
+
+def _embed_entry(detections: sv.Detections, name: str, value: Any, i: int) -> dict[str, Any]:
+    """An embed stage's gallery match (dict or None) and, only when its stage asks, the raw vector.
+
+    pipelines/stages.py describes each embed stage in metadata["embed"]; without that the vector stays out.
+    """
+    info = detections.metadata.get("embed", {}).get(name, {})
+    entry: dict[str, Any] = {}
+    if info.get("publish_embedding"):
+        entry["embedding"] = np.round(np.asarray(value, dtype=float), 5).tolist()
+    key = info.get("match")
+    if key is not None and key in detections.data:
+        entry["match"] = _jsonable(detections.data[key][i])
+    return entry
 
 
 def _jsonable(value: Any) -> Any:

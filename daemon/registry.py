@@ -22,6 +22,7 @@ SOURCES: dict[str, str] = {
 SINKS: dict[str, str] = {
     "mqtt": "daemon.sinks.mqtt:MqttSink",
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
+    "snapshots": "daemon.sinks.snapshots:SnapshotSink",
 }
 
 KINDS: dict[str, dict[str, str]] = {"source": SOURCES, "sink": SINKS, "model": MODEL_TYPES}

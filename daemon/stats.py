@@ -47,6 +47,7 @@ class SourceStats:
     last_error: str = ""
     last_frame_mono: float = 0.0
     dropped: Counter[str] = field(default_factory=Counter)  # by reason: queue_full, fps_cap, stale, error
+    errors_by_reason: Counter[str] = field(default_factory=Counter)  # open, read, stall, unreadable, ...
     state_counts: Counter[str] = field(default_factory=Counter)  # transitions into each state
     capture_rate: Rate = field(default_factory=Rate)
     process_rate: Rate = field(default_factory=Rate)
@@ -82,6 +83,10 @@ class WorkerStats:
     last_progress_mono: float = field(default_factory=time.monotonic)
     infer_ms_total: float = 0.0
     batch_sizes: Counter[int] = field(default_factory=Counter)
+    # Tracking (daemon/tracks.py): per second stage classified, skipped, shed_settled, shed_new, ...
+    second_stage: dict[str, Counter[str]] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)  # track events sent, by type
+    tracks: int = 0  # live confirmed tracks over all sources
 
 
 @dataclass

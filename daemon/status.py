@@ -64,4 +64,21 @@ def summary_lines(stats: Stats) -> list[str]:
         )
     for kid, k in stats.sinks.items():
         lines.append(f"sink {kid}: published {k.published}, failed {k.failed}, dropped {k.dropped}")
+    return lines + tracking_lines(stats)
+
+
+def tracking_lines(stats: Stats) -> list[str]:
+    """Second-stage crops read versus skipped and shed per stage, and track events, when tracking ran."""
+    worker = stats.worker
+    lines = []
+    for stage, c in sorted(worker.second_stage.items()):
+        total = c["classified"] + c["skipped"]
+        share = f" ({c['classified'] / total:.0%} of scheduled crops read)" if total else ""
+        lines.append(
+            f"stage {stage}: crops read {c['classified']}, skipped {c['skipped']}{share}, shed {c['shed_settled']} "
+            f"settled + {c['shed_new']} new in {c['stale_frames']} late frames"
+        )
+    if worker.second_stage or worker.events:
+        events = ", ".join(f"{kind} {worker.events[kind]}" for kind in ("new", "update", "end"))
+        lines.append(f"track events: {events}; live tracks {worker.tracks}")
     return lines

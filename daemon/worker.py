@@ -3,6 +3,7 @@
 One worker per process because the accelerator is one device; ONNX Runtime releases the GIL while it
 computes, so capture and sink threads keep running meanwhile. Other work for the same device (HTTP
 inference requests) is submitted as jobs and interleaved with frame batches so neither starves.
+With a tracking pipeline, daemon/tracks.py gives it each frame's FrameInfo and sends its track events.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
 from daemon.queues import FrameQueue
 from daemon.stats import Stats
+from daemon.tracks import EmitEvent, TrackHooks
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Observer(Protocol):
 
     def observe_batch(self, size: int) -> None: ...
 
+    def second_stage(self, calls: int, skips: int, stage: str = "second") -> None: ...
+
 
 class Worker:
     """Runs in its own thread; start(), then stop(drain=True) after the sources have stopped."""
@@ -50,6 +54,7 @@ class Worker:
         stats: Stats,
         batch: BatchOptions,
         observer: Observer | None = None,
+        emit_event: EmitEvent | None = None,
     ) -> None:
         self.queues = queues
         self.pipeline = pipeline
@@ -57,6 +62,7 @@ class Worker:
         self.stats = stats
         self.batch = batch
         self.observer = observer
+        self.tracks = TrackHooks(stats, emit_event, observer)
         self._wake = threading.Event()
         for q in queues.values():
             q.on_put.append(self._wake)
@@ -95,6 +101,12 @@ class Worker:
 
     def remove_queue(self, source_id: str) -> None:
         self.queues.pop(source_id, None)
+        self.finish_source(source_id)
+
+    def finish_source(self, source_id: str) -> None:
+        """The source's stream is over (any thread): once its queue is empty, its tracks end."""
+        self.tracks.finish_source(source_id)
+        self._wake.set()
 
     def _loop(self) -> None:
         while True:
@@ -102,9 +114,11 @@ class Worker:
             if batch:
                 self._process(batch)
             self._run_jobs(limit=None if not batch else 1)
+            self.tracks.finish_pending(self.queues)
             if self._stop.is_set() and (not self._drain or not any(len(q) for q in self.queues.values())):
                 break
         self._run_jobs(limit=None)
+        self.tracks.finish_all()
 
     def _collect(self) -> list[Frame]:
         """Up to batch.max_size frames, one per source per round, waiting at most timeout_ms to fill."""
@@ -152,20 +166,21 @@ class Worker:
 
     def _process(self, batch: list[Frame]) -> None:
         t0 = time.monotonic()
+        pipeline = self.pipeline  # a reload may swap it: one batch sees one pipeline
         try:
-            outputs = self.pipeline.run([f.image for f in batch], [f.source_id for f in batch])
+            outputs = self.tracks.run(pipeline, batch, t0, self.queues)
         except Exception:  # isolation boundary: the per-frame worker step
             log.exception("pipeline %s failed on a batch of %d; retrying frame by frame",
-                          self.pipeline.name, len(batch))
-            self._process_one_by_one(batch)
+                          pipeline.name, len(batch))
+            self._process_one_by_one(batch, pipeline)
             return
-        self._finish(batch, outputs, t0)
+        self._finish(batch, outputs, t0, pipeline)
 
-    def _process_one_by_one(self, batch: list[Frame]) -> None:
+    def _process_one_by_one(self, batch: list[Frame], pipeline: PipelineLike) -> None:
         for frame in batch:
             t0 = time.monotonic()
             try:
-                outputs = self.pipeline.run([frame.image], [frame.source_id])
+                outputs = self.tracks.run(pipeline, [frame], t0, self.queues)
             except Exception as exc:  # isolation boundary: the per-frame worker step
                 source = self.stats.source(frame.source_id)
                 source.errors += 1
@@ -174,9 +189,9 @@ class Worker:
                 self.stats.worker.errors += 1
                 log.error("source %s frame %d dropped: pipeline failed: %s", frame.source_id, frame.seq, exc)
                 continue
-            self._finish([frame], outputs, t0)
+            self._finish([frame], outputs, t0, pipeline)
 
-    def _finish(self, batch: list[Frame], outputs: list[sv.Detections], t0: float) -> None:
+    def _finish(self, batch: list[Frame], outputs: list[sv.Detections], t0: float, pipeline: PipelineLike) -> None:
         t1 = time.monotonic()
         infer_ms = (t1 - t0) * 1000.0
         worker = self.stats.worker
@@ -187,7 +202,7 @@ class Worker:
         worker.infer_ms_total += infer_ms
         worker.last_progress_mono = t1
         if self.observer is not None:
-            self.observer.observe_inference(self.pipeline.name, t1 - t0)
+            self.observer.observe_inference(pipeline.name, t1 - t0)
             self.observer.observe_batch(len(batch))
         for frame, detections in zip(batch, outputs, strict=True):
             source = self.stats.source(frame.source_id)
@@ -195,7 +210,8 @@ class Worker:
             source.detections += len(detections)
             source.process_rate.tick(t1)
             timings = {"queue": (t0 - frame.t_mono) * 1000.0, "infer": infer_ms}
-            self.emit(Result(frame, self.pipeline.name, detections, timings))
+            self.emit(Result(frame, pipeline.name, detections, timings))
+        self.tracks.after_run(pipeline, batch)
 
     def _run_jobs(self, limit: int | None) -> None:
         done = 0

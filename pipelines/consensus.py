@@ -150,8 +150,13 @@ class LabelVotes:
         self._cached: tuple[ConsensusOptions, dict[str, Any] | None] | None = None  # events ask every frame
 
     def add(self, result: Mapping[str, Any]) -> bool:
-        """Record one classifier result {"class","class_id","confidence"[,"top"]}; its "top" list votes."""
+        """Record one classifier result {"class","class_id","confidence"[,"top"]}; its "top" list votes.
+
+        A result without a class ({"class": None}: the stage ran but found nothing to classify) is not counted.
+        """
         entries = result.get("top") or [result]
+        if any(e.get("class") is None for e in entries):
+            return False
         self.reads.append({"entries": [(e["class"], e.get("class_id"), float(e["confidence"])) for e in entries]})
         self.count += 1
         self._cached = None
@@ -244,6 +249,28 @@ def _clusters(reads: Sequence[TextRead], max_distance: int) -> list[list[TextRea
     return groups
 
 
+def _supports(read: str, text: str, max_distance: int) -> bool:
+    """A read agrees with the consensus text when within the edit distance, or when it is a part of it (two
+    characters or more): a plate entering the picture or partly hidden reads short but consistently."""
+    return levenshtein(read, text) <= max_distance or (len(read) >= 2 and read in text)
+
+
+def _heaviest_group(groups: list[list[TextRead]], formats: Sequence[PlateFormat]) -> list[TextRead]:
+    """The heaviest group whose vote is in one of the formats, else the heaviest group.
+
+    With formats, a plate entering the picture or half hidden is often read short for many frames in a row
+    (a group of its own, heavier than the few full reads); such a vote is never in a valid format.
+    """
+    def weight(group: list[TextRead]) -> float:
+        return sum(r.confidence for r in group)
+
+    if formats:
+        valid = [g for g in groups if match_format(_vote(g, formats)[0], formats) is not None]
+        if valid:
+            return max(valid, key=weight)
+    return max(groups, key=weight)
+
+
 class TextVotes:
     """OCR reads of one track and their consensus string."""
 
@@ -277,12 +304,11 @@ class TextVotes:
             return None
         total = sum(r.confidence for r in self.reads)
         if options.text_method == "cluster":
-            groups = _clusters(self.reads, options.cluster_max_distance)
-            group = max(groups, key=lambda g: sum(r.confidence for r in g))
+            group = _heaviest_group(_clusters(self.reads, options.cluster_max_distance), options.formats)
         else:
             group = list(self.reads)
         text, shares = _vote(group, options.formats)
-        support = [r for r in group if levenshtein(r.text, text) <= options.cluster_max_distance]
+        support = [r for r in self.reads if _supports(r.text, text, options.cluster_max_distance)]
         agreement = sum(r.confidence for r in support) / total
         exact = [r.confidence for r in group if r.text == text] or [r.confidence for r in group]
         return self._describe(text, shares, agreement, sum(exact) / len(exact), options)

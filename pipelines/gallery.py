@@ -30,14 +30,18 @@ class GalleryOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    folder: Path = Field(..., description="Folder of reference images (not recursive).")
+    folder: Path = Field(
+        ..., description="Folder of reference images (not recursive); in a config file, relative to that file."
+    )
     extensions: list[str] = Field(
         list(DEFAULT_EXTENSIONS), min_length=1, description="File name endings that count as images."
     )
     threshold: float = Field(
         0.9, ge=-1.0, le=1.0, description="Cosine similarity a detection needs to match a reference image."
     )
-    embedding: str = Field(..., description="Name of the embed stage whose vectors are compared.")
+    embedding: str | None = Field(
+        None, description="Name of the embed stage whose vectors are compared; left out under a stage's match:."
+    )
     name: str = Field("match", min_length=1, description="Key of the match result in the detections' data.")
     cache_dir: Path | None = Field(
         None, description="Folder for the embedding cache (by file content); None embeds the gallery each load."
@@ -103,6 +107,8 @@ class Gallery:
 def match_detections(detections: sv.Detections, gallery: Gallery) -> sv.Detections:
     """Fill data[gallery.options.name] with one Match dict or None per detection; returns the detections."""
     key = gallery.options.embedding
+    if key is None:
+        raise ValueError(f"gallery {gallery.options.folder}: options.embedding names no embed stage to compare")
     column = detections.data.get(key)
     result = np.full(len(detections), None, dtype=object)
     if column is not None and len(detections):

@@ -59,6 +59,11 @@ class ScheduleOptions(BaseModel):
     max_new_per_frame: int = Field(
         default=4, ge=0, description="When shedding, unsettled tracks read per frame and stage; the rest wait."
     )
+    settle_at_border: bool = Field(
+        default=False,
+        description="Let reads of boxes that touch the picture's edge (objects partly outside, e.g. a plate "
+        "entering) settle a track; by default they vote but the track keeps being read.",
+    )
     consensus: ConsensusOptions = Field(
         default_factory=ConsensusOptions, description="How the reads of a track are combined."
     )
@@ -188,9 +193,19 @@ class Scheduler:
             return True
         return options.area_growth is not None and track.area >= st.last_run_area * (1.0 + options.area_growth)
 
-    def update(self, source: str, detections: sv.Detections, stage: str, results: Sequence[Any]) -> None:
+    def update(
+        self,
+        source: str,
+        detections: sv.Detections,
+        stage: str,
+        results: Sequence[Any],
+        at_border: np.ndarray | None = None,
+    ) -> None:
         """Record the stage's fresh results (aligned with the rows, None where not run) and write each
-        tracked row's consensus into detections.data[stage], marked "fresh" where read this frame."""
+        tracked row's consensus into detections.data[stage], marked "fresh" where read this frame.
+
+        at_border: rows whose box touches the picture's edge; unless settle_at_border, their reads do not
+        settle the track."""
         if len(results) != len(detections):
             raise ValueError(
                 f"source {source!r} stage {stage!r}: {len(results)} results for {len(detections)} detections"
@@ -206,13 +221,16 @@ class Scheduler:
             if track is None:
                 continue
             if result is not None:
-                self._record(track, stage, result, frame, options)
+                partial = at_border is not None and bool(at_border[row]) and not options.settle_at_border
+                self._record(track, stage, result, frame, options, partial)
             st = track.stages.get(stage)
             if st is not None and st.consensus is not None:
                 column[row] = _published(st, fresh=result is not None)
         detections.data[stage] = column
 
-    def _record(self, track: TrackState, stage: str, result: Any, frame: int, options: ScheduleOptions) -> None:
+    def _record(
+        self, track: TrackState, stage: str, result: Any, frame: int, options: ScheduleOptions, partial: bool = False
+    ) -> None:
         st = track.stages.get(stage)
         if st is None:
             kind = read_kind(result)
@@ -229,7 +247,7 @@ class Scheduler:
             return
         st.votes.add(result)
         st.consensus = st.votes.result(options.consensus)
-        st.settled = bool(st.consensus and st.consensus["settled"])
+        st.settled = bool(st.consensus and st.consensus["settled"]) and not partial
 
     def consensus(self, source: str, track_id: int, stage: str) -> Any:
         """A live track's current consensus for a stage (None before its first read)."""

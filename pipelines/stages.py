@@ -3,6 +3,10 @@
 Results of second stage NAME live in the parent detections' `data[NAME]`: a numpy object array, one element
 per parent, None where the stage did not run on that parent. Detect stages store child sv.Detections in
 source-image pixels, themselves carrying their children the same way. `metadata["stages"]` = {NAME: kind}.
+An embed stage with `match:` also stores each parent's best gallery match (pipelines/gallery.py) in
+`data[match_key(NAME)]`; `metadata["embed"]` = {NAME: {"publish_embedding": bool, "match": key or None}}.
+With a `tracking:` section, first-stage detections get tracker ids and each top-level stage reads only the
+crops its track schedule asks for (pipelines/track_run.py); its data then holds the track's consensus.
 """
 
 from __future__ import annotations
@@ -10,13 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
+from pipelines.gallery import Gallery, GalleryOptions, match_detections
+from pipelines.tracking import TrackingOptions
+
+if TYPE_CHECKING:
+    from pipelines.events import Event
+    from pipelines.track_run import TrackRunner
+    from pipelines.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,14 @@ class StageSpec(BaseModel):
     stages: list[StageSpec] = Field(
         default_factory=list, description="Stages run on this stage's detections (only for detect models)."
     )
+    match: GalleryOptions | None = Field(
+        default=None,
+        description="Embed stages only: compare each embedding with a folder of reference images and keep the "
+        "best match at or above the threshold (folder, extensions, threshold, cache_dir).",
+    )
+    publish_embedding: bool = Field(
+        default=False, description="Embed stages only: publish the raw vector in results (it is large)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +85,9 @@ class StageSpec(BaseModel):
     @model_validator(mode="after")
     def _unique_children(self) -> StageSpec:
         _check_names(self.stages, f"stage {self.name!r}")
+        match = self.match
+        if match is not None and (match.embedding not in (None, self.name) or "name" in match.model_fields_set):
+            raise ValueError(f"stage {self.name!r}: match.embedding and match.name are set by the stage; omit them")
         return self
 
 
@@ -76,11 +99,35 @@ class PipelineSpec(BaseModel):
     name: str = Field(default="pipeline", min_length=1, description="Pipeline name, carried in every published result.")
     detector: str = Field(..., description="Name of the first-stage detector model (under models:).")
     stages: list[StageSpec] = Field(default_factory=list, description="Second stages run on each detection.")
+    tracking: TrackingOptions | None = Field(
+        default=None,
+        description="Track first-stage detections per source (ByteTrack), schedule second stages per track, "
+        "vote a consensus and produce track events; unset: no tracking.",
+    )
+    publish_results: bool = Field(
+        default=True, description="Publish one result per frame; false: only track events and status go out."
+    )
 
     @model_validator(mode="after")
     def _unique_children(self) -> PipelineSpec:
         _check_names(self.stages, f"pipeline {self.name!r}")
+        if self.tracking is not None:
+            unknown = sorted(set(self.tracking.stages) - {stage.name for stage in self.stages})
+            if unknown:
+                known = ", ".join(stage.name for stage in self.stages) or "none"
+                raise ValueError(f"tracking.stages names {unknown}, not top-level stages of this pipeline ({known})")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """What the tracker needs to know about one frame besides its pixels."""
+
+    seq: int  # per-source frame number, increasing; a lower one means the stream restarted
+    t_wall: float  # epoch seconds at capture: first/last seen in events
+    t_mono: float  # monotonic seconds at capture: steps the motion model when pts is unknown
+    age_s: float = 0.0  # how late the frame is at dequeue; above max_staleness second stages are shed
+    pts: float | None = None  # stream time in seconds, preferred for the motion model
 
 
 def _check_names(stages: Sequence[StageSpec], where: str) -> None:
@@ -101,8 +148,24 @@ class Pipeline:
         self.name = self.spec.name
         self.models = dict(models)
         self.detector = self._model(self.spec.detector, ("detect",), f"pipeline {self.name!r} detector")
+        self.galleries: dict[str, Gallery] = {}  # by stage path (pipeline/stage/...), loaded once here
         self._validate(self.spec.stages, self.name)
         self.last_timings_ms: dict[str, float] = {}
+        self.last_events: list[tuple[int, Event]] = []  # (index in the batch, track event) of the last run
+        self._tracked: TrackRunner | None = None
+        if self.spec.tracking is not None:
+            from pipelines.track_run import TrackRunner  # it imports this module, so not at the top
+
+            self._tracked = TrackRunner(self, self.spec.tracking)
+
+    @property
+    def tracking(self) -> Tracking | None:
+        """The tracker, schedules and event generator (None without a tracking: section)."""
+        return self._tracked.tracking if self._tracked is not None else None
+
+    def finish(self, source: str) -> list[Event]:
+        """End a source's tracks (its stream is over): their `end` events; [] without tracking."""
+        return self._tracked.finish(source) if self._tracked is not None else []
 
     def _model(self, name: str, kinds: Sequence[str], where: str) -> Any:
         if name not in self.models:
@@ -122,17 +185,31 @@ class Pipeline:
                 raise ValueError(
                     f"{where}: only detect stages can have child stages; {stage.model!r} has kind {model.kind!r}"
                 )
+            if stage.match is not None:
+                self.galleries[f"{path}/{stage.name}"] = self._gallery(stage, model, where)
             self._validate(stage.stages, f"{path}/{stage.name}")
+
+    def _gallery(self, stage: StageSpec, model: Any, where: str) -> Gallery:
+        """The stage's reference folder embedded by the stage's own model, so vectors are comparable."""
+        assert stage.match is not None
+        if model.kind != "embed":
+            raise ValueError(f"{where}: match: needs an embed model; {stage.model!r} has kind {model.kind!r}")
+        options = stage.match.model_copy(update={"embedding": stage.name, "name": match_key(stage.name)})
+        return Gallery(options, model)
 
     def kind_of(self, stage: StageSpec) -> str:
         return str(self.models[stage.model].kind)
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+    def run(
+        self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None, meta: Sequence[FrameInfo] | None = None
+    ) -> list[sv.Detections]:
         """Detections per image (source pixels) with every second stage's results in their data.
 
-        `keys` (source ids) are accepted for the tracker-aware scheduling that wraps this class.
+        With tracking, `keys` name each image's source and `meta` gives its FrameInfo (frames of a source in
+        order; without meta each image is its source's next frame); the track events are in `last_events`.
         """
         images = list(images)
+        self.last_events = []
         if not images:
             return []
         self.last_timings_ms = {}
@@ -144,31 +221,44 @@ class Pipeline:
                 f"pipeline {self.name!r}: detector {self.spec.detector!r} returned {len(detections)} results "
                 f"for {len(images)} images"
             )
-        self.run_stages(images, detections, self.spec.stages, self.name)
+        if self._tracked is None:
+            self.run_stages(images, detections, self.spec.stages, self.name)
+        else:
+            self.last_events = self._tracked.run(images, detections, keys, meta)
         return detections
 
     def run_stages(
         self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
-        path: str = "",
+        path: str = "", masks: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> None:
-        """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data."""
+        """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data.
+
+        masks: per stage name, one boolean row mask per image that further limits the parents (tracking).
+        """
         if not stages:
             return
         kinds = {stage.name: self.kind_of(stage) for stage in stages}
+        embeds = {s.name: embed_metadata(s) for s in stages if kinds[s.name] == "embed"}
         for dets in detections:
             dets.metadata["stages"] = dict(kinds)
+            if embeds:
+                dets.metadata["embed"] = dict(embeds)
         for stage in stages:
             t0 = time.perf_counter()
-            self._run_stage(images, detections, stage, f"{path}/{stage.name}")
+            self._run_stage(images, detections, stage, f"{path}/{stage.name}", (masks or {}).get(stage.name))
             key = f"{path}/{stage.name}"
             self.last_timings_ms[key] = self.last_timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
 
     def _run_stage(
-        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stage: StageSpec, path: str
+        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stage: StageSpec, path: str,
+        masks: Sequence[np.ndarray] | None = None,
     ) -> None:
         crops: list[Crop] = []
         for i, (image, dets) in enumerate(zip(images, detections, strict=True)):
-            for j in np.flatnonzero(select(dets, stage, image.shape)):
+            rows = select(dets, stage, image.shape)
+            if masks is not None:
+                rows &= masks[i]
+            for j in np.flatnonzero(rows):
                 crops.append(crop_detection(image, dets, int(j), i, stage.crop))
         results = self.call_model(stage, [c.image for c in crops])
         kind = self.kind_of(stage)
@@ -178,6 +268,10 @@ class Pipeline:
             dets.data[stage.name] = np.full(len(dets), None, dtype=object)
         for crop, result in zip(crops, results, strict=True):
             detections[crop.parent].data[stage.name][crop.index] = result
+        gallery = self.galleries.get(path)
+        if gallery is not None:
+            for dets in detections:
+                match_detections(dets, gallery)
         if kind == "detect" and stage.stages:
             self.run_stages([images[c.parent] for c in crops], results, stage.stages, path)
 
@@ -218,6 +312,16 @@ def model_call(model: Any) -> Callable[[Sequence[np.ndarray]], Sequence[Any]]:
     if kind == "embed":
         return lambda crops: [np.asarray(row, dtype=np.float32) for row in model.embed(crops)] if crops else []
     raise ValueError(f"model {getattr(model, 'name', model)!r} has kind {kind!r}; expected one of {SECOND_STAGE_KINDS}")
+
+
+def match_key(stage_name: str) -> str:
+    """Data key of an embed stage's gallery matches; "." cannot occur in a stage name, so keys never clash."""
+    return f"{stage_name}.match"
+
+
+def embed_metadata(stage: StageSpec) -> dict[str, Any]:
+    """What the payload code needs to publish an embed stage: whether the vector goes out, where matches are."""
+    return {"publish_embedding": stage.publish_embedding, "match": match_key(stage.name) if stage.match else None}
 
 
 def class_names(detections: sv.Detections) -> np.ndarray:

@@ -70,9 +70,18 @@ class Tracking:
         """Rows whose crops the stage should read this frame."""
         return self.scheduler.select(source, detections, stage, frame_age, candidates)
 
-    def update(self, source: str, detections: sv.Detections, stage: str, results: Sequence[Any]) -> None:
-        """Record the stage's results and write each tracked row's consensus into detections.data[stage]."""
-        self.scheduler.update(source, detections, stage, results)
+    def update(
+        self,
+        source: str,
+        detections: sv.Detections,
+        stage: str,
+        results: Sequence[Any],
+        at_border: np.ndarray | None = None,
+    ) -> None:
+        """Record the stage's results and write each tracked row's consensus into detections.data[stage].
+
+        at_border: rows whose box touches the picture's edge (see ScheduleOptions.settle_at_border)."""
+        self.scheduler.update(source, detections, stage, results, at_border)
 
     def events(self, source: str, detections: sv.Detections, image: np.ndarray | None = None) -> list[Event]:
         """The frame's track events (call once per `track`, after the stages)."""

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.frames import Message
+from daemon.stats import SinkStats
 
 MessageKind = Literal["result", "status", "event", "stats"]
 
@@ -55,6 +56,9 @@ class Sink(ABC):
     @abstractmethod
     def publish(self, msg: Message) -> None:
         """Deliver one message. May raise; the fan-out logs, counts and carries on."""
+
+    def attach_stats(self, stats: SinkStats) -> None:  # noqa: B027 - optional hook, most sinks need none
+        """Receive this sink's counters before start() (the fan-out calls it); a spooling sink reports into them."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, most sinks have nothing to flush
         """Push out anything buffered (called at shutdown and periodically)."""

@@ -211,11 +211,18 @@ class MqttSink(Sink):
         return Path(configured) if configured else Path(self.context.state_dir) / f"{self.options.id}.spool.db"
 
     def start(self) -> None:
-        client = self._make_client()
-        if self.opts.spool.enabled:
-            spool_opts = self.opts.spool
+        spool_opts = self.opts.spool
+        if spool_opts.enabled:  # first: a spool in use by another daemon must fail before anything connects
             self._spool = Spool(self.spool_path, spool_opts.max_bytes, spool_opts.max_age_s, spool_opts.synchronous,
                                 self._stats)
+        try:
+            client = self._make_client()
+        except ValueError:  # unusable TLS files: release the spool, or the next attempt finds it locked
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
+            raise
+        if self._spool is not None:
             self._sender = SpoolSender(self._spool, client, self._acks, self.opts.max_inflight, self.options.id)
             self._sender.start()
         self._client = client
@@ -283,7 +290,7 @@ class MqttSink(Sink):
         if self._spool is not None:
             self._spool.close()
         self._connected = False
-        self._client = None
+        self._client = self._sender = None  # break the sink -> client -> callbacks -> sink cycle now
         log.info("mqtt sink %s: disconnected from %s", self.options.id, self.broker)
 
     @property

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 QueuePolicy = Literal["drop_oldest", "drop_newest", "block"]
+SkipHook = Callable[[str, str], None]  # (reason, log-safe detail): a frame the source could not deliver
+
+# scheme://userinfo@ -- greedy up to the last "@" of the word: a raw "@" or "/" in a password must not leak
+# its tail, and masking an "@" in a path too is the safe side
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """Replace the userinfo of every URL in `text` with ***, e.g. rtsp://***@cam:554/stream."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
 
 
 class QueueOptions(BaseModel):
@@ -55,6 +67,10 @@ class SourceError(RuntimeError):
     """A source could not open or read; the capture loop logs it, counts it and reconnects."""
 
 
+class SourceClosed(SourceError):
+    """read() found the source closed (by a stop or by the stall watchdog) before or while reading."""
+
+
 class Source(ABC):
     """A stream of BGR frames. Implementations are used from one capture thread only."""
 
@@ -63,6 +79,7 @@ class Source(ABC):
 
     def __init__(self, options: SourceOptions) -> None:
         self.options = options
+        self.on_skip: SkipHook | None = None  # set by the capture, which counts what the source skipped
 
     @abstractmethod
     def open(self) -> None:
@@ -79,3 +96,19 @@ class Source(ABC):
     def describe(self) -> str:
         """A log-safe description of where frames come from (never with credentials)."""
         return f"{self.options.type}:{self.options.id}"
+
+    @property
+    def stall_timeout_s(self) -> float | None:
+        """Longest gap between frames before the capture's watchdog forces a reconnect; None: no watchdog."""
+        return None
+
+    @property
+    def paced(self) -> bool:
+        """Whether read() already runs at the stream's own rate (cameras, realtime files): an fps cap then
+        drops frames; otherwise (fast files, folders) the cap paces the reads and nothing is lost."""
+        return self.live
+
+    def skipped(self, reason: str, detail: str) -> None:
+        """Report a frame the source had to skip (an unreadable image) and carried on without."""
+        if self.on_skip is not None:
+            self.on_skip(reason, detail)

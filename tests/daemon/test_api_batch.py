@@ -112,6 +112,18 @@ def test_empty_request_needs_no_job(worker: Worker) -> None:
     assert call.calls == []
 
 
+def test_cancelled_requests_are_not_computed(worker: Worker) -> None:
+    call = Doubler()
+    coalescer = Coalescer(worker, call, max_images=8)
+    release = hold(worker)
+    gone, kept = coalescer.submit([1, 2], {}), coalescer.submit([3], {})
+    assert gone.cancel()  # the HTTP request timed out or its client went away
+    release.set()
+    assert kept.result(5) == [6]
+    assert call.calls == [([3], {})]
+    coalescer.fail_pending(RuntimeError("late"))  # nothing left; a cancelled future is never touched again
+
+
 def test_fail_pending_answers_waiting_requests(worker: Worker) -> None:
     coalescer = Coalescer(worker, Doubler(), max_images=2)
     release = hold(worker)

@@ -70,6 +70,23 @@ def test_daemon_models_are_shared_not_reloaded(model_options: dict[str, ModelOpt
     assert registry.get("vehicles/1").model is running
 
 
+def test_update_after_a_reload_serves_the_new_models(model_options: dict[str, ModelOptions], models_dir: Path) -> None:
+    old = load_model(model_options["vehicles"], "vehicles")
+    registry = ModelRegistry(ApiOptions(model_dirs=[str(models_dir)]), {"vehicles": old}, model_options, batch_size=1)
+    colour = registry.get("colour/1")
+    from_file = registry.add("yolox_nano.onnx", "yolox")
+    assert registry.get("vehicles/1").model is old
+    new = load_model(model_options["vehicles"], "vehicles")
+    registry.update({"vehicles": new}, model_options)
+    assert registry.get("vehicles/1").model is new  # the reloaded instance, not the old one
+    assert registry.get("colour/1") is colour  # unchanged: kept
+    assert registry.loaded("yolox_nano.onnx") is from_file
+    registry.update({"vehicles": new}, {"vehicles": model_options["vehicles"]})  # colour removed from the config
+    assert registry.loaded("colour/1") is None
+    with pytest.raises(UnknownModelError):
+        registry.get("colour/1")
+
+
 @pytest.mark.parametrize(
     ("model_id", "model_type", "error", "message"),
     [

@@ -260,3 +260,14 @@ def test_stop_answers_requests_the_worker_never_reaches(models_dir: Path, media_
     release.set()
     running.worker.stop(timeout=5)
     assert result and result[0][0] == 503 and "stopping" in result[0][1]["message"]
+
+
+def test_a_stopped_worker_is_a_503_not_a_hang(models_dir: Path, media_dir: Path) -> None:
+    running = serve(models_dir)
+    try:
+        assert running.worker.stop(timeout=5)
+        status, response = running.post("/infer/object_detection",
+                                        {"model_id": "det/1", "image": image_ref(media_dir / "rf_car.jpg")})
+        assert status == 503 and "worker is not running" in response["message"]
+    finally:
+        assert running.server.stop(5)

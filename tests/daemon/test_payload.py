@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import supervision as sv
 
 from daemon.frames import Frame, Result, iso_utc
@@ -58,3 +59,38 @@ def test_empty_detections() -> None:
 
 def test_iso_utc() -> None:
     assert iso_utc(0) == "1970-01-01T00:00:00.000Z"
+
+
+def people(publish_embedding: bool, with_match: bool) -> sv.Detections:
+    det = sv.Detections(xyxy=np.array([[0.0, 0.0, 10.0, 20.0]] * 3), confidence=np.array([0.9, 0.8, 0.7]),
+                        class_id=np.array([0, 0, 2]), data={"class_name": np.array(["person", "person", "car"])})
+    det.data["reid"] = np.array([np.ones(4, np.float32) * 0.5, np.zeros(4, np.float32), None], dtype=object)
+    det.metadata["stages"] = {"reid": "embed"}
+    det.metadata["embed"] = {"reid": {"publish_embedding": publish_embedding,
+                                      "match": "reid.match" if with_match else None}}
+    if with_match:
+        det.data["reid.match"] = np.array(
+            [{"name": "alice", "image": "/refs/alice.jpg", "similarity": 0.934567}, None, None], dtype=object)
+    return det
+
+
+@pytest.mark.parametrize(("publish", "with_match"), [(False, True), (True, True), (False, False), (True, False)])
+def test_embed_stage_publishes_its_match_and_the_vector_only_when_asked(publish: bool, with_match: bool) -> None:
+    alice, other, car = detection_records(people(publish, with_match))
+    assert ("embedding" in alice["stages"]["reid"]) == publish
+    if publish:
+        assert alice["stages"]["reid"]["embedding"] == [0.5, 0.5, 0.5, 0.5]
+    if with_match:
+        expected = {"name": "alice", "image": "/refs/alice.jpg", "similarity": 0.9346}
+        assert alice["match"] == alice["stages"]["reid"]["match"] == expected
+        assert other["match"] is None and other["stages"]["reid"]["match"] is None  # compared, no match
+    else:
+        assert "match" not in alice and "match" not in alice["stages"]["reid"]
+    assert "stages" not in car and "match" not in car  # the stage did not run on it
+    json.dumps([alice, other, car])
+
+
+def test_embed_vector_stays_out_without_the_pipeline_metadata() -> None:
+    det = people(True, False)
+    del det.metadata["embed"]
+    assert detection_records(det)[0]["stages"] == {"reid": {}}

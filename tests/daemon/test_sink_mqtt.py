@@ -105,7 +105,7 @@ def test_password_stays_out_of_reprs_and_dumps() -> None:
 def test_offline_broker_never_raises_at_start_and_failures_are_specific() -> None:
     """Nothing listens on the port: start() returns, QoS 0 fails, QoS 1 waits in memory up to the bound."""
     sink = MqttSink(options(host="127.0.0.1", port=free_port(), max_queued_messages=2, close_timeout_s=0.1,
-                            qos_by_kind={"result": 0}), CONTEXT)
+                            qos_by_kind={"result": 0}, spool={"enabled": False}), CONTEXT)
     sink.start()
     try:
         assert sink.connected is False

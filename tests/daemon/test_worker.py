@@ -8,13 +8,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import supervision as sv
 
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
+from daemon.metrics import Metrics
 from daemon.queues import FrameQueue
 from daemon.stats import Stats
 from daemon.worker import Worker
+from pipelines.stages import Pipeline, PipelineSpec
+from tests.fixtures.track_scene import LevelReader, SceneDetector, scene
 
 
 class RecordingPipeline:
@@ -143,3 +147,99 @@ def test_result_timings_are_recorded() -> None:
     assert worker.stop(drain=True, timeout=5)
     timings: dict[str, Any] = results[0].timings_ms
     assert set(timings) == {"queue", "infer"} and timings["queue"] >= 0
+
+
+# -- with a tracking pipeline: FrameInfo in, track events and counters out --------------------------------------
+
+def tracked_pipeline(reader: Any, name: str = "tracked") -> Any:
+    spec = PipelineSpec.model_validate({
+        "name": name, "detector": "cars", "stages": [{"name": "plate", "model": "reader"}],
+        "tracking": {"tracker": {"frame_rate": 15.0}, "schedule": {"max_staleness": 1.0, "max_new_per_frame": 1}},
+    })
+    return Pipeline(spec, {"cars": SceneDetector(), "reader": reader})
+
+
+def scene_frame(source: str, seq: int, age: float = 0.0) -> Frame:
+    now_wall, now_mono = time.time(), time.monotonic()
+    image = scene(seq, (60, 120))[0]
+    return Frame(source, seq, image, now_wall - age, now_mono - age, pts=seq / 15)
+
+
+def tracked_worker(
+    sources: list[str], policy: str = "block", reader: Any = None, metrics: Any = None
+) -> tuple[Worker, dict[str, FrameQueue], list[tuple[Frame, Any]], Stats, Any]:
+    stats = Stats()
+    queues = {s: FrameQueue(100, policy, stats.source(s)) for s in sources}  # type: ignore[arg-type]
+    reader = reader or LevelReader()
+    events: list[tuple[Frame, Any]] = []
+    worker = Worker(queues, tracked_pipeline(reader), lambda _r: None, stats, BatchOptions(max_size=3, timeout_ms=5),
+                    metrics, emit_event=lambda f, e: events.append((f, e)))
+    return worker, queues, events, stats, reader
+
+
+def test_track_events_go_out_with_their_frame_and_counters_reach_stats_and_metrics() -> None:
+    stats_for_metrics = Stats()
+    metrics = Metrics(stats_for_metrics)
+    worker, queues, events, stats, reader = tracked_worker(["a", "b"], metrics=metrics)
+    for seq in range(20):
+        for source in ("a", "b"):
+            queues[source].put(scene_frame(source, seq))
+    worker.start()
+    assert worker.stop(drain=True, timeout=20)
+    by_track: dict[tuple[str, int], list[str]] = {}
+    for frame, event in events:
+        assert frame.source_id == event.source
+        by_track.setdefault((event.source, event.track_id), []).append(event.type)
+    assert len(by_track) == 4  # two objects in each of two sources, all ended when the worker stopped
+    assert all(types[0] == "new" and types[-1] == "end" for types in by_track.values())
+    counts = stats.worker.second_stage["plate"]
+    assert counts["classified"] == reader.crops and counts["skipped"] > reader.crops and counts["shed_new"] == 0
+    assert stats.worker.events["end"] == 4 and stats.worker.tracks == 0
+    calls = metrics.registry.get_sample_value("edgewatch_second_stage_calls_total", {"stage": "plate"})
+    skips = metrics.registry.get_sample_value("edgewatch_second_stage_skips_total", {"stage": "plate"})
+    assert (calls, skips) == (counts["classified"], counts["skipped"])
+
+
+def test_a_finished_source_ends_its_tracks_once_its_queue_is_drained() -> None:
+    worker, queues, events, _stats, _ = tracked_worker(["a", "b"])
+    worker.start()
+    for seq in range(10):
+        queues["a"].put(scene_frame("a", seq))
+        queues["b"].put(scene_frame("b", seq))
+    worker.finish_source("a")
+    deadline = time.monotonic() + 10
+    while sum(e.type == "end" for _f, e in events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ended = [(f.source_id, f.seq) for f, e in events if e.type == "end"]
+    assert ended == [("a", 9), ("a", 9)]  # after a's last frame, carried by it; b's tracks live on
+    assert worker.stop(drain=True, timeout=10)
+    assert sorted(f.source_id for f, e in events if e.type == "end") == ["a", "a", "b", "b"]
+
+
+@pytest.mark.parametrize(("policy", "shed"), [("drop_oldest", True), ("block", False)])
+def test_only_late_frames_of_dropping_queues_shed_second_stages(policy: str, shed: bool) -> None:
+    worker, queues, _events, stats, _ = tracked_worker(["cam"], policy=policy)
+    for seq in range(8):
+        queues["cam"].put(scene_frame("cam", seq, age=5.0))  # five seconds old at dequeue
+    worker.start()
+    assert worker.stop(drain=True, timeout=10)
+    counts = stats.worker.second_stage["plate"]
+    assert (counts["stale_frames"] == 8) is shed and (counts["shed_new"] > 0) is shed
+
+
+def test_a_swapped_pipeline_ends_the_old_tracks() -> None:
+    worker, queues, events, _stats, _ = tracked_worker(["a"])
+    worker.start()
+    for seq in range(6):
+        queues["a"].put(scene_frame("a", seq))
+    deadline = time.monotonic() + 10
+    while worker.stats.source("a").processed < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.pipeline = tracked_pipeline(LevelReader(), name="reloaded")
+    for seq in range(6, 9):
+        queues["a"].put(scene_frame("a", seq))
+    assert worker.stop(drain=True, timeout=10)
+    types = [e.type for _f, e in events]
+    ends = [i for i, t in enumerate(types) if t == "end"]
+    news = [i for i, t in enumerate(types) if t == "new"]
+    assert len(ends) == len(news) == 4 and ends[1] < news[2]  # the old pipeline's tracks ended before new ones

@@ -54,13 +54,14 @@ def brokers() -> Iterator[Callable[..., Mosquitto]]:
 
 
 @pytest.fixture
-def sinks() -> Iterator[Callable[..., MqttSink]]:
+def sinks(tmp_path: Path) -> Iterator[Callable[..., MqttSink]]:
     made: list[MqttSink] = []
 
     def make(broker: Mosquitto | None = None, **fields: Any) -> MqttSink:
         where = {"host": "127.0.0.1", "port": broker.port} if broker else {}
+        context = SinkContext(CONTEXT.pipeline, CONTEXT.source_ids, str(tmp_path / f"state{len(made)}"))  # own spool
         sink = MqttSink(MqttOptions.model_validate({"id": "mqtt", "type": "mqtt", "reconnect_min_s": 1,
-                                                    "reconnect_max_s": 2, **where, **fields}), CONTEXT)
+                                                    "reconnect_max_s": 2, **where, **fields}), context)
         made.append(sink)
         sink.start()
         return sink
@@ -110,7 +111,7 @@ def test_retain_results_prefix_and_per_kind_qos(
     assert late.wait_for(is_("site/gate/availability")).text == "online"
 
 
-def test_last_will_says_offline_when_the_process_dies(brokers: Callable[..., Mosquitto]) -> None:
+def test_last_will_says_offline_when_the_process_dies(brokers: Callable[..., Mosquitto], tmp_path: Path) -> None:
     broker = brokers()
     seen = broker.subscribe(AVAILABILITY)
     script = (
@@ -118,13 +119,14 @@ def test_last_will_says_offline_when_the_process_dies(brokers: Callable[..., Mos
         "from daemon.sinks.base import SinkContext\n"
         "from daemon.sinks.mqtt import MqttOptions, MqttSink\n"
         "sink = MqttSink(MqttOptions(id='m', type='mqtt', host='127.0.0.1', port=int(sys.argv[1])),"
-        " SinkContext('plates', (), '/tmp'))\n"
+        " SinkContext('plates', (), sys.argv[2]))\n"
         "sink.start()\n"
         "while not sink.connected: time.sleep(0.02)\n"
         "print('connected', flush=True)\n"
         "time.sleep(600)\n"
     )
-    with subprocess.Popen([sys.executable, "-c", script, str(broker.port)], cwd=ROOT, stdout=subprocess.PIPE) as child:
+    command = [sys.executable, "-c", script, str(broker.port), str(tmp_path)]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE) as child:
         try:
             assert child.stdout is not None and child.stdout.readline() == b"connected\n"
             seen.wait_for(is_(AVAILABILITY, "online"))

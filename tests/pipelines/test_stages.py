@@ -271,6 +271,8 @@ def test_construction_errors_name_the_stage(models: dict[str, Any], spec: dict[s
         ({"stages": [{"name": "keypoints", "model": "ocr"}]}, "stage name 'keypoints' is reserved"),
         ({"stages": [{"name": "t", "model": "ocr", "max_batch_size": 0}]}, "greater than or equal to 1"),
         ({"stages": [{"name": "bad name", "model": "ocr"}]}, "should match pattern"),
+        ({"stages": [{"name": "t", "model": "e", "match": {"folder": "f", "embedding": "x"}}]}, "set by the stage"),
+        ({"stages": [{"name": "t", "model": "e", "match": {"folder": "f", "thresold": 0.5}}]}, "thresold"),
     ],
 )
 def test_spec_validation(spec: dict[str, Any], message: str) -> None:
@@ -290,9 +292,10 @@ def test_yaml_bare_on_key_means_the_parent_filter() -> None:
 
 def test_every_spec_field_is_described() -> None:
     from pipelines.crops import CropOptions
+    from pipelines.gallery import GalleryOptions
     from pipelines.stages import StageSpec
 
-    for model in (PipelineSpec, StageSpec, CropOptions):
+    for model in (PipelineSpec, StageSpec, CropOptions, GalleryOptions):
         assert model.model_config.get("extra") == "forbid"
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"

@@ -1,9 +1,10 @@
-"""The vlm stage: frames or crops to an OpenAI-compatible chat endpoint, off the video path, rate limited.
+"""The VLM HTTP client: pictures to an OpenAI-compatible chat endpoint from one thread, rate limited, never blocking.
 
-`submit()` never blocks: a picture is taken only when the configured rate allows, queued (the stalest
-waiting picture is dropped when the small queue is full) and sent by one worker thread; `results()`
-returns the parsed answers that have arrived. Works with llama.cpp's server, Ollama and vLLM (all speak
-POST {url}/chat/completions with image_url data URLs). The API key is only ever put in the request header.
+`admit()` says whether the configured rate allows another picture now; `enqueue()` hands one over without
+waiting (the stalest waiting picture is dropped when the small queue is full). One worker thread sends
+them and passes each parsed answer to `on_outcome`. Works with llama.cpp's server, Ollama and vLLM (all
+speak POST {url}/chat/completions with image_url data URLs). The API key only ever goes into the request
+header; errors and logs are redacted.
 """
 
 from __future__ import annotations
@@ -18,50 +19,36 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.vlm import ModelType, TaskType, VlmResult, check_task, default_prompt, parse_vlm_output
+from pipelines.vlm import ModelType, TaskType, VlmResult, parse_vlm_output
 
 log = logging.getLogger(__name__)
 
 
-class VlmOptions(BaseModel):
-    """Where the VLM server is, what to ask it, and how often."""
+class ClientOptions(Protocol):
+    """What the client reads from its options (daemon/vlm_stage.py's VlmStageOptions has all of it)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    url: str
+    model: str
+    model_type: ModelType
+    task_type: TaskType
+    classes: list[str] | None
+    system_prompt: str | None
+    max_rate_hz: float
+    queue_size: int
+    timeout_s: float
+    max_image_side: int
+    jpeg_quality: int
+    max_tokens: int
+    temperature: float
 
-    url: str = Field(..., description="Base URL of the OpenAI-compatible API, e.g. http://127.0.0.1:8080/v1.")
-    model: str = Field(..., min_length=1, description="Model name the server knows (the request's `model`).")
-    model_type: ModelType = Field("openai", description="Answer format to parse: " + ", ".join(get_args(ModelType)))
-    task_type: TaskType = Field("object-detection", description="Task the prompt asks for (Roboflow's names).")
-    classes: list[str] | None = Field(None, description="Class names; ids are their indices, others get -1.")
-    prompt: str | None = Field(
-        None, description="User prompt; {classes} is replaced by the class list. None: a JSON detection prompt."
-    )
-    system_prompt: str | None = Field(None, description="Optional system message.")
-    max_rate_hz: float = Field(0.5, gt=0, description="Most pictures sent per second; others are skipped.")
-    queue_size: int = Field(2, ge=1, description="Pictures waiting to be sent; the stalest is dropped when full.")
-    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (connect plus answer).")
-    max_image_side: int = Field(1024, ge=32, description="Longer side of the uploaded picture, in pixels.")
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the uploaded picture.")
-    max_tokens: int = Field(1024, ge=1, description="Answer length limit sent to the server.")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature sent to the server.")
-
-    @model_validator(mode="after")
-    def _task_known(self) -> VlmOptions:
-        check_task(self.model_type, self.task_type, self.classes)
-        if self.prompt is None and self.model_type == "florence-2":
-            raise ValueError("florence-2 needs a prompt (its task token, e.g. <OD>)")
-        return self
-
-    def user_prompt(self) -> str:
-        classes = ", ".join(self.classes or [])
-        return default_prompt(self.classes or []) if self.prompt is None else self.prompt.replace("{classes}", classes)
+    def user_prompt(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ class VlmOutcome:
 
 
 def safe_url(url: str) -> str:
-    """The URL without user:password@ (for logs and errors)."""
+    """The URL without user:password@ and query (for logs and errors)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
@@ -109,17 +96,24 @@ def answer_text(body: Any) -> str:
 class VlmClient:
     """Sends pictures to the VLM from one worker thread; parses answers into detections."""
 
-    def __init__(self, options: VlmOptions, api_key: str | None = None, name: str = "vlm") -> None:
+    def __init__(
+        self,
+        options: ClientOptions,
+        on_outcome: Callable[[VlmOutcome], None],
+        api_key: str | None = None,
+        name: str = "vlm",
+    ) -> None:
         self.options = options
+        self.on_outcome = on_outcome
         self.name = name
         self._api_key = api_key or None
         base = options.url.rstrip("/")
         self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self._pending: queue.Queue[tuple[np.ndarray, Any, float]] = queue.Queue(maxsize=options.queue_size)
-        self._done: collections.deque[VlmOutcome] = collections.deque(maxlen=256)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # take no more pictures; send what is queued
+        self._abandon = threading.Event()  # the close deadline passed: send and publish nothing more
         self._thread: threading.Thread | None = None
-        self._last_accept = -float("inf")
+        self._last_admit = -float("inf")
         self.counters = collections.Counter[str]()
         self._lock = threading.Lock()
 
@@ -131,22 +125,32 @@ class VlmClient:
             self._thread = threading.Thread(target=self._loop, name=f"vlm-{self.name}", daemon=True)
             self._thread.start()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking pictures and wait up to `timeout` for the request in flight."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Take no more pictures, send those queued within `timeout`; True when the thread finished in time."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("%s: a request is still in flight after %.1f s; leaving it", self.name, timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                self._abandon.set()
+                log.warning("vlm %s: still busy after %.1f s; dropping what is left", self.name, timeout)
+                return False
+        return True
 
-    def submit(self, image: np.ndarray, context: Any = None, now: float | None = None) -> bool:
-        """Offer a picture (BGR); False when the rate limit skips it. Never blocks."""
+    def admit(self, now: float | None = None) -> bool:
+        """Whether max_rate_hz allows another picture now (it then counts as sent); never blocks."""
         now = time.monotonic() if now is None else now
-        if now - self._last_accept < 1.0 / self.options.max_rate_hz:
+        if self._stop.is_set():
+            return False
+        if now - self._last_admit < 1.0 / self.options.max_rate_hz:
             self._count("skipped_rate")
             return False
-        self._last_accept = now
+        self._last_admit = now
+        return True
+
+    def enqueue(self, image: np.ndarray, context: Any = None, now: float | None = None) -> None:
+        """Queue an admitted picture (BGR); when the queue is full the stalest waiting one is dropped."""
+        now = time.monotonic() if now is None else now
         while True:
             try:
                 self._pending.put_nowait((image, context, now))
@@ -154,18 +158,17 @@ class VlmClient:
             except queue.Full:
                 try:
                     self._pending.get_nowait()
-                    self._count("dropped_stale")
+                    self._count("dropped_queue_full")
                 except queue.Empty:
                     pass
         self._count("accepted")
-        return True
 
-    def results(self) -> list[VlmOutcome]:
-        """The outcomes that arrived since the last call, oldest first."""
-        out = []
-        while self._done:
-            out.append(self._done.popleft())
-        return out
+    def submit(self, image: np.ndarray, context: Any = None, now: float | None = None) -> bool:
+        """admit() then enqueue(); False when the rate limit skipped the picture."""
+        if not self.admit(now):
+            return False
+        self.enqueue(image, context, now)
+        return True
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -176,23 +179,25 @@ class VlmClient:
             self.counters[key] += n
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._abandon.is_set():
             try:
                 image, context, t0 = self._pending.get(timeout=0.1)
             except queue.Empty:
+                if self._stop.is_set():
+                    return
                 continue
             try:
                 outcome = self.request(image, context, t0)
-            except Exception:  # isolation boundary: a dead worker would silence the stage for good
-                log.exception("%s: unexpected failure handling a picture; going on", self.name)
+                if self._abandon.is_set():
+                    break
+                self.on_outcome(outcome)
+            except Exception:  # isolation boundary: a dead thread would silence the stage for good
+                log.exception("vlm %s: unexpected failure handling a picture; going on", self.name)
                 self._count("failed")
-                continue
-            if len(self._done) == self._done.maxlen:
-                self._count("dropped_results")
-            self._done.append(outcome)
+        self._count("dropped_at_close", self._pending.qsize())
 
     def request(self, image: np.ndarray, context: Any = None, t0: float | None = None) -> VlmOutcome:
-        """Send one picture now and wait for its answer (the worker's step; also usable directly)."""
+        """Send one picture now and wait for its answer (the thread's step; also usable directly)."""
         t0 = time.monotonic() if t0 is None else t0
         h, w = image.shape[:2]
         try:
@@ -201,10 +206,9 @@ class VlmClient:
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             # OSError covers URLError, HTTPError and timeouts: the server is another process that may fail.
             error = self._redact(f"{type(exc).__name__}: {exc}")
-            log.warning("%s: request to %s failed: %s", self.name, safe_url(self.endpoint), error)
+            log.warning("vlm %s: request to %s failed: %s", self.name, safe_url(self.endpoint), error)
             self._count("failed")
-            failed = VlmResult(None, True, "", error)
-            return VlmOutcome(context, failed, time.monotonic() - t0, None, error)
+            return VlmOutcome(context, VlmResult(None, True, "", error), time.monotonic() - t0, None, error)
         result = parse_vlm_output(
             answer,
             model_type=self.options.model_type,

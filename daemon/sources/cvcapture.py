@@ -1,0 +1,72 @@
+"""CvCapture: a cv2.VideoCapture that one thread reads while another may close it at any moment."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from daemon.sources.base import SourceClosed
+
+
+class CvCapture:
+    """Serialises release() against read(): OpenCV frees the decoder in release(), so releasing while
+    another thread is inside read() would crash the process.
+
+    close() from another thread marks the capture closed; when a read is in flight it calls `interrupt`
+    (which should make that read return soon, e.g. by shutting down its socket) and leaves the release
+    to the reading thread, which does it as soon as read() returns.
+    """
+
+    def __init__(self, cap: cv2.VideoCapture, label: str, interrupt: Callable[[], None] | None = None) -> None:
+        self._cap = cap
+        self._label = label  # log-safe name of the stream, used in error messages
+        self._interrupt = interrupt
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closed = False
+
+    def read(self) -> np.ndarray | None:
+        """The next decoded frame, or None when the backend returned none (end of file, lost stream)."""
+        with self._lock:
+            if self._closed:
+                raise SourceClosed(f"{self._label} is closed")
+            self._reading = True
+        try:
+            ok, image = self._cap.read()
+        finally:
+            with self._lock:
+                self._reading = False
+                closed = self._closed
+        if closed:
+            self._cap.release()  # close() came while we were reading and left the release to us
+            raise SourceClosed(f"{self._label} was closed while reading")
+        return image if ok and image is not None else None
+
+    def get(self, prop: int) -> float:
+        """A capture property; call it from the reading thread only."""
+        with self._lock:
+            return 0.0 if self._closed else float(self._cap.get(prop))
+
+    def set(self, prop: int, value: float) -> bool:
+        with self._lock:
+            return False if self._closed else bool(self._cap.set(prop, value))
+
+    def close(self) -> None:
+        """Idempotent and safe from any thread; makes an in-flight read return when `interrupt` can."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._reading:
+                # under the lock: the reader cannot release (and so close the sockets) until we are done
+                if self._interrupt is not None:
+                    self._interrupt()
+                return
+        self._cap.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
