@@ -8,6 +8,7 @@ each source, sink and model entry is checked by the Options model of the class i
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from pipelines.models import ModelOptions, UnknownTypeError
 
 # Keys under models: and sources: that name input files; relative ones are relative to the config file.
 _INPUT_PATH_KEYS = {"path", "folder", "labels_file", "charset_file", "tokenizer", "text_path", "gallery"}
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")  # credentials inside a URL
 
 
 class BatchOptions(BaseModel):
@@ -307,9 +312,10 @@ def _explain(err: Any, secret: bool, model: type[BaseModel] | None, rel_loc: Loc
     if kind == "missing":
         return "required setting is missing"
     text = msg[0].lower() + msg[1:] if msg else kind
-    if not secret and "input" in err and not isinstance(err["input"], dict | list):
+    sensitive = secret or any(w in str(rel_loc[-1] if rel_loc else "").lower() for w in _SECRET_WORDS)
+    if not sensitive and "input" in err and not isinstance(err["input"], dict | list):
         text += f", got {err['input']!r}"
-    return text
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def _allowed_keys(model: type[BaseModel] | None, loc: Loc) -> list[str]:
