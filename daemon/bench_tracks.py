@@ -31,6 +31,7 @@ VEHICLES = ["car", "bus", "truck", "motorcycle"]
 UK_PLATE = {"name": "uk", "pattern": "[A-Z]{2}[0-9]{2}[A-Z]{3}"}
 TEXT_DETECTOR = "ch_PP-OCRv4_det_infer.onnx"  # beside the recogniser in the rapidocr_onnxruntime package
 WARMUP_FRAMES = 3
+REPEATS = 2
 
 
 class CountedModel:
@@ -134,10 +135,14 @@ def play(spec: PipelineSpec, models: dict[str, Any], frames: Sequence[np.ndarray
 
 
 def compare(name: str, build: Callable[[bool, float], PipelineSpec], models: dict[str, Any],
-            frames: Sequence[np.ndarray], fps: float) -> dict[str, Any]:
-    """Scheduling off, then on, on the same frames: crops, fps, and whether the settled texts agree."""
+            frames: Sequence[np.ndarray], fps: float, repeats: int = REPEATS) -> dict[str, Any]:
+    """Scheduling off and on, alternately, on the same frames: crops, best fps of each, and whether the
+    settled texts agree (runs are deterministic: only the timings differ between repeats)."""
     play(build(True, fps), models, frames[:WARMUP_FRAMES], fps)  # first calls allocate: keep out of the timing
     off, on = play(build(False, fps), models, frames, fps), play(build(True, fps), models, frames, fps)
+    for _ in range(repeats - 1):  # best of several: other processes on a shared machine only ever slow a run
+        off["fps"] = max(off["fps"], play(build(False, fps), models, frames, fps)["fps"])
+        on["fps"] = max(on["fps"], play(build(True, fps), models, frames, fps)["fps"])
     agree = sum(on["texts"].get(track) == text for track, text in off["texts"].items())
     return {
         f"{name}_frames": len(frames),

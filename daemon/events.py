@@ -19,6 +19,9 @@ def event_payload(event: Event, frame: Frame, pipeline: str) -> dict[str, Any]:
     for key in _TIMES:
         if isinstance(body.get(key), int | float):
             body[key] = iso_utc(float(body[key]))
+    for key in ("score", "label_agreement"):
+        if isinstance(body.get(key), float):
+            body[key] = round(body[key], 4)
     return {
         "schema": SCHEMA_VERSION,
         "source_id": event.source,

@@ -34,8 +34,9 @@ class StageObserver(Protocol):
 
 def accepts_meta(pipeline: Any) -> bool:
     """Whether pipeline.run takes per-frame FrameInfo (the tracking Pipeline does; NoopPipeline does not)."""
+    run = getattr(pipeline, "run", None)
     try:
-        return "meta" in inspect.signature(pipeline.run).parameters
+        return run is not None and "meta" in inspect.signature(run).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
         return False
 

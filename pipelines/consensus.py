@@ -58,13 +58,15 @@ class ConsensusOptions(BaseModel):
         default=0.6,
         ge=0.0,
         le=1.0,
-        description="Share of the read weight that must agree before the consensus is settled.",
+        description="Share of the read weight that must agree before the consensus is settled (OCR: a read "
+        "agrees when within cluster_max_distance of the text or a part of it, as a half-hidden plate reads).",
     )
     max_history: int = Field(default=50, ge=1, description="Reads kept per track; the lowest-confidence ones go first.")
     text_method: Literal["cluster", "position"] = Field(
         default="cluster",
         description="OCR: 'cluster' groups reads by edit distance and votes per position inside the heaviest "
-        "group; 'position' votes per position over all reads of the most common length.",
+        "group (with formats: the heaviest whose vote is in one); 'position' votes per position over all reads "
+        "of the most common length.",
     )
     normalize: bool = Field(
         default=True, description="OCR: upper-case and keep only letters and digits before voting (plates)."

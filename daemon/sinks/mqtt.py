@@ -179,8 +179,8 @@ class MqttSink(Sink):
         self._lock = threading.Lock()
         self._retained: dict[str, tuple[Outgoing, int | None]] = {}  # topic -> latest, mid if handed to paho
         self._acks = AckTracker()  # mids handed to paho and not yet acknowledged
-        self._spool: Spool | None = None
-        self._sender: SpoolSender | None = None
+        self.spool: Spool | None = None  # with spool.enabled, from start() on
+        self.sender: SpoolSender | None = None
         self._stats: SinkStats | None = None
 
     # -- encoding: Message -> Outgoing ----------------------------------------------------------------
@@ -213,18 +213,18 @@ class MqttSink(Sink):
     def start(self) -> None:
         spool_opts = self.opts.spool
         if spool_opts.enabled:  # first: a spool in use by another daemon must fail before anything connects
-            self._spool = Spool(self.spool_path, spool_opts.max_bytes, spool_opts.max_age_s, spool_opts.synchronous,
+            self.spool = Spool(self.spool_path, spool_opts.max_bytes, spool_opts.max_age_s, spool_opts.synchronous,
                                 self._stats)
         try:
             client = self._make_client()
         except ValueError:  # unusable TLS files: release the spool, or the next attempt finds it locked
-            if self._spool is not None:
-                self._spool.close()
-                self._spool = None
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
             raise
-        if self._spool is not None:
-            self._sender = SpoolSender(self._spool, client, self._acks, self.opts.max_inflight, self.options.id)
-            self._sender.start()
+        if self.spool is not None:
+            self.sender = SpoolSender(self.spool, client, self._acks, self.opts.max_inflight, self.options.id)
+            self.sender.start()
         self._client = client
         log.info("mqtt sink %s: connecting to %s as %s", self.options.id, self.broker, self.client_id)
         client.connect_async(self.opts.host, self.port, keepalive=self.opts.keepalive_s)
@@ -242,9 +242,9 @@ class MqttSink(Sink):
         """
         if self._client is None:
             raise MqttNotConnected(f"mqtt sink {self.options.id}: not started")
-        if out.durable and self._spool is not None and self._sender is not None:
-            self._spool.append(out.topic, out.payload, out.qos, out.retain, out.source_id)
-            self._sender.appended()
+        if out.durable and self.spool is not None and self.sender is not None:
+            self.spool.append(out.topic, out.payload, out.qos, out.retain, out.source_id)
+            self.sender.appended()
             return
         with self._lock:
             if out.retain:
@@ -273,24 +273,24 @@ class MqttSink(Sink):
         deadline = time.monotonic() + self.opts.close_timeout_s
         with self._lock:  # against _on_connect: either it ran first and we say offline, or it sees _closing
             self._closing = True
-        if self._sender is not None:
+        if self.sender is not None:
             if self._connected:
-                self._sender.wait_drained(deadline)  # results first, then "offline"
-            self._sender.stop()
+                self.sender.wait_drained(deadline)  # results first, then "offline"
+            self.sender.stop()
         with self._lock:
             if self._connected:
                 self._hand_to_paho_locked(Outgoing(self.availability_topic, b"offline", _AVAILABILITY_QOS, True))
         self._wait_for_acks(deadline)
-        left, spooled = self._pending(), self._spool.pending_count() if self._spool is not None else 0
+        left, spooled = self._pending(), self.spool.pending_count() if self.spool is not None else 0
         if left or spooled:
             log.warning("mqtt sink %s: closing with %d message(s) unacknowledged by %s, %d kept in the spool "
                         "for the next start", self.options.id, left, self.broker, spooled)
         client.disconnect()
         client.loop_stop()  # after this no callback can touch the spool any more
-        if self._spool is not None:
-            self._spool.close()
+        if self.spool is not None:
+            self.spool.close()
         self._connected = False
-        self._client = self._sender = None  # break the sink -> client -> callbacks -> sink cycle now
+        self._client = self.sender = None  # break the sink -> client -> callbacks -> sink cycle now
         log.info("mqtt sink %s: disconnected from %s", self.options.id, self.broker)
 
     @property
@@ -300,15 +300,7 @@ class MqttSink(Sink):
     @property
     def pending(self) -> int:
         """Messages the broker has not acknowledged yet: spooled ones plus those handed to paho directly."""
-        return self._pending() + (self._spool.pending_count() if self._spool is not None else 0)
-
-    @property
-    def spool(self) -> Spool | None:
-        return self._spool
-
-    @property
-    def sender(self) -> SpoolSender | None:
-        return self._sender
+        return self._pending() + (self.spool.pending_count() if self.spool is not None else 0)
 
     # -- paho plumbing --------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -379,8 +371,8 @@ class MqttSink(Sink):
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, *_args: Any) -> None:
         # Called with paho's message lock held: touch only _acks and the spool here, never _lock.
         handed = self._acks.acked(mid)
-        if handed is not None and handed.spool_id is not None and self._sender is not None:
-            self._sender.on_delivered(handed.spool_id)
+        if handed is not None and handed.spool_id is not None and self.sender is not None:
+            self.sender.on_delivered(handed.spool_id)
 
     def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -394,8 +386,8 @@ class MqttSink(Sink):
             for out, mid in list(self._retained.values()):
                 if mid is None or not self._is_pending(mid):  # pending ones paho re-sends itself, in order
                     self._hand_to_paho_locked(out)
-        if self._sender is not None:
-            self._sender.on_connect()
+        if self.sender is not None:
+            self.sender.on_connect()
         self._failed_attempts = 0
         log.info("mqtt sink %s: connected to %s", self.options.id, self.broker)
 
@@ -405,8 +397,8 @@ class MqttSink(Sink):
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was_connected, self._connected = self._connected, False
         self._acks.forget_qos0()
-        if self._sender is not None:
-            self._sender.on_disconnect()
+        if self.sender is not None:
+            self.sender.on_disconnect()
         if was_connected and not self._closing:
             log.warning("mqtt sink %s: lost connection to %s (%s); reconnecting in the background",
                         self.options.id, self.broker, reason)

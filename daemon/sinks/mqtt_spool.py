@@ -171,7 +171,8 @@ class SpoolSender:
     def on_delivered(self, spool_id: int) -> None:
         """The broker acknowledged the row (paho's on_publish): remove it from the spool."""
         if self._remove(spool_id):
-            self.delivered += 1
+            with self.cond:  # paho's thread and, for acks that overtook publish(), the sender thread
+                self.delivered += 1
 
     def _remove(self, spool_id: int) -> bool:
         try:

@@ -17,7 +17,7 @@ from daemon.frames import Frame
 from daemon.queues import FrameQueue
 from daemon.sources.base import ReconnectOptions, Source, SourceError, SourceOptions
 from daemon.stats import SourceStats, Stats
-from tests.fixtures.media import make_images, make_video
+from tests.fixtures.media import RawFrameServer, make_images, make_video
 
 FAST_RETRY = {"initial_s": 0.02, "max_s": 0.05, "jitter": 0.0}
 
@@ -231,33 +231,39 @@ def test_stop_is_prompt_while_blocked_in_put(clip: Path) -> None:
     assert not capture.queue.closed and len(capture.queue) == 1
 
 
-def ffmpeg_lavfi(rate: float, **options: Any) -> dict[str, Any]:
-    return {"id": "ff", "type": "ffmpeg", "input": f"testsrc=size=64x48:rate={rate}", "input_args": ["-f", "lavfi"],
-            "realtime": True, "width": 64, "height": 48, "finite": False, **options}
+def ffmpeg_stream(server: RawFrameServer, **options: Any) -> dict[str, Any]:
+    return {"id": "ff", "type": "ffmpeg", "input": server.url, "input_args": server.input_args,
+            "width": 64, "height": 48, **options}
 
 
 def test_stop_is_prompt_while_blocked_in_read() -> None:
-    capture, stats = build(ffmpeg_lavfi(0.2, stall_timeout_s=None))
-    capture.start()
-    assert wait_for(lambda: stats.captured == 1)  # the next frame is 5 s away
-    started = time.monotonic()
-    assert capture.stop(timeout=3)
-    assert time.monotonic() - started < 2.0
-    assert stats.state == "stopped"
+    with RawFrameServer(frames=3) as server:
+        capture, stats = build(ffmpeg_stream(server, stall_timeout_s=None))
+        capture.start()
+        assert wait_for(lambda: stats.captured >= 1)
+        time.sleep(0.5)  # the stream has gone silent: the capture thread sits in read()
+        started = time.monotonic()
+        assert capture.stop(timeout=3)
+        assert time.monotonic() - started < 2.0
+        assert stats.state == "stopped"
 
 
 def test_stall_watchdog_closes_the_source_and_reconnects() -> None:
     states = States()
-    capture, stats = build(ffmpeg_lavfi(0.1, stall_timeout_s=0.6, reconnect=FAST_RETRY), states)
-    capture.start()
-    try:
-        assert wait_for(lambda: stats.errors_by_reason["stall"] == 1, timeout=5)
-        assert wait_for(lambda: stats.captured >= 2, timeout=5)  # a new ffmpeg's first frame
-        assert states.names[:4] == ["connecting", "streaming", "reconnecting", "streaming"]
-        assert "stalled: no frame for" in states.calls[2][2]
-        assert stats.reconnects >= 1 and stats.errors_by_reason["read"] == 0  # counted once, as a stall
-    finally:
-        capture.stop(timeout=3)
+    with RawFrameServer(frames=8) as server:  # 0.4 s of frames per connection, then silence
+        capture, stats = build(ffmpeg_stream(server, stall_timeout_s=0.6, reconnect=FAST_RETRY), states)
+        capture.start()
+        try:
+            assert wait_for(lambda: stats.errors_by_reason["stall"] >= 1, timeout=5)
+            first_session = stats.captured
+            assert first_session >= 1
+            assert wait_for(lambda: stats.captured > first_session, timeout=5)  # frames of a new connection
+            assert server.connections >= 2
+            assert states.names[:4] == ["connecting", "streaming", "reconnecting", "streaming"]
+            assert "stalled: no frame for" in states.calls[2][2]
+            assert stats.reconnects >= 1 and stats.errors_by_reason["read"] == 0  # counted once, as a stall
+        finally:
+            capture.stop(timeout=3)
 
 
 def test_closing_the_queue_stops_a_blocked_capture(clip: Path) -> None:

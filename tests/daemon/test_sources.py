@@ -18,7 +18,7 @@ from daemon.sources.file import FileOptions, FileSource
 from daemon.sources.images import ImagesOptions, ImagesSource
 from daemon.sources.rtsp import RtspOptions, RtspSource
 from daemon.sources.webcam import WebcamOptions, WebcamSource
-from tests.fixtures.media import frame_count, grey_level, make_images, make_video
+from tests.fixtures.media import RawFrameServer, frame_count, grey_level, make_images, make_video
 
 SECRET = "pa55:w@rd/x"
 
@@ -279,15 +279,28 @@ def test_ffmpeg_errors_mask_credentials() -> None:
 
 
 def test_ffmpeg_close_from_another_thread_ends_a_blocked_read() -> None:
-    source = ffmpeg_source("testsrc=size=64x48:rate=0.2", input_args=["-f", "lavfi"], realtime=True,
-                           width=64, height=48)
-    source.open()
-    assert source.read() is not None  # the next frame is 5 s away
-    threading.Timer(0.2, source.close).start()
-    started = time.monotonic()
-    with pytest.raises(SourceClosed):
-        source.read()
-    assert time.monotonic() - started < 3.0
+    with RawFrameServer(frames=3) as server:
+        source = ffmpeg_source(server.url, input_args=server.input_args, width=64, height=48)
+        source.open()
+        outcome: list[str] = []
+
+        def reader() -> None:
+            try:
+                while source.read() is not None:
+                    outcome.append("frame")
+                outcome.append("end")
+            except SourceClosed:
+                outcome.append("closed")
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.8)  # the stream has gone silent with the connection open: read() is blocked
+        assert thread.is_alive() and "frame" in outcome
+        started = time.monotonic()
+        source.close()
+        thread.join(timeout=3)
+        assert not thread.is_alive() and outcome[-1] == "closed"
+        assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize(

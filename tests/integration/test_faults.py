@@ -8,7 +8,7 @@ the README's reliability section quotes them.
 from __future__ import annotations
 
 import json
-import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from daemon.spool import Spool
-from tests.fixtures.daemon_proc import DaemonProcess, read_jsonl, wait_until
+from tests.fixtures.daemon_proc import DaemonProcess, read_jsonl, report, wait_until
 from tests.fixtures.durable_mqtt import PersistentMosquitto, durable_subscribe
 from tests.fixtures.media import make_video
 from tests.fixtures.mosquitto import Collector
@@ -27,13 +27,6 @@ pytestmark = pytest.mark.integration
 
 Key = tuple[str, int, str]  # (source_id, seq, timestamp): seq restarts with the daemon, the timestamp does not
 OUTAGE_S = 20.0  # the issue's broker outage, kept at full length in one test
-
-
-def report(name: str, **figures: Any) -> None:
-    target = os.environ.get("EDGEWATCH_FAULT_REPORT")
-    if target:
-        with open(target, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"test": name, **figures}) + "\n")
 
 
 def daemon_config(models_dir: Path, sources: list[dict[str, Any]], sinks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -222,3 +215,86 @@ def test_rtsp_camera_killed_five_times_comes_back_and_others_keep_flowing(
         steady.close()
     report("rtsp_killed_5x", recovery_s=[round(r, 2) for r in recoveries], bound_s=BACKOFF_BOUND_S,
            max_recovery_s=round(max(recoveries), 2))
+
+
+def bad_media(folder: Path, media_dir: Path) -> dict[str, Path]:
+    """A truncated video (its index, at the end, cut off), a corrupted one, and a folder with a broken image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = (media_dir / "london_street_TestV4.mp4").read_bytes()
+    assert data.find(b"moov") > len(data) // 2, "the sample video's index is expected at its end"
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    noisy = bytearray(data)
+    for offset in range(len(noisy) // 4, len(noisy) * 3 // 4, 997):  # the middle half, 64 bytes per KiB
+        noisy[offset:offset + 64] = bytes((offset * 31 + i * 17) % 256 for i in range(64))
+    corrupted = folder / "corrupted.mp4"
+    corrupted.write_bytes(bytes(noisy))
+    images = folder / "images"
+    images.mkdir()
+    (images / "a_good.jpg").write_bytes((media_dir / "rf_car.jpg").read_bytes())
+    (images / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG " * 20)
+    (images / "c_good.jpg").write_bytes((media_dir / "three_buses.jpg").read_bytes())
+    return {"truncated": truncated, "corrupted": corrupted, "images": images}
+
+
+def test_bad_inputs_are_reported_and_the_rest_keeps_running(
+    procs: Callable[..., DaemonProcess], tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    bad = bad_media(tmp_path / "media", media_dir)
+    sources = [
+        street(media_dir),
+        {"id": "truncated", "type": "file", "path": str(bad["truncated"]), "pace": "fast", "required": False},
+        {"id": "corrupted", "type": "file", "path": str(bad["corrupted"]), "pace": "fast", "fps": 15,
+         "required": False},
+        {"id": "folder", "type": "images", "folder": str(bad["images"]), "required": False},
+    ]
+    sinks = [{"id": "jsonl", "type": "jsonl", "path": str(tmp_path / "out.jsonl"), "kinds": ["result"]}]
+    proc = procs(tmp_path / "daemon", daemon_config(models_dir, sources, sinks))
+    proc.start().wait_for_log("edgewatch running")
+
+    def state(sid: str, name: str) -> bool:
+        return proc.metric("edgewatch_source_state", source=sid, edgewatch_source_state=name) == 1
+
+    wait_until(lambda: state("truncated", "failed") and state("corrupted", "ended") and state("folder", "ended"),
+               60, "the bad sources finished", proc)
+    processed = proc.metric("edgewatch_frames_processed_total", source="street")
+    wait_until(lambda: proc.metric("edgewatch_frames_processed_total", source="street") >= processed + 5, 30,
+               "the good source still running", proc)
+    log = proc.log_text()
+    assert f"cannot decode video file {bad['truncated']}" in log
+    assert f"cannot decode image {bad['images'] / 'b_broken.jpg'}" in log
+    health = proc.healthz()
+    assert health["healthy"] and health["sources"]["street"]["healthy"]
+    assert "cannot decode video file" in health["sources"]["truncated"]["reason"]
+    assert proc.metric("edgewatch_frames_processed_total", source="folder") == 2  # both good images
+    assert proc.metric("edgewatch_source_errors_total", source="folder") == 1
+    corrupted = proc.metric("edgewatch_frames_processed_total", source="corrupted")
+    assert corrupted > 0  # what was still decodable
+    assert proc.terminate() == 0
+    report("bad_inputs", truncated="failed: cannot decode", corrupted_frames_decoded=int(corrupted),
+           corrupted_frames_in_file=152, broken_images_skipped=1, good_images=2, daemon_kept_running=True)
+
+
+def test_model_replaced_by_garbage_on_reload_keeps_the_running_pipeline(
+    procs: Callable[..., DaemonProcess], tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    model = tmp_path / "det.onnx"
+    model.write_bytes((models_dir / "yolox_nano.onnx").read_bytes())
+    config = daemon_config(models_dir, [street(media_dir)],
+                           [{"id": "jsonl", "type": "jsonl", "path": str(tmp_path / "out.jsonl")}])
+    config["models"]["det"]["path"] = str(model)
+    proc = procs(tmp_path / "daemon", config)
+    proc.start().wait_for_log("edgewatch running")
+    wait_until(lambda: proc.metric("edgewatch_frames_processed_total", source="street") >= 5, 30, "5 frames", proc)
+    model.write_bytes(b"this is not an ONNX model " * 1000)
+    offset = len(proc.log_text())
+    proc.send_signal(signal.SIGHUP)
+    proc.wait_for_log("reload rejected", after=offset)
+    rejection = next(line for line in proc.log_text()[offset:].splitlines() if "reload rejected" in line)
+    assert str(model) in rejection and "ERROR" in rejection
+    processed = proc.metric("edgewatch_frames_processed_total", source="street")
+    wait_until(lambda: proc.metric("edgewatch_frames_processed_total", source="street") >= processed + 5, 30,
+               "frames still processed by the old pipeline", proc)
+    assert proc.metric("edgewatch_worker_errors_total") == 0 and proc.healthz()["healthy"]
+    assert proc.terminate() == 0
+    report("garbage_model_on_reload", rejected=True, old_pipeline_kept=True, worker_errors=0)

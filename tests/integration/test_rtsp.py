@@ -1,0 +1,155 @@
+"""RTSP sources against a real gst-rtsp-server: reading, kill/restart, stalls, and credentials kept secret."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon.capture import Capture, make_capture
+from daemon.sources.base import SourceError
+from daemon.sources.rtsp import RtspOptions, RtspSource
+from daemon.stats import SourceStats, Stats
+from tests.fixtures.rtsp_server import RtspServer
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "viewer", "pa55:w@rd/x"  # ":", "@" and "/" must be percent-encoded in a URL
+RETRY = {"initial_s": 0.2, "max_s": 1.0, "jitter": 0.1}
+Factory = Callable[..., RtspServer]
+
+
+class States:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def __call__(self, source_id: str, state: str, detail: str) -> None:
+        self.calls.append((source_id, state, detail))
+
+    @property
+    def names(self) -> list[str]:
+        return [state for _, state, _ in self.calls]
+
+
+def capture_for(url: str, source_id: str = "cam", **options: Any) -> tuple[Capture, SourceStats, States]:
+    settings = {"id": source_id, "type": "rtsp", "url": url, "open_timeout_s": 3, "reconnect": RETRY, **options}
+    stats, states = Stats(), States()
+    capture = make_capture(RtspOptions.model_validate(settings), stats, on_state=states)
+    return capture, stats.source(source_id), states
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds it took; fails the test after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_reads_the_looped_stream_with_increasing_pts(rtsp_server: RtspServer, transport: str) -> None:
+    source = RtspSource(RtspOptions(id="cam", type="rtsp", url=rtsp_server.url("/cam2"), transport=transport))
+    source.open()
+    try:
+        items = [source.read() for _ in range(50)]  # past the end of the 45-frame file: the server loops it
+    finally:
+        source.close()
+    images = [item[0] for item in items if item is not None]
+    pts = [item[1] for item in items if item is not None]
+    assert len(images) == 50 and images[0].shape == (240, 320, 3)
+    assert all(p is not None for p in pts)
+    steps = np.diff(np.array(pts, dtype=float))
+    assert (steps > 0).all()
+    assert np.median(steps) == pytest.approx(1 / 15, abs=0.005)
+
+
+def test_killed_server_reconnects_while_another_camera_keeps_streaming(rtsp_server_factory: Factory) -> None:
+    # one server per camera: killing a server process takes all of its mounts down
+    flaky, steady = rtsp_server_factory(mounts=("/cam1",)), rtsp_server_factory(mounts=("/cam2",))
+    cam1, stats1, states1 = capture_for(flaky.url("/cam1"), "cam1")
+    cam2, stats2, states2 = capture_for(steady.url("/cam2"), "cam2")
+    cam1.start()
+    cam2.start()
+    try:
+        wait_until(lambda: stats1.captured > 10 and stats2.captured > 10, 15, "both cameras streaming")
+        flaky.kill()
+        wait_until(lambda: stats1.state == "reconnecting", 10, "cam1 to notice the dead server")
+        steady_during = stats2.captured
+        time.sleep(1.5)  # a few failed attempts against a closed port
+        assert stats2.captured > steady_during + 10, "cam2 stopped while cam1's server was down"
+        assert stats1.errors_by_reason["open"] >= 1
+        flaky.restart()
+        resumed_from = stats1.captured
+        wait_until(lambda: stats1.captured > resumed_from + 10, 15, "cam1 streaming again")
+        assert states1.names[:4] == ["connecting", "streaming", "reconnecting", "streaming"]
+        assert stats1.state == "streaming" and stats1.reconnects >= 1
+        assert states2.names == ["connecting", "streaming"] and stats2.reconnects == 0
+    finally:
+        cam1.stop(timeout=3)
+        cam2.stop(timeout=3)
+
+
+def test_stall_watchdog_reconnects_within_the_timeout(rtsp_server: RtspServer) -> None:
+    stall_timeout = 1.5
+    # FFmpeg's own read timeout is far longer: only the watchdog can notice in time
+    capture, stats, states = capture_for(rtsp_server.url("/cam1"), stall_timeout_s=stall_timeout,
+                                         read_timeout_s=60, open_timeout_s=2)
+    capture.start()
+    try:
+        wait_until(lambda: stats.captured > 10, 15, "frames")
+        rtsp_server.stall()
+        noticed = wait_until(lambda: stats.errors_by_reason["stall"] == 1, stall_timeout + 3, "the watchdog")
+        assert noticed <= stall_timeout + 2.0
+        assert stats.state == "reconnecting"
+        assert any("stalled: no frame for" in detail for _, state, detail in states.calls if state == "reconnecting")
+        rtsp_server.resume()
+        resumed_from = stats.captured
+        wait_until(lambda: stats.captured > resumed_from + 10 and stats.state == "streaming", 20, "frames again")
+        assert stats.errors_by_reason["read"] == 0 or stats.errors_by_reason["stall"] == 1
+    finally:
+        rtsp_server.resume()
+        capture.stop(timeout=3)
+
+
+@pytest.mark.parametrize(
+    ("how", "password", "streams"),
+    [("url", PASSWORD, True), ("fields", PASSWORD, True), ("url", PASSWORD + "-wrong", False),
+     ("fields", PASSWORD + "-wrong", False)],
+)
+def test_credentials_never_reach_logs_errors_or_states(
+    rtsp_server_factory: Factory, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+    how: str, password: str, streams: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = rtsp_server_factory(mounts=("/cam1",), user=USER, password=password if streams else PASSWORD)
+    if how == "url":
+        url, extra = server.url("/cam1", with_credentials=True), {}
+        if not streams:
+            url = url.replace("pa55%3Aw%40rd%2Fx", "pa55%3Aw%40rd%2Fx-wrong")
+    else:
+        url, extra = server.url("/cam1"), {"username": USER, "password": password}
+    capture, stats, states = capture_for(url, reconnect={**RETRY, "max_attempts": 1}, **extra)
+    capture.start()
+    try:
+        if streams:
+            wait_until(lambda: stats.captured > 5, 15, "frames through the authenticated session")
+        else:
+            assert capture.done.wait(15)
+            assert stats.state == "failed" and stats.errors_by_reason["open"] == 1
+            with pytest.raises(SourceError) as info:
+                capture.source.open()
+            assert PASSWORD not in str(info.value) and "cannot open" in str(info.value)
+    finally:
+        capture.stop(timeout=3)
+    seen = [caplog.text, capfd.readouterr().err, stats.last_error, capture.source.describe(),
+            repr(capture.source.options), *(detail for _, _, detail in states.calls)]
+    for secret in (password, "pa55%3Aw%40rd", "pa55"):
+        assert not any(secret in text for text in seen), f"{secret!r} leaked"
+    if how == "url":
+        assert f"rtsp://***@127.0.0.1:{server.port}/cam1" in caplog.text
