@@ -49,6 +49,8 @@ class Daemon:
         self.captures: dict[str, Capture] = {}
         self.worker: Worker | None = None
         self.vlm: VlmStages | None = None
+        self.api: Any = None  # daemon.http_api.ApiServer when config.api.enabled
+        self._closing = False
         self.pipeline: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -80,6 +82,10 @@ class Daemon:
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
+        if self.config.api.enabled:
+            from daemon.http_api import start_api
+
+            self.api = start_api(self.config.api, self.models, self.config.models, self.worker)
         self._start_service_endpoints()
         log.info(
             "edgewatch running pipeline %s: %d source(s), %d sink(s)",
@@ -197,12 +203,14 @@ class Daemon:
         if old is not None:
             old.close(timeout=self.config.shutdown_timeout_s)
 
-    def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]]) -> None:
+    def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]], model_options: Any) -> None:
         self.pipeline = pipeline
         self.models = dict(getattr(pipeline, "models", self.models))
         self.model_fingerprints = fingerprints
         if self.worker is not None:
             self.worker.pipeline = pipeline  # the worker reads it once per batch: an atomic swap
+        if self.api is not None:
+            self.api.update_models(self.models, model_options)
 
     def remove_source(self, source_id: str) -> None:
         capture = self.captures.pop(source_id, None)
@@ -228,6 +236,8 @@ class Daemon:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         clean = True
         self.notifier.stopping("stopping: draining queues and flushing sinks")
+        if self.api is not None:  # before the worker: requests in flight finish, new ones get 503
+            clean &= bool(self.api.stop(timeout=max(0.1, (deadline - time.monotonic()) / 4)))
         if self.watchdog is not None:
             self.watchdog.stop()
         for capture in self.captures.values():
@@ -238,6 +248,7 @@ class Daemon:
             self.vlm.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
         for capture in self.captures.values():
             capture.queue.close()
+        self._closing = True
         if self.fanout is not None:
             clean &= bool(self.fanout.close(timeout=max(0.5, deadline - time.monotonic())))
         if self.health is not None:

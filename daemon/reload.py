@@ -85,7 +85,7 @@ def reload(daemon: Daemon, path: Path) -> bool:
     if plan.sinks_changed:
         daemon.restart_sinks(new)
     if pipeline is not None:
-        daemon.swap_pipeline(pipeline, {name: model_fingerprint(o) for name, o in new.models.items()})
+        daemon.swap_pipeline(pipeline, {name: model_fingerprint(o) for name, o in new.models.items()}, new.models)
     for sid in plan.sources_removed + plan.sources_changed:
         daemon.remove_source(sid)
     for options in new.sources:
