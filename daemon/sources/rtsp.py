@@ -76,6 +76,7 @@ class RtspSource(Source):
         assert isinstance(options, RtspOptions)
         self.opts = options
         self._cv: CvCapture | None = None
+        self._first = True  # the next read is a session's first frame
         self._lock = threading.Lock()
 
     @property
@@ -125,7 +126,7 @@ class RtspSource(Source):
             )
         capture = CvCapture(cap, f"RTSP stream {self.safe_url}", lambda: _shutdown(ours))
         with self._lock:
-            self._cv = capture
+            self._cv, self._first = capture, True
         log.info(
             "source %s: connected to %s over %s, %dx%d", self.options.id, self.safe_url, self.opts.transport,
             int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -142,7 +143,10 @@ class RtspSource(Source):
                 "or the connection was lost"
             )
         msec = capture.get(cv2.CAP_PROP_POS_MSEC)
-        return image, (msec / 1000.0 if math.isfinite(msec) and msec >= 0 else None)
+        first, self._first = self._first, False
+        # FFmpeg has no time for a session's first frame yet (OpenCV then says 0): unknown, not zero
+        known = math.isfinite(msec) and msec >= 0 and not (first and msec == 0)
+        return image, (msec / 1000.0 if known else None)
 
     def close(self) -> None:
         with self._lock:
