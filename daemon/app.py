@@ -23,7 +23,7 @@ from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.payload import result_payload
 from daemon.sinks.base import Sink, SinkContext
 from daemon.stats import Stats
-from daemon.status import StatusLine, summary_lines
+from daemon.status import StatusLine, stats_payload, summary_lines
 from daemon.tracks import TrackingCollector
 from daemon.vlm_stage import VlmStages
 from daemon.worker import Worker
@@ -164,8 +164,11 @@ class Daemon:
         """Block until a stop is requested or all finite sources are done; prints the live status line."""
         status = StatusLine(self.stats, self.captures, sys.stderr) if self.config.status_interval_s else None
         interval = self.config.status_interval_s or 0.5
-        last_notify = 0.0
+        last_notify = last_stats = time.monotonic()
         while not self._stop.wait(min(interval, 0.5)):
+            if self.config.stats_interval_s and time.monotonic() - last_stats >= self.config.stats_interval_s:
+                last_stats = time.monotonic()
+                self.publish_stats()
             if status is not None:
                 status.maybe_print(interval)
             if self._reload.is_set():
@@ -182,6 +185,12 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def publish_stats(self) -> None:
+        """The retained stats message: the same counters /metrics serves, as one JSON document."""
+        if self.fanout is not None and not self._closing:
+            payload = stats_payload(self.stats, self._pipeline_name(), _now_iso())
+            self.fanout.submit(Message("stats", None, payload))
 
     # -- reload (SIGHUP): daemon/reload.py decides what changed and calls these -------------------------
     def reload(self) -> bool:

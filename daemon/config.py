@@ -86,6 +86,9 @@ class Config(BaseModel):
         default_factory=lambda: os.environ.get("EDGEWATCH_STATE_DIR", "var"),
         description="Writable directory for spools and caches ($EDGEWATCH_STATE_DIR, else ./var).",
     )
+    stats_interval_s: float = Field(
+        30.0, ge=0, description="Seconds between retained stats messages to the sinks; 0 turns them off."
+    )
     status_interval_s: float = Field(
         0.0, ge=0, description="Seconds between live status lines on stderr; 0 turns them off."
     )

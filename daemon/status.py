@@ -82,3 +82,27 @@ def tracking_lines(stats: Stats) -> list[str]:
         events = ", ".join(f"{kind} {worker.events[kind]}" for kind in ("new", "update", "end"))
         lines.append(f"track events: {events}; live tracks {worker.tracks}")
     return lines
+
+
+def stats_payload(stats: Stats, pipeline: str, timestamp: str) -> dict[str, Any]:
+    """Counters for the retained stats topic (README "MQTT topics")."""
+    now = time.monotonic()
+    worker = stats.worker
+    return {
+        "pipeline": pipeline,
+        "timestamp": timestamp,
+        "uptime_s": round(now - stats.started_mono, 1),
+        "worker": {"frames": worker.frames, "batches": worker.batches, "errors": worker.errors,
+                   "mean_batch": round(worker.frames / worker.batches, 2) if worker.batches else 0.0},
+        "sources": {
+            sid: {"state": s.state, "fps": round(s.process_rate.per_second(now), 2), "captured": s.captured,
+                  "processed": s.processed, "detections": s.detections, "dropped": dict(s.dropped),
+                  "reconnects": s.reconnects, "errors": s.errors}
+            for sid, s in stats.sources.items()
+        },
+        "sinks": {
+            kid: {"connected": k.connected, "published": k.published, "failed": k.failed, "dropped": k.dropped,
+                  "queue_depth": k.queue_depth}
+            for kid, k in stats.sinks.items()
+        },
+    }

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from daemon import registry
 from daemon.capture import Backoff, Capture, FpsLimiter, make_capture
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
@@ -43,16 +44,8 @@ class States:
 
 def build(options: dict[str, Any], states: States | None = None) -> tuple[Capture, SourceStats]:
     stats = Stats()
-    capture = make_capture(
-        _validate(options), stats, on_state=states
-    )
-    return capture, stats.source(options["id"])
-
-
-def _validate(options: dict[str, Any]) -> SourceOptions:
-    from daemon import registry
-
-    return registry.resolve("source", options["type"]).Options.model_validate(options)  # type: ignore[no-any-return]
+    validated = registry.resolve("source", options["type"]).Options.model_validate(options)
+    return make_capture(validated, stats, on_state=states), stats.source(options["id"])
 
 
 def collect(capture: Capture, until: Callable[[list[Frame]], bool], timeout: float = 10.0) -> list[Frame]:
@@ -80,7 +73,7 @@ def test_file_capture_delivers_every_frame_in_order_then_ends(clip: Path) -> Non
                             "queue": {"size": 2}}, states)
     assert capture.queue.policy == "block"
     capture.start()
-    frames = collect(capture, lambda got: len(got) == 30 or capture.done.is_set() and not len(capture.queue))
+    frames = collect(capture, lambda got: len(got) == 30 or (capture.done.is_set() and not len(capture.queue)))
     assert capture.done.wait(5)
     assert [f.seq for f in frames] == list(range(30))
     assert all(f.source_id == "f" and f.image.shape == (240, 320, 3) for f in frames)

@@ -35,7 +35,7 @@ def short_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def read_all(source: Source, limit: int = 1000) -> list[tuple[np.ndarray, float | None]]:
     source.open()
-    items = []
+    items: list[tuple[np.ndarray, float | None]] = []
     try:
         while len(items) < limit and (item := source.read()) is not None:
             items.append(item)
