@@ -99,8 +99,9 @@ class Capture:
         self._watchdog: threading.Thread | None = None
         self._seq = 0
         self._session = 0  # increments at every open, so the watchdog never closes a later connection
-        self._opened_mono: float | None = None  # when the current session's source opened; None if not open
-        self._last_frame_mono = 0.0
+        # when the read in progress began; None outside read(). Time blocked in a full queue or in the fps
+        # cap's pacing is not the camera's fault, so only reads count towards a stall.
+        self._read_started: float | None = None
         self._stalled_session = -1
         self._backoff = Backoff(source.options.reconnect, rng)
         self._limiter = FpsLimiter(source.options.fps, drop=source.paced)
@@ -168,11 +169,11 @@ class Capture:
         try:
             self.source.open()
             opened = True
-            with self._lock:
-                self._opened_mono = time.monotonic()
             first = True
             while not self._stop.is_set():
+                self._read_started = time.monotonic()
                 item = self.source.read()
+                self._read_started = None
                 if item is None:
                     return "ended", ""
                 self._deliver(*item, first=first)
@@ -184,12 +185,11 @@ class Capture:
             return "error", self._failed(exc, "read" if opened else "open")
         finally:
             with self._lock:
-                self._opened_mono = None
+                self._read_started = None
             self.source.close()
 
     def _deliver(self, image: np.ndarray, pts: float | None, first: bool) -> None:
         now = time.monotonic()
-        self._last_frame_mono = now
         self.stats.last_frame_mono = now
         self.stats.captured += 1
         self.stats.capture_rate.tick(now)
@@ -247,10 +247,10 @@ class Capture:
         period = min(1.0, timeout / 4)
         while not self._stop.wait(period):
             with self._lock:
-                opened = self._opened_mono
-                if opened is None or self._stalled_session == self._session:
+                started = self._read_started
+                if started is None or self._stalled_session == self._session:
                     continue
-                age = time.monotonic() - max(opened, self._last_frame_mono)
+                age = time.monotonic() - started
                 if age <= timeout:
                     continue
                 self._stalled_session = self._session

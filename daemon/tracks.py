@@ -60,7 +60,7 @@ class TrackHooks:
         self.emit_event = emit_event
         self.observer = observer
         self._lock = threading.Lock()
-        self._pending: set[str] = set()  # sources whose capture ended: finish once their queue is empty
+        self._pending: dict[str, FrameQueue | None] = {}  # ended sources -> their queue: finish once it is empty
         self._last_frame: dict[str, Frame] = {}  # per source: the frame that `end` events on finishing carry
         self._pipeline: Any = None
         self._seen: dict[str, dict[str, int]] = {}  # the current pipeline's counters at the last look
@@ -83,18 +83,31 @@ class TrackHooks:
             self._send(frames[index], event)
         self._count(pipeline)
 
-    def finish_source(self, source_id: str) -> None:
-        """Mark a source as ended (any thread): its tracks end once the worker has emptied its queue."""
+    def finish_source(self, source_id: str, frame_queue: FrameQueue | None) -> None:
+        """Mark a source as ended (any thread): its tracks end once the worker has emptied `frame_queue`."""
         with self._lock:
-            self._pending.add(source_id)
+            self._pending[source_id] = frame_queue
+
+    @property
+    def pending(self) -> bool:
+        """Sources are marked as ended and wait for finish_pending."""
+        return bool(self._pending)
 
     def finish_pending(self, queues: Mapping[str, FrameQueue]) -> None:
-        """Finish the marked sources whose queue is empty (or gone), on the pipeline that saw their frames."""
+        """Finish the marked sources whose queue is empty or gone, on the pipeline that saw their frames.
+
+        A source that a reload started again under the same id has a new queue: its new stream starts at
+        seq 0, which ends the old tracks by itself (pipelines/track_run.py), so it is not finished here.
+        """
         with self._lock:
-            ready = {sid for sid in self._pending if sid not in queues or len(queues[sid]) == 0}
-            self._pending -= ready
-        for source_id in sorted(ready):
-            self._finish(self._pipeline, source_id)
+            pending, self._pending = self._pending, {}
+        for source_id, old in sorted(pending.items(), key=lambda item: item[0]):
+            current = queues.get(source_id)
+            if current is None or (current is old and len(current) == 0):
+                self._finish(self._pipeline, source_id)
+            elif current is old:
+                with self._lock:
+                    self._pending.setdefault(source_id, old)  # frames still queued: look again later
 
     def finish_all(self) -> None:
         """End every source's tracks (the worker is stopping, or the pipeline was replaced)."""

@@ -100,12 +100,12 @@ class Worker:
         self.queues[source_id] = frame_queue
 
     def remove_queue(self, source_id: str) -> None:
-        self.queues.pop(source_id, None)
-        self.finish_source(source_id)
+        self.tracks.finish_source(source_id, self.queues.pop(source_id, None))
+        self._wake.set()
 
     def finish_source(self, source_id: str) -> None:
         """The source's stream is over (any thread): once its queue is empty, its tracks end."""
-        self.tracks.finish_source(source_id)
+        self.tracks.finish_source(source_id, self.queues.get(source_id))
         self._wake.set()
 
     def _loop(self) -> None:
@@ -137,7 +137,7 @@ class Worker:
             if got:
                 continue
             if not batch:
-                if self._stop.is_set() or not self._jobs.empty():
+                if self._stop.is_set() or not self._jobs.empty() or self.tracks.pending:
                     break
                 self._wake.wait(0.1)
                 self.stats.worker.last_progress_mono = time.monotonic()  # idle is not wedged

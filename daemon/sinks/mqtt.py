@@ -39,9 +39,11 @@ _paho_log = logging.getLogger(f"{__name__}.paho")
 
 
 def _not_after_our_disconnect(record: logging.LogRecord) -> bool:
-    # paho 2.2's network thread logs this at ERROR once more after every deliberate disconnect(); it is noise.
+    # paho 2.2's network thread logs this at ERROR once more after every deliberate disconnect() (in state
+    # CONNECTING when the broker was unreachable at the time); it is noise.
     message = record.getMessage()
-    return not (message.startswith("Client is not connected") and message.endswith("MQTT_CS_DISCONNECTED"))
+    return not (message.startswith("Client is not connected")
+                and message.endswith(("MQTT_CS_DISCONNECTED", "MQTT_CS_CONNECTING")))
 
 
 _paho_log.addFilter(_not_after_our_disconnect)

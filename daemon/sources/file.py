@@ -62,6 +62,7 @@ class FileSource(Source):
         self._last_pts: float | None = None
         self._pass_frames = 0  # frames delivered since the last (re)start: an empty pass must not spin
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the pacing origin
+        self._length_checked = False
 
     def describe(self) -> str:
         return f"file:{self.options.id} {self.opts.path}"
@@ -86,6 +87,7 @@ class FileSource(Source):
         else:
             log.warning("source %s: %s does not state its fps; assuming %g", self.options.id, path, FALLBACK_FPS)
         self._index = 0
+        self._length_checked = False
         self._rewind()
         self._pts_offset, self._last_pts, self._clock = 0.0, None, None
         log.info("source %s: opened %s at %.3g fps (pace %s)", self.options.id, path, self.fps, self.opts.pace)
@@ -105,6 +107,8 @@ class FileSource(Source):
             image = None if past_stop else self._cv.read()
             if image is not None:
                 break
+            if not past_stop:
+                self._check_length()
             if not self.opts.loop or self._pass_frames == 0:
                 return None
             self._rewind()
@@ -118,6 +122,21 @@ class FileSource(Source):
         if self.opts.pace == "realtime":
             self._pace(pts)
         return image, pts
+
+    def _check_length(self) -> None:
+        """Warn (once per open) when decoding stopped well short of the frames the container declares:
+        a cut or damaged file otherwise looks like a normal end."""
+        assert self._cv is not None
+        declared = self._cv.get(cv2.CAP_PROP_FRAME_COUNT)
+        if self._length_checked or not math.isfinite(declared) or declared <= 0:
+            return
+        self._length_checked = True
+        expected = min(declared, self.opts.stop_frame or declared) - self.opts.start_frame
+        if self._pass_frames < expected - max(2.0, 0.01 * expected):  # counts from durations can be off by one
+            log.warning(
+                "source %s: %s ended after %d frame(s) but its container declares %d: the file is truncated "
+                "or damaged", self.options.id, self.opts.path, self._pass_frames, int(expected),
+            )
 
     def _file_pts(self) -> float:
         """The decoded frame's time in the file: the container's pts when it has them, else index / fps."""

@@ -16,7 +16,7 @@ from daemon import registry
 from daemon.capture import Backoff, Capture, FpsLimiter, make_capture
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
-from daemon.sources.base import ReconnectOptions, Source, SourceError, SourceOptions
+from daemon.sources.base import QueuePolicy, ReconnectOptions, Source, SourceError, SourceOptions
 from daemon.stats import SourceStats, Stats
 from tests.fixtures.media import RawFrameServer, make_images, make_video
 
@@ -151,6 +151,11 @@ class ScriptedSource(Source):
 
     live: ClassVar[bool] = True
     script: ClassVar[list[str | int]] = []
+    stall: ClassVar[float | None] = None
+
+    @property
+    def stall_timeout_s(self) -> float | None:
+        return self.stall
 
     def __init__(self, options: SourceOptions) -> None:
         super().__init__(options)
@@ -173,11 +178,12 @@ class ScriptedSource(Source):
         self.left = 0
 
 
-def scripted(script: list[str | int], **reconnect: Any) -> tuple[Capture, SourceStats, States]:
-    ScriptedSource.script = script
+def scripted(script: list[str | int], policy: QueuePolicy = "drop_oldest", size: int = 100, stall: float | None = None,
+             **reconnect: Any) -> tuple[Capture, SourceStats, States]:
+    ScriptedSource.script, ScriptedSource.stall = script, stall
     options = SourceOptions(id="cam", type="scripted", reconnect={**FAST_RETRY, **reconnect})
     stats, states = SourceStats("cam"), States()
-    return Capture(ScriptedSource(options), FrameQueue(100, "drop_oldest", stats), stats, states), stats, states
+    return Capture(ScriptedSource(options), FrameQueue(size, policy, stats), stats, states), stats, states
 
 
 def test_failures_count_consecutively_and_frames_reset_the_backoff() -> None:
@@ -188,6 +194,19 @@ def test_failures_count_consecutively_and_frames_reset_the_backoff() -> None:
     assert "gave up after 3 failed attempt(s)" in states.calls[-1][2]
     assert (stats.errors, stats.errors_by_reason["open"], stats.errors_by_reason["read"]) == (5, 4, 1)
     assert stats.reconnects == 4 and stats.captured == 2 and len(capture.queue) == 2
+
+
+def test_time_blocked_on_a_full_queue_is_not_a_stall() -> None:
+    capture, stats, states = scripted([50], policy="block", size=1, stall=0.3)
+    capture.start()
+    try:
+        assert wait_for(lambda: stats.captured == 2)  # one frame queued, the next waits for room
+        time.sleep(1.0)  # nobody reads the queue for over three stall timeouts
+        assert stats.errors_by_reason["stall"] == 0 and states.names == ["connecting", "streaming"]
+        frames = collect(capture, lambda got: len(got) == 50, timeout=5)
+        assert [f.seq for f in frames] == list(range(50))
+    finally:
+        capture.stop(timeout=3)
 
 
 def test_a_finite_source_that_cannot_open_fails_without_retrying(tmp_path: Path) -> None:

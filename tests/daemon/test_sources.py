@@ -132,6 +132,19 @@ def test_file_errors_name_the_file(tmp_path: Path, make: Any, message: str) -> N
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(("keep", "warned"), [(1.0, False), (0.5, True)])
+def test_file_cut_short_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: float,
+                                    warned: bool) -> None:
+    whole = make_video(tmp_path / "whole.mp4", seconds=4, faststart=True)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    frames = len(read_all(file_source(cut, pace="fast")))
+    assert 0 < frames <= 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("declares 60" in w and f"after {frames} frame(s)" in w for w in warnings) == warned, warnings
+
+
 def test_file_range_is_validated() -> None:
     with pytest.raises(ValidationError, match="stop_frame"):
         FileOptions(id="f", type="file", path="x.mp4", start_frame=10, stop_frame=10)

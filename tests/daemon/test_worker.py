@@ -243,3 +243,24 @@ def test_a_swapped_pipeline_ends_the_old_tracks() -> None:
     ends = [i for i, t in enumerate(types) if t == "end"]
     news = [i for i, t in enumerate(types) if t == "new"]
     assert len(ends) == len(news) == 4 and ends[1] < news[2]  # the old pipeline's tracks ended before new ones
+
+
+@pytest.mark.parametrize("added_back", [False, True])
+def test_a_removed_source_ends_its_tracks_unless_it_comes_back(added_back: bool) -> None:
+    worker, queues, events, stats, _ = tracked_worker(["a"])
+    worker.start()
+    for seq in range(6):
+        queues["a"].put(scene_frame("a", seq))
+    deadline = time.monotonic() + 10
+    while stats.source("a").processed < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.remove_queue("a")
+    if added_back:  # a reload restarted it: the new stream's seq 0 ends the old tracks
+        worker.add_queue("a", FrameQueue(100, "block", stats.source("a")))
+        worker.queues["a"].put(scene_frame("a", 0))
+    deadline = time.monotonic() + 5
+    while sum(e.type == "end" for _f, e in events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # time enough for a wrong extra `end` to show
+    assert [(f.seq, e.type) for f, e in events if e.type == "end"] == [(0 if added_back else 5, "end")] * 2
+    assert worker.stop(drain=True, timeout=10)

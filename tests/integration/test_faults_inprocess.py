@@ -190,8 +190,6 @@ def test_a_wedged_worker_stops_the_watchdog_pings(
            longest_silence_s=round(max(b - a for a, b in pairwise(pings)), 2))
 
 
-@pytest.mark.xfail(strict=True, reason="the file source ends a cut video with a plain 'ended (end of source)'; "
-                   "it should warn that it delivered fewer frames than the container declares")
 def test_a_video_that_ends_before_its_declared_length_is_reported(
     tmp_path: Path, media_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
