@@ -248,7 +248,19 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
             if counts[item_id] > 1:
                 errors.add((section, i, "id"), f"duplicate id {item_id!r}; each entry needs its own id")
     _check_stage_models(config, errors)
+    _check_zone_sources(config, errors)
     _check_vlm(config, errors)
+
+
+def _check_zone_sources(config: Config, errors: _Errors) -> None:
+    """A zone under a source id that does not exist would silently never trigger."""
+    tracking = getattr(config.pipeline, "tracking", None)
+    zones = getattr(getattr(tracking, "events", None), "zones", None) or {}
+    known = {s.id for s in config.sources}
+    for source_id in zones:
+        if source_id not in known:
+            errors.add(("pipeline", "tracking", "events", "zones", source_id),
+                       f"zones for unknown source {source_id!r}; sources are: {', '.join(sorted(known))}")
 
 
 def _check_stage_models(config: Config, errors: _Errors) -> None:

@@ -20,7 +20,7 @@ class SinkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique sink id, used in logs and metrics.")
-    type: str = Field(..., description="Sink plug-in: mqtt or jsonl.")
+    type: str = Field(..., description="Sink plug-in: mqtt, jsonl or snapshots.")
     queue_size: int = Field(
         1000, ge=1, description="Messages buffered for this sink; when full, new ones are dropped and counted."
     )
