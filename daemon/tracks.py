@@ -63,6 +63,7 @@ class TrackHooks:
         self._pending: dict[str, FrameQueue | None] = {}  # ended sources -> their queue: finish once it is empty
         self._last_frame: dict[str, Frame] = {}  # per source: the frame that `end` events on finishing carry
         self._pipeline: Any = None
+        self._takes_meta = False  # accepts_meta(self._pipeline), worked out once per pipeline, not per batch
         self._seen: dict[str, dict[str, int]] = {}  # the current pipeline's counters at the last look
 
     def run(self, pipeline: Any, frames: Sequence[Frame], now: float,
@@ -70,7 +71,7 @@ class TrackHooks:
         """pipeline.run on the frames, with their FrameInfo when it takes it."""
         self._switch(pipeline)
         images, keys = [f.image for f in frames], [f.source_id for f in frames]
-        if not accepts_meta(pipeline):
+        if not self._takes_meta:
             return list(pipeline.run(images, keys))
         meta = [frame_info(f, now, queues.get(f.source_id)) for f in frames]
         return list(pipeline.run(images, keys, meta))
@@ -130,6 +131,8 @@ class TrackHooks:
         if self._pipeline is not None and pipeline is not self._pipeline:
             self.finish_all()
             self._seen = {}
+        if pipeline is not self._pipeline:
+            self._takes_meta = accepts_meta(pipeline)
         self._pipeline = pipeline
 
     def _send(self, frame: Frame, event: Event) -> None:

@@ -69,6 +69,12 @@ class RuntimeOptions(BaseModel):
     trt_workspace_mb: int = Field(
         default=2048, ge=16, description="Scratch memory TensorRT may use while building an engine, in MiB."
     )
+    dynamic_batch: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: a model whose batch axis is fixed at 1 gets it made dynamic in memory at load (the "
+        "file is untouched), kept only if a batch of 2 gives the same outputs as two single runs, so crops run "
+        "in one call (not with TensorRT); off: batches of such a model run as a loop of single calls.",
+    )
 
 
 class ModelLoadError(ValueError):
@@ -324,12 +330,22 @@ class Runtime:
                 f"ONNX Runtime fell back to {self.session.get_providers()} (check the CUDA/TensorRT libraries)"
             )
         log.info("%s runs on %s (requested %s)", self.label, self.provider, ", ".join(self.options.providers))
+        self._describe()
+        if self.max_batch == 1 and self.options.dynamic_batch == "auto" and self.provider != "tensorrt":
+            from pipelines.batching import dynamic_batch_session  # imports onnx: only models that need it
+
+            session = dynamic_batch_session(self.path, self.session, self.label)
+            if session is not None:
+                self.session = session
+                self._describe()
+        warm_up(self, self.options.warmup_runs, skip_guessed=self.provider == "tensorrt")
+
+    def _describe(self) -> None:
         self.inputs = [TensorInfo(i.name, tuple(i.shape), ort_dtype(i.type)) for i in self.session.get_inputs()]
         self.outputs = [TensorInfo(o.name, tuple(o.shape), ort_dtype(o.type)) for o in self.session.get_outputs()]
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.max_batch = fixed_batch(self.inputs)
         self._output_names = [o.name for o in self.outputs]
-        warm_up(self, self.options.warmup_runs, skip_guessed=self.provider == "tensorrt")
 
     def _open(self, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
         """A session on the first provider of `chosen` that really starts.
