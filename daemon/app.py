@@ -206,11 +206,12 @@ class Daemon:
             self.notifier.ready(self.status_text())
 
     def restart_sinks(self, config: Config) -> None:
-        old = self.fanout
+        # The old sinks close first: a sink may hold an exclusive resource (the MQTT spool's lock) that its
+        # replacement needs. Messages emitted during the switch are dropped and counted by the old fan-out.
+        if self.fanout is not None:
+            self.fanout.close(timeout=self.config.shutdown_timeout_s)
         self.sinks = []
-        self._start_sinks(config)  # the new fan-out takes messages from now on
-        if old is not None:
-            old.close(timeout=self.config.shutdown_timeout_s)
+        self._start_sinks(config)
 
     def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]], model_options: Any) -> None:
         self.pipeline = pipeline
@@ -262,6 +263,7 @@ class Daemon:
             clean &= bool(self.fanout.close(timeout=max(0.5, deadline - time.monotonic())))
         if self.health is not None:
             self.health.stop()
+        self.notifier.close()
         if not clean:
             log.warning("shutdown did not finish within %.1fs", self.config.shutdown_timeout_s)
         return clean

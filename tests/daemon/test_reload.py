@@ -111,3 +111,12 @@ def test_sighup_triggers_a_reload(running: tuple[Daemon, Path], tmp_path: Path, 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_reload_restarts_changed_sinks(running: tuple[Daemon, Path], tmp_path: Path, media_dir: Path) -> None:
+    daemon, path = running
+    wait_until(lambda: (tmp_path / "out.jsonl").exists())
+    path.write_text(config_text(tmp_path, media_dir).replace("out.jsonl", "after.jsonl"))
+    assert daemon.reload()
+    wait_until(lambda: (tmp_path / "after.jsonl").exists() and "result" in (tmp_path / "after.jsonl").read_text())
+    assert daemon.sinks[0].options.path.endswith("after.jsonl")  # type: ignore[attr-defined]

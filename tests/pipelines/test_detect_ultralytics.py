@@ -111,7 +111,9 @@ def test_batch_equals_one_by_one(tmp_path: Path, batch: int | str) -> None:
         per_image_mean=True,
         metadata=NAMES_META,
     )
-    model = Ultralytics(Ultralytics.Options(path=path, confidence_threshold=0.2))
+    # dynamic_batch off: a file fixed at batch 1 keeps it, so the runtime's loop is what this tests
+    options = Ultralytics.Options(path=path, confidence_threshold=0.2, runtime={"dynamic_batch": "off"})
+    model = Ultralytics(options)
     assert model.runtime.batch_dynamic == (batch == "batch")
     images = [grey(255), grey(204), grey(128)]  # the graph scales boxes and scores by each image's mean
     together = model.detect(images)
@@ -158,5 +160,5 @@ def test_names_from_metadata(text: str, names: list[str] | None) -> None:
 
 def test_class_count_mismatch_fails_at_load(tmp_path: Path) -> None:
     path = constant_model(tmp_path / "v8.onnx", {"output0": raw_output()}, input_shape=(1, 3, 64, 64))
-    with pytest.raises(ModelLoadError, match=r"v8.onnx: output \[batch,6,6\]|v8.onnx: output \[1,6,6\]"):
+    with pytest.raises(ModelLoadError, match=r"v8.onnx: output \[(batch|1|N),6,6\]"):
         Ultralytics(Ultralytics.Options(path=path, class_names=["a", "b", "c"], layout="raw"))

@@ -96,8 +96,9 @@ def test_default_cache_dir_prefers_systemd_cache_directory(monkeypatch: pytest.M
 
 
 def test_real_model_loads_on_cpu_and_logs_one_provider_line(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    options = RuntimeOptions(intra_op_threads=1, dynamic_batch="off")  # the file's own input shape
     with caplog.at_level(logging.INFO, logger="pipelines.runtime"):
-        rt = Runtime(models_dir / "yolox_nano.onnx", RuntimeOptions(intra_op_threads=1), stage="cars")
+        rt = Runtime(models_dir / "yolox_nano.onnx", options, stage="cars")
     lines = [r.getMessage() for r in caplog.records if "runs on" in r.getMessage()]
     assert lines == [f"stage 'cars': model {models_dir / 'yolox_nano.onnx'} runs on cpu (requested cpu)"]
     assert rt.provider == "cpu"
@@ -139,7 +140,7 @@ def test_missing_or_corrupt_file_is_a_model_load_error(tmp_path: Path, content: 
 def test_check_input_names_model_shape_and_need(
     models_dir: Path, model: str, rank: int, channels: int, channel_axis: int, dtypes: tuple[str, ...], needed: str
 ) -> None:
-    rt = Runtime(models_dir / model, RuntimeOptions(warmup_runs=0), stage="cars")
+    rt = Runtime(models_dir / model, RuntimeOptions(warmup_runs=0, dynamic_batch="off"), stage="cars")
     with pytest.raises(ModelLoadError) as err:
         check_input(rt, "yolox", rank=rank, channels=channels, channel_axis=channel_axis, dtypes=dtypes)
     assert needed in str(err.value) and model in str(err.value) and "stage 'cars'" in str(err.value)
@@ -162,7 +163,7 @@ def test_wrong_feed_shape_is_an_inference_error_naming_the_model(models_dir: Pat
 def test_runtime_batches_transparently(tmp_path: Path, batch_dim: int | str) -> None:
     const = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     path = constant_model(tmp_path / "m.onnx", {"out": const}, input_shape=(batch_dim, 3, 8, 8), per_image_mean=True)
-    rt = Runtime(path)
+    rt = Runtime(path, RuntimeOptions(dynamic_batch="off"))  # the loop over a fixed batch is what this tests
     assert rt.batch_dynamic == (batch_dim == "batch")
     images = np.stack([np.full((3, 8, 8), v, np.float32) for v in (1.0, 2.0, 3.0)])
     together = rt.run({"images": images})[0]
