@@ -94,7 +94,7 @@ class Capture:
         self.done = threading.Event()  # set when the thread has exited (ended, failed or stopped)
         self.state: CaptureState | None = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # state, error counts and the open/stall marks: two threads write them
+        self._lock = threading.Lock()  # state, error counts and stall marks: the watchdog writes them too
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._seq = 0

@@ -61,7 +61,8 @@ class ApiService:
         self.registry = registry
         self.inference = inference
         self.uuid = str(uuid.uuid4())
-        self._key = options.api_key.get_secret_value() if options.api_key is not None else None
+        # an empty key (e.g. ${EDGEWATCH_API_KEY:-} with the variable unset) means no key check
+        self._key = (options.api_key.get_secret_value() or None) if options.api_key is not None else None
         per_image = math.ceil(options.max_image_bytes * 4 / 3) + 1024  # base64 plus its JSON wrapping
         self.max_body = options.max_batch * per_image + (1 << 20)
 

@@ -158,6 +158,11 @@ def test_every_shipped_config_is_valid(path: Path, models_dir: Path, tmp_path: P
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEWATCH_DEMO_VIDEO", str(MEDIA / "london_street_TestV4.mp4"))
     monkeypatch.setenv("EDGEWATCH_STATE_DIR", str(tmp_path))
+    creds = tmp_path / "credentials"  # what systemd's LoadCredential= provides on a real box
+    creds.mkdir()
+    for name in ("camera_password", "mqtt_password"):
+        (creds / name).write_text("not-a-real-secret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     config = load_config(path)
     assert config.sources, path
 

@@ -1,0 +1,40 @@
+"""The example configs in configs/ run end to end on the real models and media."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon.app import Daemon
+from daemon.config import load_config
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_vehicle_plate_ocr_config_runs_on_the_london_video(tmp_path: Path, models_dir: Path, media_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEWATCH_OUT", str(tmp_path))
+    monkeypatch.setenv("EDGEWATCH_STATE_DIR", str(tmp_path / "state"))
+    config = load_config(ROOT / "configs" / "vehicle-plate-ocr.yaml")
+    config.sources[0].stop_frame = 40  # type: ignore[attr-defined]
+    config.status_interval_s = 0
+    daemon = Daemon(config)
+    daemon.start()
+    daemon.wait()
+    assert daemon.stop()
+    results = [json.loads(line) for line in (tmp_path / "vehicle-plate-ocr.jsonl").read_text().splitlines()]
+    results = [r for r in results if r["kind"] == "result"]
+    assert len(results) == 40 and all(r["pipeline"] == "vehicle-plate-ocr" for r in results)
+    vehicles = [d for r in results for d in r["detections"]]
+    assert {d["class"] for d in vehicles} <= {"car", "bus", "truck", "motorcycle"}
+    assert sum(d["class"] == "bus" for d in vehicles) >= 15  # the London buses, frame after frame
+    big = [d for d in vehicles if d["class"] in ("car", "bus", "truck") and d["confidence"] >= 0.3
+           and min(d["bbox"][2] - d["bbox"][0], d["bbox"][3] - d["bbox"][1]) >= 48]
+    assert big and all("plates" in d["stages"] for d in big)  # the second stage ran on every eligible crop
+    for plate in (p for d in big for p in d["stages"]["plates"]):
+        x1, y1, x2, y2 = plate["bbox"]
+        assert len(plate["keypoints"]) == 4 and x2 > x1 and y2 > y1
+        assert "text" in plate["stages"]  # the third stage read every plate found
