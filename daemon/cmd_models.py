@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 import supervision as sv
-import yaml
-from pydantic import ValidationError
 from tqdm import tqdm
 
+from daemon.config import ConfigError, load_pipeline_section
 from daemon.payload import detection_records
 from pipelines.models import MODEL_TYPES, load_model
 from pipelines.oneshot import IMAGE_EXTS, count_frames, iter_source
@@ -77,39 +76,14 @@ def cmd_two_stage(args: argparse.Namespace) -> int:
 
 
 def load_two_stage(path: Path) -> Pipeline:
-    """Models and pipeline from a small YAML; model paths are relative to the YAML's folder."""
+    """Models and pipeline from a YAML (a whole daemon config works too: other sections are ignored)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TwoStageConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or "models" not in data or "pipeline" not in data:
-        raise TwoStageConfigError(f"{path}: expected a mapping with `models:` and `pipeline:`")
-    if not isinstance(data["models"], Mapping) or not data["models"]:
-        raise TwoStageConfigError(f"{path}: `models:` must map model names to their settings")
-    models = {}
-    for name, entry in data["models"].items():
-        if not isinstance(entry, Mapping):
-            raise TwoStageConfigError(f"{path}: models.{name}: expected a mapping with type and path")
-        entry = dict(entry)
-        if "path" in entry and not Path(str(entry["path"])).is_absolute():
-            entry["path"] = str(path.parent / str(entry["path"]))
-        try:
-            models[str(name)] = load_model(entry, name=str(name))
-        except ValidationError as exc:
-            raise TwoStageConfigError(f"{path}: models.{name}: {_first_error(exc)}") from exc
-    try:
-        spec = PipelineSpec.model_validate(data["pipeline"])
-        return Pipeline(spec, models)
-    except ValidationError as exc:
-        raise TwoStageConfigError(f"{path}: pipeline: {_first_error(exc)}") from exc
-    except ValueError as exc:
+        options, spec = load_pipeline_section(path)
+        return Pipeline(spec, {name: load_model(o, name=name) for name, o in options.items()})
+    except ConfigError as exc:
+        raise TwoStageConfigError(str(exc)) from exc
+    except ValueError as exc:  # a model of the wrong kind for its stage, a model file that does not load
         raise TwoStageConfigError(f"{path}: {exc}") from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" + (f" ({len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else "")
 
 
 def _run(pipeline: Pipeline, source: str, annotate: Path | None, as_json: bool) -> int:

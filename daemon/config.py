@@ -140,6 +140,25 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     return validate_config(src)
 
 
+def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], Any]:
+    """Only `models:` and `pipeline:` of a file (for `edgewatch two-stage`), with the same checks and errors."""
+    try:
+        src = load_yaml(path)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    errors = _Errors(src)
+    data = src.data if isinstance(src.data, dict) else {}
+    for key in ("models", "pipeline"):
+        if key not in data:
+            errors.add((key,), "required setting is missing")
+    errors.raise_if_any()
+    _resolve_input_paths(data["models"], src.path.parent)
+    models = _plugins_by_name(data["models"], "model", errors)
+    spec = _pipeline_spec(data["pipeline"], errors)
+    errors.raise_if_any()
+    return models, spec
+
+
 def validate_config(src: LoadedYaml) -> Config:
     errors = _Errors(src)
     data = src.data
