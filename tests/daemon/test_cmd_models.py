@@ -153,7 +153,8 @@ def test_two_stage_over_a_video_writes_one_picture_per_frame(
         ("models: {a: 1}\npipeline: {detector: a}\n", "models.a (line 1): expected a mapping with a 'type:' key"),
         ("models: {a: {type: nosuch, path: x.onnx}}\npipeline: {detector: a}\n", "unknown model type 'nosuch'"),
         ("models: {a: {type: yolox, path: missing.onnx}}\npipeline: {detector: a}\n", "does not exist"),
-        ("models: {a: {type: yolox, path: m.onnx, colour: 1}}\npipeline: {detector: a}\n", "models.a.colour (line 1): unknown key 'colour'"),
+        ("models: {a: {type: yolox, path: m.onnx, colour: 1}}\npipeline: {detector: a}\n",
+         "models.a.colour (line 1): unknown key 'colour'"),
     ],
 )
 def test_two_stage_config_errors(
@@ -170,7 +171,8 @@ def test_two_stage_config_errors(
     ("pipeline", "message"),
     [
         ({"detector": "nope"}, "unknown model 'nope'"),
-        ({"stages": [{"name": "text", "model": "ocr", "extra": 1}]}, "pipeline.stages[0].extra (line 1): unknown key 'extra'"),
+        ({"stages": [{"name": "text", "model": "ocr", "extra": 1}]},
+         "pipeline.stages[0].extra (line 1): unknown key 'extra'"),
         ({"detector": "ocr"}, "model 'ocr' has kind 'ocr'; expected a detect model"),
     ],
 )

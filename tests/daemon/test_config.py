@@ -89,8 +89,9 @@ BROKEN = [
     ("unknown model type", replace("type: yolox", "type: yolo99"), "models.det.type", 3, "yolo99"),
     ("not a mapping", "- just\n- a list\n", "top level", None, "expected a mapping"),
     ("bad source id", replace("id: cam1", "id: 'cam 1/x'"), "sources[0].id", 13, "pattern"),
-    ("zone for unknown source", replace("  detector: det\n", "  detector: det\n  tracking:\n    events:\n"
-                                        "      zones:\n        cam9: [{{name: gate, polygon: [[0, 0], [9, 0], [9, 9]]}}]\n"),
+    ("zone for unknown source",
+     replace("  detector: det\n", "  detector: det\n  tracking:\n    events:\n"
+             "      zones:\n        cam9: [{{name: gate, polygon: [[0, 0], [9, 0], [9, 9]]}}]\n"),
      "pipeline.tracking.events.zones.cam9", 15, "unknown source 'cam9'"),
     ("unknown pipeline key", replace("  name: p\n", "  name: p\n  detektor: det\n"), "pipeline.detektor", 11,
      "unknown key"),
