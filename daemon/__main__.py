@@ -45,7 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.config import ConfigError, load_config
     from daemon.demo import demo_config_path
 
-    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        path = Path(args.config) if args.config else demo_config_path()
+    except (FileNotFoundError, OSError) as exc:
+        print(f"edgewatch run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         config = load_config(path)
     except ConfigError as exc:

@@ -37,8 +37,11 @@ def cache_dir() -> Path:
 
 def demo_config_path() -> Path:
     """configs/demo.yaml from the checkout, with the rendered video's path in $EDGEWATCH_DEMO_VIDEO."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    if not path.is_file():  # an installed (non-editable) copy has no configs/ folder beside it
+        raise FileNotFoundError(f"the built-in demo needs {path} (run it from a checkout: make demo)")
     os.environ.setdefault("EDGEWATCH_DEMO_VIDEO", str(ensure_demo_video()))
-    return Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    return path
 
 
 def ensure_demo_video(path: Path | None = None) -> Path:
