@@ -31,6 +31,8 @@ REDUCE_OPS = frozenset({
 # Relative tolerance of batch-of-2 versus two single runs, by output dtype: the two may accumulate in a
 # different order, and float16 graphs round every layer to about three decimal digits.
 TOLERANCE: dict[str, float] = {"float16": 1e-2, "float32": 1e-4, "float64": 1e-6}
+# what a refused rewrite raises: ours and onnx's ValueErrors, an unreadable file, ONNX Runtime's own errors
+REWRITE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, *ORT_ERRORS)
 VERIFY_DYNAMIC_SIDE = 64  # other dynamic dims of the verification inputs (a multiple of 32, as detectors need)
 
 
@@ -257,7 +259,7 @@ def dynamic_batch_session(
             provider_options=[options.get(name, {}) for name in providers],
         )
         verify_batching(session, candidate)
-    except (ValueError, OSError, *ORT_ERRORS) as exc:  # ValueError: ours and onnx's
+    except REWRITE_ERRORS as exc:
         reason = " ".join(str(exc).split())
         log.info("%s: batch axis stays fixed at 1 (%s); batches run as a loop", label, reason[:300])
         return None

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from pipelines.models import Model, ModelKind, ModelOptions
+from pipelines.preprocess import hwc_to_tensor
 from pipelines.runtime import ModelLoadError, model_label, open_runtime
 
 log = logging.getLogger(__name__)
@@ -140,31 +141,37 @@ class Classifier(Model):
         return labels
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """The input tensor for a batch of BGR crops, in the model's layout and dtype."""
+        """The input tensor for a batch of BGR crops, in the model's layout and dtype.
+
+        Only the resize is per crop; channel order, scaling, layout and dtype are done once on the batch.
+        """
         w, h = self.size_wh
         pictures = []
         for i, crop in enumerate(crops):
             if crop.size == 0:
                 raise ValueError(f"stage {self.name!r}: crop {i} is empty ({crop.shape})")
             pictures.append(_fit(self._colour(crop), (w, h), self.opts.resize, self.opts.pad_value))
-        batch = np.stack(pictures).astype(np.float32)
+        batch = np.stack(pictures)
         if self.channels == 1:
             batch = batch[..., None]
-        batch *= self.opts.scale
-        if self.opts.mean is not None:
-            batch -= np.asarray(self.opts.mean[: self.channels], dtype=np.float32)
-        if self.opts.std is not None:
-            batch /= np.asarray(self.opts.std[: self.channels], dtype=np.float32)
-        if self.layout == "nchw":
-            batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch, dtype=self.input.dtype)
+        mean, std = self.opts.mean, self.opts.std
+        return hwc_to_tensor(
+            batch,
+            "nchw" if self.layout == "nchw" else "nhwc",
+            self.input.dtype,
+            scale=self.opts.scale,
+            mean=None if mean is None else mean[: self.channels],
+            std=None if std is None else std[: self.channels],
+            rgb=self.channels == 3 and self.opts.channel_order == "rgb",
+        )
 
     def _colour(self, crop: np.ndarray) -> np.ndarray:
+        """The crop as 3-channel BGR, or grey for a 1-channel model (RGB order is applied on the batch)."""
         if crop.ndim == 2:
             crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
         if self.channels == 1:
             return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-        return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if self.opts.channel_order == "rgb" else crop
+        return crop
 
     def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities [N, classes] for all crops, one runtime call."""

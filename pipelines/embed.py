@@ -19,6 +19,7 @@ from pipelines.clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
 from pipelines.crops import batches
 from pipelines.embed_cache import file_sha256
 from pipelines.models import Model, ModelKind, ModelOptions
+from pipelines.preprocess import hwc_to_tensor
 from pipelines.runtime import ModelLoadError, Runtime, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,16 @@ def fit_image(image: np.ndarray, size_wh: tuple[int, int], resize: str, interpol
 def preprocess(
     images: Sequence[np.ndarray], options: EmbedOptions, size_wh: tuple[int, int], layout: str, dtype: np.dtype
 ) -> np.ndarray:
-    """BGR uint8 images -> one input batch in the model's layout and dtype."""
-    mean = np.asarray(options.mean, dtype=np.float32)
-    std = np.asarray(options.std, dtype=np.float32)
-    planes = []
-    for image in images:
-        pixels = as_bgr(image)
-        if options.channel_order == "rgb":
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-        fitted = fit_image(pixels, size_wh, options.resize, options.interpolation)
-        planes.append((fitted.astype(np.float32) * np.float32(options.scale) - mean) / std)
-    batch = np.stack(planes)
-    if layout == "nchw":
-        batch = batch.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(batch, dtype=dtype)
+    """BGR uint8 images -> one input batch in the model's layout and dtype.
+
+    Only the resize is per image; scaling, mean/std, layout and dtype are done once on the stacked batch.
+    """
+    # resampling treats channels independently, so the RGB flip can wait for the batch
+    fitted = [fit_image(as_bgr(image), size_wh, options.resize, options.interpolation) for image in images]
+    return hwc_to_tensor(
+        np.stack(fitted), "nchw" if layout == "nchw" else "nhwc", dtype,
+        scale=options.scale, mean=options.mean, std=options.std, rgb=options.channel_order == "rgb",
+    )
 
 
 def _input_geometry(info: TensorInfo, options: EmbedOptions, stage: str) -> tuple[str, tuple[int, int]]:

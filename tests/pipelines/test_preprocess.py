@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.preprocess import Letterbox, Normalizer, as_bgr, letterbox_batch, multiple_of, placement
+from pipelines.preprocess import (
+    Letterbox,
+    Normalizer,
+    as_bgr,
+    hwc_to_tensor,
+    letterbox_batch,
+    multiple_of,
+    placement,
+)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +111,46 @@ def test_normalizer_float16_and_bad_std() -> None:
 @pytest.mark.parametrize(("value", "expected"), [(0, 32), (15, 32), (17, 32), (48.1, 64), (700, 704), (960, 960)])
 def test_multiple_of(value: float, expected: int) -> None:
     assert multiple_of(value) == expected
+
+
+def per_crop_reference(
+    crop: np.ndarray, layout: str, dtype: type, scale: float, mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None, rgb: bool,
+) -> np.ndarray:
+    """The per-crop float32 arithmetic the classifiers and embedders did before batching it."""
+    pixels = (crop[..., ::-1] if rgb else crop).astype(np.float32) * np.float32(scale)
+    if mean is not None:
+        pixels = pixels - np.asarray(mean, np.float32)
+    if std is not None:
+        pixels = pixels / np.asarray(std, np.float32)
+    return (pixels.transpose(2, 0, 1) if layout == "nchw" else pixels).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("layout", "dtype", "scale", "mean", "std", "rgb"),
+    [
+        ("nchw", np.float32, 1.0, None, None, False),  # SqueezeNet-style 0..255 input
+        ("nchw", np.float16, 1.0, None, None, False),  # float16 takes the lookup-table path
+        ("nhwc", np.float32, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),  # re-ID: identities skipped
+        ("nchw", np.float32, 1 / 255, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), True),  # CLIP
+        ("nhwc", np.float16, 1 / 255, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), True),
+        ("nchw", np.float16, 0.5, (1.0, 2.0, 3.0), None, True),
+    ],
+)
+def test_hwc_to_tensor_equals_per_crop_arithmetic_bit_for_bit(
+    layout: str, dtype: type, scale: float, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, rgb: bool
+) -> None:
+    crops = np.random.default_rng(5).integers(0, 256, (4, 6, 5, 3), dtype=np.uint8)
+    tensor = hwc_to_tensor(crops, layout, dtype, scale=scale, mean=mean, std=std, rgb=rgb)  # type: ignore[arg-type]
+    expected = np.stack([per_crop_reference(c, layout, dtype, scale, mean, std, rgb) for c in crops])
+    assert tensor.dtype == np.dtype(dtype) and tensor.flags.c_contiguous and tensor.shape == expected.shape
+    np.testing.assert_array_equal(tensor, expected)
+    alone = hwc_to_tensor(crops[2:3], layout, dtype, scale=scale, mean=mean, std=std, rgb=rgb)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(alone[0], tensor[2])  # a crop alone gives the same values as in a batch
+
+
+def test_hwc_to_tensor_one_channel() -> None:
+    grey = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4, 1)
+    tensor = hwc_to_tensor(grey, "nchw", np.float32, scale=2.0, mean=(1.0,), std=(4.0,))
+    assert tensor.shape == (2, 1, 3, 4)
+    np.testing.assert_allclose(tensor[1, 0, 2, 3], (23 * 2.0 - 1.0) / 4.0)
