@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.clip_compare import clip_compare
 from pipelines.clip_tokenizer import TokenizerLoadError
 from pipelines.models import load_model
 from pipelines.runtime import InferenceError, ModelLoadError
+from pipelines.similarity import clip_compare
 
 EXIT_OK, EXIT_ERROR = 0, 1
 

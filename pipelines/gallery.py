@@ -17,8 +17,8 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.clip_compare import cosine
 from pipelines.embed_cache import Embedder, EmbeddingCache, embed_files, list_images
+from pipelines.similarity import cosine
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,11 @@ class RuntimeOptions(BaseModel):
     )
     intra_op_threads: int | None = Field(default=None, ge=1, description="Threads inside one operator (CPU).")
     inter_op_threads: int | None = Field(default=None, ge=1, description="Threads across operators (CPU).")
+    spin_wait: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's idle CPU threads spin (ORT's own default). Off here: on a small box a "
+        "spinning detector thread steals the core that decoding and the next stage need.",
+    )
     warmup_runs: int = Field(default=1, ge=0, description="Inference runs on zeros at load time.")
     device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA/TensorRT providers and engines.")
     trt_cache_dir: Path | None = Field(
@@ -359,6 +364,9 @@ class Runtime:
             so.intra_op_num_threads = self.options.intra_op_threads
         if self.options.inter_op_threads:
             so.inter_op_num_threads = self.options.inter_op_threads
+        if not self.options.spin_wait:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if any(name == ORT_PROVIDER_NAMES["tensorrt"] for name, _ in chosen):
             trt_cache_dir(self.options).mkdir(parents=True, exist_ok=True)
         for start in range(len(chosen)):

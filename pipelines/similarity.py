@@ -1,4 +1,4 @@
-"""Roboflow-style one-shot similarity helpers: clip_compare over a folder, and subject/prompt pairings."""
+"""Similarity ranking: clip_compare over folders and the four subject/prompt pairings (clip_similarity)."""
 
 from __future__ import annotations
 
