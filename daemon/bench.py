@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ def register(subparsers: Any) -> None:
     overhead.add_argument("--loops", type=int, default=3, help="times the video is played back to back")
     overhead.add_argument("--model", default=str(SHARED / "models" / "yolox_nano.onnx"))
     overhead.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    overhead.add_argument("--batch", type=int, default=1, help="daemon batch.max_size")
+    overhead.add_argument("--batch", type=int, default=4, help="daemon batch.max_size (batch 1 is measured too)")
+    overhead.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; figures are medians")
     overhead.add_argument("--json", action="store_true", help="print the figures as JSON")
     overhead.set_defaults(func=_cmd_overhead)
     for name, module in (("two-stage", "daemon.bench_stages"), ("tracks", "daemon.bench_tracks"),
@@ -61,30 +63,44 @@ def _cmd_overhead(args: argparse.Namespace) -> int:
             print(f"bench overhead: {path} does not exist (set EDGEWATCH_SHARED or pass --video/--model)",
                   file=sys.stderr)
             return 1
-    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch), args.json)
+    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch, args.repeats),
+           args.json)
     return 0
 
 
-def overhead(video: Path, model: Path, loops: int, threads: int, batch: int) -> dict[str, Any]:
-    """Raw decode, no-op daemon, model alone and YOLOX daemon, all on the same looped video, in one run."""
+def overhead(video: Path, model: Path, loops: int, threads: int, batch: int, repeats: int = 3) -> dict[str, Any]:
+    """Raw decode, no-op daemon, model alone and YOLOX daemon on the same looped video, in one run.
+
+    The four measurements are interleaved `repeats` times and each figure is the median, so that a noisy
+    neighbour on a shared machine hits all of them alike rather than one phase.
+    """
+    runs: dict[str, list[float]] = {"raw_decode_fps": [], "daemon_noop_fps": [], "model_alone_fps": [],
+                                    "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": []}
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
         looped = Path(tmp) / "looped.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(video),
                         "-c", "copy", str(looped)], check=True)
-        raw_frames, raw_s = _raw_decode(looped)
-        noop_frames, noop_s = _daemon_fps(looped, None, threads, batch, Path(tmp) / "noop")
-        alone_frames, alone_s = _model_alone(video, model, threads)
-        yolox_frames, yolox_s = _daemon_fps(looped, model, threads, batch, Path(tmp) / "yolox")
-    figures: dict[str, Any] = {
-        "frames": raw_frames,
-        "raw_decode_fps": raw_frames / raw_s,
-        "daemon_noop_fps": noop_frames / noop_s,
-        "model_alone_fps": alone_frames / alone_s,
-        "daemon_yolox_fps": yolox_frames / yolox_s,
-    }
+        for i in range(repeats):
+            frames, seconds = _raw_decode(looped)
+            runs["raw_decode_fps"].append(frames / seconds)
+            runs["daemon_noop_fps"].append(_ratio(_daemon_fps(looped, None, threads, batch, Path(tmp) / f"n{i}")))
+            runs["model_alone_fps"].append(_ratio(_model_alone(video, model, threads)))
+            runs["daemon_yolox_fps"].append(_ratio(_daemon_fps(looped, model, threads, batch, Path(tmp) / f"y{i}")))
+            if batch != 1:
+                runs["daemon_yolox_batch1_fps"].append(
+                    _ratio(_daemon_fps(looped, model, threads, 1, Path(tmp) / f"b{i}")))
+    figures: dict[str, Any] = {"frames": frames, "repeats": repeats, "batch": batch, "threads": threads}
+    figures.update({key: statistics.median(values) for key, values in runs.items() if values})
     figures["noop_vs_decode"] = figures["daemon_noop_fps"] / figures["raw_decode_fps"]
     figures["yolox_vs_model_alone"] = figures["daemon_yolox_fps"] / figures["model_alone_fps"]
+    if "daemon_yolox_batch1_fps" in figures:
+        figures["yolox_batch1_vs_model_alone"] = figures["daemon_yolox_batch1_fps"] / figures["model_alone_fps"]
     return figures
+
+
+def _ratio(measure: tuple[int, float]) -> float:
+    frames, seconds = measure
+    return frames / seconds
 
 
 def _raw_decode(video: Path) -> tuple[int, float]:
