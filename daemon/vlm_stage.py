@@ -23,7 +23,7 @@ from daemon.frames import Frame, Message, Result, iso_utc
 from daemon.payload import SCHEMA_VERSION, detection_records
 from daemon.vlm_client import VlmClient, VlmOutcome
 from pipelines.crops import Crop, CropOptions, crop_detection, detections_to_source, large_enough
-from pipelines.stages import class_names
+from pipelines.stages import class_names, yaml_on_key
 from pipelines.vlm import ModelType, TaskType, check_task, default_prompt
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ class VlmStageOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _yaml_on_key(cls, data: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = {("on" if key is True else key): value for key, value in data.items()}
-        return data
+        return yaml_on_key(data)
 
     @model_validator(mode="after")
     def _task_known(self) -> VlmStageOptions:

@@ -37,6 +37,14 @@ SECOND_STAGE_KINDS = ("classify", "ocr", "detect", "embed")
 RESERVED_NAMES = frozenset({"class_name", "keypoints", "polygon", "stages"})
 
 
+def yaml_on_key(data: Any) -> Any:
+    """Undo YAML 1.1's reading of a bare `on:` key as the boolean True (yaml.safe_load does that; the
+    daemon's own loader keeps keys as written), for options models that have an `on` field."""
+    if isinstance(data, dict) and True in data and "on" not in data:
+        return {("on" if key is True else key): value for key, value in data.items()}
+    return data
+
+
 class StageSpec(BaseModel):
     """One second stage: which model runs on which parents' crops, and its own children."""
 
@@ -77,10 +85,7 @@ class StageSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _yaml_on_key(cls, data: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = {("on" if key is True else key): value for key, value in data.items()}
-        return data
+        return yaml_on_key(data)
 
     @model_validator(mode="after")
     def _unique_children(self) -> StageSpec:
