@@ -19,12 +19,27 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
 COMMAND_MODULES = ("daemon.cmd_models", "daemon.cmd_embed", "daemon.cmd_engine", "daemon.bench")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record, not the stream it was created with,
+    so a replaced stderr (a test's capture, a redirect) never leaves threads logging into a closed file."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(level: str) -> None:
     # journald stamps every line itself; JOURNAL_STREAM tells us stderr goes there.
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

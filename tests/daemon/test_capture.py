@@ -109,7 +109,9 @@ def test_fps_cap_paces_a_fast_file_without_losing_frames(tmp_path: Path) -> None
     assert capture.done.wait(5)
     assert len(frames) == 9 and stats.dropped["fps_cap"] == 0
     gaps = np.diff([f.t_mono for f in frames])
-    assert gaps.min() >= 0.05 * 0.5  # at most 20 fps, give or take the half-interval slack after a gap
+    # at most 20 fps: the whole run takes its 8 intervals (a single gap may be shorter, by the limiter's
+    # half-interval slack after a late frame, and by scheduler jitter on a loaded machine)
+    assert frames[-1].t_mono - frames[0].t_mono >= 8 * 0.05 * 0.9 and gaps.min() >= 0.05 * 0.4
 
 
 def test_fps_cap_drops_frames_of_a_realtime_file(clip: Path) -> None:
