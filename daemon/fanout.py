@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Any
 
 from daemon.frames import Message
 from daemon.sinks.base import Sink
@@ -68,14 +69,12 @@ class _SinkRunner:
         return self.sink.options.id
 
     def start(self) -> None:
-        try:
-            self.sink.start()
-        except Exception as exc:  # isolation boundary: one sink failing to start must not stop the others
+        error = self._call("start")
+        if error is not None:  # one sink failing to start must not stop the others
             self.start_failed = True
-            self.stats.failed += 1
-            self.stats.last_error = f"start failed: {_describe(exc)}"
+            self.stats.last_error = f"start failed: {_describe(error)}"
             self.stats.connected = False
-            log.error("sink %s failed to start, it will receive nothing: %s", self.name, _describe(exc))
+            log.error("sink %s failed to start, it will receive nothing: %s", self.name, _describe(error))
             self.finished.set()
             return
         self.stats.connected = self.sink.connected
@@ -127,18 +126,17 @@ class _SinkRunner:
         self.finished.set()
 
     def _publish(self, msg: Message) -> None:
-        try:
-            self.sink.publish(msg)
-        except Exception as exc:  # isolation boundary: log, count, carry on with the next message
-            self._failed("publish", exc)
-            return
-        self.stats.published += 1
+        if self._call("publish", msg) is None:
+            self.stats.published += 1
 
-    def _call(self, what: str) -> None:
+    def _call(self, what: str, *args: Any) -> Exception | None:
+        """Call one sink method; its failure is logged and counted here and never reaches the caller."""
         try:
-            getattr(self.sink, what)()
-        except Exception as exc:  # isolation boundary, as for publish
+            getattr(self.sink, what)(*args)
+        except Exception as exc:  # isolation boundary: the per-sink call (start, publish, flush, close)
             self._failed(what, exc)
+            return exc
+        return None
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.stats.failed += 1

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import supervision as sv
 
@@ -25,6 +25,7 @@ from daemon.stats import Stats
 from daemon.tracks import EmitEvent, TrackHooks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PipelineLike(Protocol):
@@ -167,11 +168,10 @@ class Worker:
     def _process(self, batch: list[Frame]) -> None:
         t0 = time.monotonic()
         pipeline = self.pipeline  # a reload may swap it: one batch sees one pipeline
-        try:
-            outputs = self.tracks.run(pipeline, batch, t0, self.queues)
-        except Exception:  # isolation boundary: the per-frame worker step
-            log.exception("pipeline %s failed on a batch of %d; retrying frame by frame",
-                          pipeline.name, len(batch))
+        outputs, error = _attempt(self.tracks.run, pipeline, batch, t0, self.queues)
+        if error is not None or outputs is None:
+            log.error("pipeline %s failed on a batch of %d; retrying frame by frame: %s",
+                      pipeline.name, len(batch), error, exc_info=error)
             self._process_one_by_one(batch, pipeline)
             return
         self._finish(batch, outputs, t0, pipeline)
@@ -179,17 +179,19 @@ class Worker:
     def _process_one_by_one(self, batch: list[Frame], pipeline: PipelineLike) -> None:
         for frame in batch:
             t0 = time.monotonic()
-            try:
-                outputs = self.tracks.run(pipeline, [frame], t0, self.queues)
-            except Exception as exc:  # isolation boundary: the per-frame worker step
-                source = self.stats.source(frame.source_id)
-                source.errors += 1
-                source.dropped["error"] += 1
-                source.last_error = f"pipeline failed: {exc}"
-                self.stats.worker.errors += 1
-                log.error("source %s frame %d dropped: pipeline failed: %s", frame.source_id, frame.seq, exc)
+            outputs, error = _attempt(self.tracks.run, pipeline, [frame], t0, self.queues)
+            if error is not None or outputs is None:
+                self._frame_failed(frame, f"pipeline failed: {error}")
                 continue
             self._finish([frame], outputs, t0, pipeline)
+
+    def _frame_failed(self, frame: Frame, reason: str) -> None:
+        source = self.stats.source(frame.source_id)
+        source.errors += 1
+        source.dropped["error"] += 1
+        source.last_error = reason
+        self.stats.worker.errors += 1
+        log.error("source %s frame %d dropped: %s", frame.source_id, frame.seq, reason)
 
     def _finish(self, batch: list[Frame], outputs: list[sv.Detections], t0: float, pipeline: PipelineLike) -> None:
         t1 = time.monotonic()
@@ -210,7 +212,10 @@ class Worker:
             source.detections += len(detections)
             source.process_rate.tick(t1)
             timings = {"queue": (t0 - frame.t_mono) * 1000.0, "infer": infer_ms}
-            self.emit(Result(frame, pipeline.name, detections, timings))
+            result = Result(frame, pipeline.name, detections, timings)
+            _, error = _attempt(self.emit, result)  # one unpublishable result costs only itself
+            if error is not None:
+                self._frame_failed(frame, f"result not published: {error}")
         self.tracks.after_run(pipeline, batch)
 
     def _run_jobs(self, limit: int | None) -> None:
@@ -223,7 +228,16 @@ class Worker:
             done += 1
             if not future.set_running_or_notify_cancel():
                 continue
-            try:
-                future.set_result(fn())
-            except Exception as exc:  # isolation boundary: a bad request must not stop the worker
-                future.set_exception(exc)
+            value, error = _attempt(fn)  # a bad request fails its own future, never the worker
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
+def _attempt(step: Callable[..., T], *args: Any) -> tuple[T | None, Exception | None]:
+    """The worker's one isolation boundary: run one step (a batch, a frame, a result, a job), return its error."""
+    try:
+        return step(*args), None
+    except Exception as exc:  # isolation boundary: the per-frame worker step
+        return None, exc
