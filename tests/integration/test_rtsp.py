@@ -53,11 +53,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-def test_reads_the_looped_stream_with_increasing_pts(rtsp_server: RtspServer, transport: str) -> None:
+def test_reads_the_live_stream_with_increasing_pts(rtsp_server: RtspServer, transport: str) -> None:
     source = RtspSource(RtspOptions(id="cam", type="rtsp", url=rtsp_server.url("/cam2"), transport=transport))
     source.open()
     try:
-        items = [source.read() for _ in range(50)]  # past the end of the 45-frame file: the server loops it
+        items = [source.read() for _ in range(50)]  # over three seconds of the live stream
     finally:
         source.close()
     images = [item[0] for item in items if item is not None]
