@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from pipelines.labels import class_names
+
 
 def image_info(image: np.ndarray) -> dict[str, int]:
     return {"width": int(image.shape[1]), "height": int(image.shape[0])}
@@ -25,18 +27,9 @@ def _base(image: np.ndarray, seconds: float) -> dict[str, Any]:
     }
 
 
-def class_names(detections: sv.Detections) -> list[str]:
-    names = detections.data.get("class_name")
-    if names is not None:
-        return [str(n) for n in names]
-    if detections.class_id is not None:
-        return [str(int(c)) for c in detections.class_id]
-    return [""] * len(detections)
-
-
 def predictions(detections: sv.Detections) -> list[dict[str, Any]]:
     """Roboflow ObjectDetectionPrediction dicts: centre x, y, width, height in source pixels."""
-    names = class_names(detections)
+    names = class_names(detections).tolist()
     keypoints = detections.data.get("keypoints")
     out = []
     for i in range(len(detections)):
@@ -73,7 +66,7 @@ def visualize(image: np.ndarray, detections: sv.Detections, labels: bool, stroke
     """The picture with its boxes (and class labels) drawn, as base64 JPEG (Roboflow's `visualization`)."""
     canvas = sv.BoxAnnotator(thickness=stroke).annotate(image.copy(), detections)
     if labels and len(detections):
-        names = class_names(detections)
+        names = class_names(detections).tolist()
         canvas = sv.LabelAnnotator().annotate(canvas, detections, labels=names)
     ok, encoded = cv2.imencode(".jpg", canvas)
     if not ok:

@@ -23,7 +23,8 @@ from daemon.frames import Frame, Message, Result, iso_utc
 from daemon.payload import SCHEMA_VERSION, detection_records
 from daemon.vlm_client import VlmClient, VlmOutcome
 from pipelines.crops import Crop, CropOptions, crop_detection, detections_to_source, large_enough
-from pipelines.stages import class_names, yaml_on_key
+from pipelines.labels import class_names
+from pipelines.stages import yaml_on_key
 from pipelines.vlm import ModelType, TaskType, check_task, default_prompt
 
 log = logging.getLogger(__name__)

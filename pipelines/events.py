@@ -16,8 +16,9 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.labels import class_names
 from pipelines.schedule import track_consensus
-from pipelines.track import Tracker, TrackState, class_names
+from pipelines.track import Tracker, TrackState
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class FilterOptions(BaseModel):
         keep = (w >= self.min_box_wh[0]) & (h >= self.min_box_wh[1]) & (w * h >= self.min_area)
         if self.classes is not None:
             allowed = set(self.classes)
-            names = class_names(detections)
+            names = class_names(detections, missing="object").tolist()
             ids = detections.class_id if detections.class_id is not None else [None] * len(detections)
             keep &= np.array([n in allowed or str(c) in allowed for n, c in zip(names, ids, strict=True)], bool)
         return np.asarray(keep, dtype=bool)

@@ -12,8 +12,9 @@ import numpy as np
 import supervision as sv
 
 from pipelines.crops import CropOptions
+from pipelines.labels import class_names
 from pipelines.models import MODEL_TYPES, load_model
-from pipelines.stages import Pipeline, PipelineSpec, StageSpec, class_names
+from pipelines.stages import Pipeline, PipelineSpec, StageSpec
 
 log = logging.getLogger(__name__)
 

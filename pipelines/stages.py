@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
 from pipelines.gallery import Gallery, GalleryOptions, match_detections
+from pipelines.labels import class_names
 from pipelines.tracking import TrackingOptions
 
 if TYPE_CHECKING:
@@ -327,16 +328,6 @@ def match_key(stage_name: str) -> str:
 def embed_metadata(stage: StageSpec) -> dict[str, Any]:
     """What the payload code needs to publish an embed stage: whether the vector goes out, where matches are."""
     return {"publish_embedding": stage.publish_embedding, "match": match_key(stage.name) if stage.match else None}
-
-
-def class_names(detections: sv.Detections) -> np.ndarray:
-    """Class names of the detections: data['class_name'], else the class ids as strings."""
-    names = detections.data.get("class_name")
-    if names is not None:
-        return np.asarray(names).astype(str)
-    if detections.class_id is not None:
-        return detections.class_id.astype(str)
-    return np.full(len(detections), "", dtype=str)
 
 
 def select(detections: sv.Detections, stage: StageSpec, image_shape: tuple[int, ...]) -> np.ndarray:

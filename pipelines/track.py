@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trackers import ByteTrackTracker
 
 from pipelines.consensus import ConsensusOptions, LabelVotes
+from pipelines.labels import class_names
 
 if TYPE_CHECKING:
     from pipelines.schedule import StageTrack
@@ -94,16 +95,6 @@ class TrackState:
     def label(self) -> dict[str, Any] | None:
         """The first-stage class by confidence-weighted vote over the track's frames."""
         return self.class_votes.result(_ANY_VOTE)
-
-
-def class_names(detections: sv.Detections) -> list[str]:
-    """Per-detection class names: data["class_name"] when the detector gave them, else the class ids."""
-    names = detections.data.get("class_name")
-    if names is not None:
-        return [str(n) for n in names]
-    if detections.class_id is not None:
-        return [str(int(c)) for c in detections.class_id]
-    return ["object"] * len(detections)
 
 
 @dataclass
@@ -199,7 +190,7 @@ class Tracker:
         frame_index: int,
         when: float,
     ) -> None:
-        names = class_names(detections)
+        names = class_names(detections, missing="object").tolist()
         conf = detections.confidence if detections.confidence is not None else np.ones(len(detections))
         class_ids = detections.class_id if detections.class_id is not None else [None] * len(detections)
         for i, tid in enumerate(ids):
