@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
+from pipelines.model_inputs import check_input
 from pipelines.models import Model, ModelKind, ModelOptions
 from pipelines.runtime import InferenceError, ModelLoadError, model_label, open_runtime
 
@@ -112,10 +113,11 @@ class CtcOcr(Model):
         return ModelLoadError(f"{model_label(self.name, Path(self.opts.path))}: {message}")
 
     def _check_input(self) -> None:
-        shape = self.input.shape
-        height = shape[2] if len(shape) == 4 else None
-        if len(shape) != 4 or shape[1] != 3 or (isinstance(height, int) and height != INPUT_HEIGHT):
-            raise self._fail(f"recogniser input {self.input.name!r} has shape {shape}; expected [N,3,48,W]")
+        """The shared rank/channel/dtype check, plus the recogniser's fixed line height."""
+        check_input(self.runtime, "ocr")
+        height = self.input.shape[2]
+        if isinstance(height, int) and height != INPUT_HEIGHT:
+            raise self._fail(f"recogniser input {self.input.name!r} has shape {self.input.shape}; expected [N,3,48,W]")
 
     def _charset(self) -> list[str]:
         if self.opts.charset_file is not None:

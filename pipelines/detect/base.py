@@ -11,9 +11,10 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.model_inputs import check_input
 from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import ChannelOrder, Letterbox, Normalizer, Placement, letterbox_batch
-from pipelines.runtime import ModelLoadError, RuntimeLike, TensorInfo, check_input, model_label, open_runtime
+from pipelines.runtime import ModelLoadError, RuntimeLike, TensorInfo, model_label, open_runtime
 
 # fmt: off
 COCO_CLASSES: tuple[str, ...] = (

@@ -15,8 +15,9 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
+from pipelines.model_inputs import format_shape
 from pipelines.preprocess import Letterbox
-from pipelines.runtime import InferenceError, ModelLoadError, format_shape
+from pipelines.runtime import InferenceError, ModelLoadError
 
 Layout = Literal["raw", "end2end"]
 

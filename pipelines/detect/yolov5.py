@@ -14,8 +14,9 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
+from pipelines.model_inputs import format_shape
 from pipelines.preprocess import Letterbox
-from pipelines.runtime import ModelLoadError, format_shape
+from pipelines.runtime import ModelLoadError
 
 
 class YoloV5Options(DetectorOptions):

@@ -19,6 +19,7 @@ from daemon.queues import FrameQueue
 from daemon.sources.base import QueuePolicy, ReconnectOptions, Source, SourceError, SourceOptions
 from daemon.stats import SourceStats, Stats
 from tests.fixtures.media import RawFrameServer, make_images, make_video
+from tests.fixtures.recorders import States
 
 FAST_RETRY = {"initial_s": 0.02, "max_s": 0.05, "jitter": 0.0}
 
@@ -26,20 +27,6 @@ FAST_RETRY = {"initial_s": 0.02, "max_s": 0.05, "jitter": 0.0}
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_video(tmp_path_factory.mktemp("cap") / "clip.mp4", seconds=2.0, fps=15)  # 30 frames
-
-
-class States:
-    """Records on_state calls, as the app's MQTT status publisher would receive them."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-
-    def __call__(self, source_id: str, state: str, detail: str) -> None:
-        self.calls.append((source_id, state, detail))
-
-    @property
-    def names(self) -> list[str]:
-        return [state for _, state, _ in self.calls]
 
 
 def build(options: dict[str, Any], states: States | None = None) -> tuple[Capture, SourceStats]:

@@ -14,6 +14,7 @@ from daemon.capture import Capture, make_capture
 from daemon.sources.base import SourceError
 from daemon.sources.rtsp import RtspOptions, RtspSource
 from daemon.stats import SourceStats, Stats
+from tests.fixtures.recorders import States
 from tests.fixtures.rtsp_server import RtspServer
 
 pytestmark = pytest.mark.integration
@@ -21,18 +22,6 @@ pytestmark = pytest.mark.integration
 USER, PASSWORD = "viewer", "pa55:w@rd/x"  # ":", "@" and "/" must be percent-encoded in a URL
 RETRY = {"initial_s": 0.2, "max_s": 1.0, "jitter": 0.1}
 Factory = Callable[..., RtspServer]
-
-
-class States:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-
-    def __call__(self, source_id: str, state: str, detail: str) -> None:
-        self.calls.append((source_id, state, detail))
-
-    @property
-    def names(self) -> list[str]:
-        return [state for _, state, _ in self.calls]
 
 
 def capture_for(url: str, source_id: str = "cam", **options: Any) -> tuple[Capture, SourceStats, States]:

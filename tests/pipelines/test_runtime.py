@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.model_inputs import check_input
 from pipelines.runtime import (
     InferenceError,
     ModelLoadError,
     Runtime,
     RuntimeOptions,
     TensorInfo,
-    check_input,
     choose_providers,
     default_cache_dir,
     fixed_batch,
