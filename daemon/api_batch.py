@@ -11,6 +11,8 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from daemon.boundary import attempt
+
 log = logging.getLogger(__name__)
 
 BatchCall = Callable[[list[Any], Mapping[str, Any]], Sequence[Any]]
@@ -160,13 +162,16 @@ class Coalescer:
         stats.largest_job = max(stats.largest_job, size)
         stats.job_sizes[size] = stats.job_sizes.get(size, 0) + 1
 
+    def _call(self, items: list[_Item]) -> list[Any]:
+        results = list(self.call([item.image for item in items], items[0].request.params))
+        if len(results) != len(items):
+            raise RuntimeError(f"model {self.name!r} returned {len(results)} results for {len(items)} images")
+        return results
+
     def _run(self, items: list[_Item]) -> None:
-        params = items[0].request.params
-        try:
-            results = list(self.call([item.image for item in items], params))
-            if len(results) != len(items):
-                raise RuntimeError(f"model {self.name!r} returned {len(results)} results for {len(items)} images")
-        except Exception as exc:  # isolation boundary: one bad request must not fail the others or the worker
+        # the worker's per-step boundary: one bad request must not fail the others or the worker
+        results, exc = attempt(self._call, items)
+        if exc is not None:
             requests = list(dict.fromkeys(item.request for item in items))
             if len(requests) == 1:
                 requests[0].fail(exc)
@@ -176,5 +181,6 @@ class Coalescer:
             for request in requests:
                 self._run([item for item in items if item.request is request])
             return
+        assert results is not None  # attempt gives a value or an error
         for item, result in zip(items, results, strict=True):
             item.request.deliver(item.index, result)

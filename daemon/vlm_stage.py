@@ -19,6 +19,7 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from daemon.boundary import attempt
 from daemon.frames import Frame, Message, Result, iso_utc
 from daemon.payload import SCHEMA_VERSION, detection_records
 from daemon.vlm_client import VlmClient, VlmOutcome
@@ -217,12 +218,12 @@ class VlmStages:
     def offer(self, result: Result) -> None:
         now = time.monotonic()
         for stage in self.stages:
-            try:
-                stage.offer(result, now)
-            except Exception:  # isolation boundary: the VLM side path must never stop the video path
+            # the worker's per-frame boundary: a failed offer costs this stage this frame, never the video path
+            _, error = attempt(stage.offer, result, now)
+            if error is not None:
                 self.offer_errors += 1
-                log.exception("vlm %s: could not take frame %d of %s", stage.options.name, result.frame.seq,
-                              result.frame.source_id)
+                log.error("vlm %s: could not take frame %d of %s: %s", stage.options.name, result.frame.seq,
+                          result.frame.source_id, error, exc_info=error)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop taking pictures and send what is queued, within `timeout` in all; True when all finished."""

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import supervision as sv
 
+from daemon.boundary import attempt
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
 from daemon.queues import FrameQueue
@@ -25,7 +26,6 @@ from daemon.stats import Stats
 from daemon.tracks import EmitEvent, TrackHooks
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class PipelineLike(Protocol):
@@ -168,7 +168,7 @@ class Worker:
     def _process(self, batch: list[Frame]) -> None:
         t0 = time.monotonic()
         pipeline = self.pipeline  # a reload may swap it: one batch sees one pipeline
-        outputs, error = _attempt(self.tracks.run, pipeline, batch, t0, self.queues)
+        outputs, error = attempt(self.tracks.run, pipeline, batch, t0, self.queues)
         if error is not None or outputs is None:
             log.error("pipeline %s failed on a batch of %d; retrying frame by frame: %s",
                       pipeline.name, len(batch), error, exc_info=error)
@@ -179,7 +179,7 @@ class Worker:
     def _process_one_by_one(self, batch: list[Frame], pipeline: PipelineLike) -> None:
         for frame in batch:
             t0 = time.monotonic()
-            outputs, error = _attempt(self.tracks.run, pipeline, [frame], t0, self.queues)
+            outputs, error = attempt(self.tracks.run, pipeline, [frame], t0, self.queues)
             if error is not None or outputs is None:
                 self._frame_failed(frame, f"pipeline failed: {error}")
                 continue
@@ -213,7 +213,7 @@ class Worker:
             source.process_rate.tick(t1)
             timings = {"queue": (t0 - frame.t_mono) * 1000.0, "infer": infer_ms}
             result = Result(frame, pipeline.name, detections, timings)
-            _, error = _attempt(self.emit, result)  # one unpublishable result costs only itself
+            _, error = attempt(self.emit, result)  # one unpublishable result costs only itself
             if error is not None:
                 self._frame_failed(frame, f"result not published: {error}")
         self.tracks.after_run(pipeline, batch)
@@ -228,16 +228,9 @@ class Worker:
             done += 1
             if not future.set_running_or_notify_cancel():
                 continue
-            value, error = _attempt(fn)  # a bad request fails its own future, never the worker
+            value, error = attempt(fn)  # a bad request fails its own future, never the worker
             if error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(value)
 
-
-def _attempt(step: Callable[..., T], *args: Any) -> tuple[T | None, Exception | None]:
-    """The worker's one isolation boundary: run one step (a batch, a frame, a result, a job), return its error."""
-    try:
-        return step(*args), None
-    except Exception as exc:  # isolation boundary: the per-frame worker step
-        return None, exc

@@ -179,6 +179,27 @@ def test_sources_filter_and_wrap(server: VlmServer) -> None:
     assert nothing.wrap(emitted.append) == emitted.append
 
 
+def test_a_failing_offer_costs_only_that_stage_that_frame(server: VlmServer, caplog: pytest.LogCaptureFixture) -> None:
+    out = Collector()
+    stages = VlmStages([options(server, max_rate_hz=1000.0), options(server, max_rate_hz=1000.0, name="other")],
+                       out.submit)
+    broken = stages.stages[0]
+
+    def explode(result: Result, now: float | None = None) -> bool:
+        raise ValueError("bad picture")
+
+    broken.offer = explode  # type: ignore[method-assign]
+    emitted: list[Result] = []
+    try:
+        stages.wrap(emitted.append)(result(5))
+        [msg] = out.wait_for(1)
+    finally:
+        stages.close()
+    assert [r.frame.seq for r in emitted] == [5]  # the result itself went out
+    assert msg.payload["pipeline"] == "watch/vlm:other"  # the other stage still took the frame
+    assert stages.offer_errors == 1 and "vlm look: could not take frame 5 of cam: bad picture" in caplog.text
+
+
 def test_the_key_goes_in_the_header_only(server: VlmServer, caplog: pytest.LogCaptureFixture) -> None:
     out = Collector()
     with caplog.at_level(logging.DEBUG):
