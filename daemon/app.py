@@ -76,9 +76,7 @@ class Daemon:
         queues = {sid: cap.queue for sid, cap in self.captures.items()}
         self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch, self.metrics,
                              emit_event=self._emit_event)
-        # after the fan-out, which may be replaced on reload: answers go to the current one
-        self.vlm = VlmStages(self.config.vlm, lambda msg: self.fanout.submit(msg) if self.fanout else None)
-        self.worker.emit = self.vlm.wrap(self.worker.emit)  # frames go to the VLM stages after their result
+        self.vlm = self.make_vlm(self.config)
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
@@ -139,6 +137,13 @@ class Daemon:
         self.metrics.observe_e2e(result.frame.source_id, time.monotonic() - result.frame.t_mono)
         if getattr(self.config.pipeline, "publish_results", True):
             self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
+        vlm = self.vlm  # a reload may replace the stages: this frame goes to one set
+        if vlm is not None:
+            vlm.offer(result)  # after its result: the VLM side path never delays the video path
+
+    def make_vlm(self, config: Config) -> VlmStages:
+        # answers go to the current fan-out, which a reload may replace
+        return VlmStages(config.vlm, lambda msg: self.fanout.submit(msg) if self.fanout else None)
 
     def _emit_event(self, frame: Frame, event: Event) -> None:
         """A track event (worker thread): JSON for every sink, the best crop for the snapshot sink."""
@@ -212,6 +217,11 @@ class Daemon:
             self.fanout.close(timeout=self.config.shutdown_timeout_s)
         self.sinks = []
         self._start_sinks(config)
+
+    def restart_vlm(self, config: Config) -> None:
+        old, self.vlm = self.vlm, self.make_vlm(config)
+        if old is not None:  # what it had queued is still sent, within the bound
+            old.close(timeout=self.config.shutdown_timeout_s)
 
     def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]], model_options: Any) -> None:
         self.pipeline = pipeline

@@ -30,6 +30,9 @@ class ReloadPlan:
     models_changed: list[str] = field(default_factory=list)
     pipeline_changed: bool = False
     sinks_changed: bool = False
+    vlm_changed: bool = False
+    batch_changed: bool = False
+    need_restart: list[str] = field(default_factory=list)  # sections a running process cannot change
 
     def summary(self) -> str:
         parts = [f"{name}: {', '.join(ids)}" for name, ids in (
@@ -39,6 +42,10 @@ class ReloadPlan:
             parts.append("pipeline changed")
         if self.sinks_changed:
             parts.append("sinks restarted")
+        if self.vlm_changed:
+            parts.append("vlm stages restarted")
+        if self.batch_changed:
+            parts.append("batch options changed")
         return "; ".join(parts) or "nothing changed"
 
 
@@ -47,6 +54,11 @@ def model_fingerprint(options: Any) -> tuple[Any, ...]:
     path = Path(options.path)
     stat = path.stat() if path.exists() else None
     return (options.model_dump_json(), stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
+
+
+# Listening sockets and the state directory (spool, caches) are bound at start: changing them live would
+# mean a moment with neither the old nor the new one, so a reload says so and keeps the running ones.
+RESTART_ONLY = ("http", "api", "state_dir")
 
 
 def make_plan(old: Config, new: Config, fingerprints: dict[str, tuple[Any, ...]]) -> ReloadPlan:
@@ -61,6 +73,9 @@ def make_plan(old: Config, new: Config, fingerprints: dict[str, tuple[Any, ...]]
     plan.pipeline_changed = bool(plan.models_changed) or _dump(old.pipeline) != _dump(new.pipeline) \
         or set(old.models) != set(new.models)
     plan.sinks_changed = [s.model_dump_json() for s in old.sinks] != [s.model_dump_json() for s in new.sinks]
+    plan.vlm_changed = [v.model_dump_json() for v in old.vlm] != [v.model_dump_json() for v in new.vlm]
+    plan.batch_changed = _dump(old.batch) != _dump(new.batch)
+    plan.need_restart = [name for name in RESTART_ONLY if _dump(getattr(old, name)) != _dump(getattr(new, name))]
     return plan
 
 
@@ -82,8 +97,15 @@ def reload(daemon: Daemon, path: Path) -> bool:
         if pipeline is None:
             return False
     log.info("reloading %s: %s", path, plan.summary())
+    if plan.need_restart:
+        log.warning("reload: %s changed; that takes a restart (systemctl restart), the running settings stay",
+                    ", ".join(plan.need_restart))
     if plan.sinks_changed:
         daemon.restart_sinks(new)
+    if plan.vlm_changed:
+        daemon.restart_vlm(new)
+    if plan.batch_changed and daemon.worker is not None:
+        daemon.worker.batch = new.batch  # read once per batch: the next one uses it
     if pipeline is not None:
         daemon.swap_pipeline(pipeline, {name: model_fingerprint(o) for name, o in new.models.items()}, new.models)
     for sid in plan.sources_removed + plan.sources_changed:
@@ -91,7 +113,8 @@ def reload(daemon: Daemon, path: Path) -> bool:
     for options in new.sources:
         if options.id in plan.sources_added or options.id in plan.sources_changed:
             daemon.add_source(options)
-    daemon.config = new
+    # what a reload cannot change stays as it runs, so that the next reload still compares against it
+    daemon.config = new.model_copy(update={name: getattr(daemon.config, name) for name in plan.need_restart})
     return True
 
 

@@ -125,6 +125,10 @@ class VlmClient:
             self._thread = threading.Thread(target=self._loop, name=f"vlm-{self.name}", daemon=True)
             self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
     def close(self, timeout: float = 5.0) -> bool:
         """Take no more pictures, send those queued within `timeout`; True when the thread finished in time."""
         self._stop.set()

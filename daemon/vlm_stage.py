@@ -196,24 +196,13 @@ class VlmStage:
 
 
 class VlmStages:
-    """All configured stages; `wrap(emit)` puts them on the worker's emit path."""
+    """All configured stages; the daemon offers them every result after publishing it."""
 
     def __init__(self, options: Sequence[VlmStageOptions], publish: Publish) -> None:
         self.stages = [VlmStage(o, publish) for o in options]
         self.offer_errors = 0
         for stage in self.stages:
             stage.client.start()
-
-    def wrap(self, emit: Callable[[Result], None]) -> Callable[[Result], None]:
-        """`emit` followed by offering the result to every stage (just `emit` when there is none)."""
-        if not self.stages:
-            return emit
-
-        def emit_and_offer(result: Result) -> None:
-            emit(result)
-            self.offer(result)
-
-        return emit_and_offer
 
     def offer(self, result: Result) -> None:
         now = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import pytest
 from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.reload import make_plan, model_fingerprint
+from tests.fixtures.vlm_server import running_server
 
 
 def config_text(tmp_path: Path, media_dir: Path, *, extra_source: bool = False, conf: float = 0.3) -> str:
@@ -121,3 +123,33 @@ def test_reload_restarts_changed_sinks(running: tuple[Daemon, Path], tmp_path: P
     assert daemon.reload()
     wait_until(lambda: (tmp_path / "after.jsonl").exists() and "result" in (tmp_path / "after.jsonl").read_text())
     assert daemon.sinks[0].options.path.endswith("after.jsonl")  # type: ignore[attr-defined]
+
+
+def vlm_section(url: str, rate: float, key_file: Path) -> str:
+    key_file.write_text("sk-test")
+    return (f"vlm:\n  - {{name: look, url: '{url}', model: gpt-4o, classes: [car, bus], "
+            f"api_key: '${{file:{key_file}}}', max_rate_hz: {rate}}}\n")
+
+
+def test_reload_restarts_vlm_stages_applies_batch_and_keeps_restart_only_sections(
+    running: tuple[Daemon, Path], tmp_path: Path, media_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon, path = running
+    caplog.set_level(logging.INFO, logger="daemon.reload")
+    wait_until(lambda: daemon.stats.source("street").processed >= 2)
+    assert daemon.vlm is not None and not daemon.vlm.stages
+    with running_server() as server:
+        path.write_text(config_text(tmp_path, media_dir) + vlm_section(server.url, 50.0, tmp_path / 'key')
+                        + "batch: {max_size: 3, timeout_ms: 7}\nhttp: {enabled: true, port: 0}\n")
+        assert daemon.reload()
+        assert [s.options.max_rate_hz for s in daemon.vlm.stages] == [50.0]
+        assert daemon.worker is not None and daemon.worker.batch.max_size == 3
+        wait_until(lambda: len(server.requests) >= 2)  # frames reach the new stage
+        assert "http changed; that takes a restart" in caplog.text
+        assert not daemon.config.http.enabled  # the running setting stays, so the next reload warns again
+        first = daemon.vlm
+        path.write_text(config_text(tmp_path, media_dir) + vlm_section(server.url, 20.0, tmp_path / 'key'))
+        assert daemon.reload()
+        assert daemon.vlm is not first and [s.options.max_rate_hz for s in daemon.vlm.stages] == [20.0]
+        assert all(s.client.closed for s in first.stages)  # the old stages were closed
+    assert "vlm stages restarted" in caplog.text
