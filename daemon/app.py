@@ -18,6 +18,7 @@ from daemon.events import event_message
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
 from daemon.health import HealthRules, HealthServer, progress_problems
+from daemon.memory import keep_frame_buffers
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.payload import result_payload
@@ -69,6 +70,8 @@ class Daemon:
     # -- build, back to front -------------------------------------------------------------------------
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.keep_frame_buffers:
+            keep_frame_buffers()
         self._start_sinks()
         self.pipeline = self._pipeline_override or self._build_pipeline()
         for options in self.config.sources:

@@ -15,6 +15,8 @@ from typing import Any
 
 import cv2
 
+from daemon.memory import keep_frame_buffers
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
 
@@ -74,6 +76,9 @@ def overhead(video: Path, model: Path, loops: int, threads: int, batch: int, rep
     The four measurements are interleaved `repeats` times and each figure is the median, so that a noisy
     neighbour on a shared machine hits all of them alike rather than one phase.
     """
+    # the daemon tunes the allocator when it starts and that is process-wide: tune it first so that raw decode
+    # and the model alone are measured under the same allocator in every repeat
+    keep_frame_buffers()
     runs: dict[str, list[float]] = {"raw_decode_fps": [], "daemon_noop_fps": [], "model_alone_fps": [],
                                     "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": []}
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:

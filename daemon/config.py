@@ -92,6 +92,10 @@ class Config(BaseModel):
     status_interval_s: float = Field(
         0.0, ge=0, description="Seconds between live status lines on stderr; 0 turns them off."
     )
+    keep_frame_buffers: bool = Field(
+        True, description="glibc only: keep freed frame buffers for the next frame instead of returning them to "
+        "the kernel and faulting them in again (fewer page faults per frame; memory stays at its high-water mark).",
+    )
     http: HttpOptions = Field(default_factory=HttpOptions, description="Health and metrics endpoint.")
     api: ApiOptions = Field(default_factory=ApiOptions, description="Roboflow-compatible inference HTTP API.")
     vlm: list[VlmStageOptions] = Field(
