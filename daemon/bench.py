@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def register(subparsers: Any) -> None:
     overhead.add_argument("--batch", type=int, default=4, help="daemon batch.max_size (batch 1 is measured too)")
     overhead.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; figures are medians")
     overhead.add_argument("--json", action="store_true", help="print the figures as JSON")
+    overhead.add_argument("--no-keep-frame-buffers", dest="keep_buffers", action="store_false",
+                          help="leave glibc's allocator as it is (keep_frame_buffers: false), to measure what it adds")
     overhead.set_defaults(func=_cmd_overhead)
     for name, module in (("two-stage", "daemon.bench_stages"), ("tracks", "daemon.bench_tracks"),
                          ("api", "daemon.bench_api")):
@@ -65,12 +68,14 @@ def _cmd_overhead(args: argparse.Namespace) -> int:
             print(f"bench overhead: {path} does not exist (set EDGEWATCH_SHARED or pass --video/--model)",
                   file=sys.stderr)
             return 1
-    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch, args.repeats),
-           args.json)
+    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch, args.repeats,
+                    args.keep_buffers), args.json)
     return 0
 
 
-def overhead(video: Path, model: Path, loops: int, threads: int, batch: int, repeats: int = 3) -> dict[str, Any]:
+def overhead(
+    video: Path, model: Path, loops: int, threads: int, batch: int, repeats: int = 3, keep_buffers: bool = True
+) -> dict[str, Any]:
     """Raw decode, no-op daemon, model alone and YOLOX daemon on the same looped video, in one run.
 
     The four measurements are interleaved `repeats` times and each figure is the median, so that a noisy
@@ -78,23 +83,33 @@ def overhead(video: Path, model: Path, loops: int, threads: int, batch: int, rep
     """
     # the daemon tunes the allocator when it starts and that is process-wide: tune it first so that raw decode
     # and the model alone are measured under the same allocator in every repeat
-    keep_frame_buffers()
+    if keep_buffers:
+        keep_frame_buffers()
     runs: dict[str, list[float]] = {"raw_decode_fps": [], "daemon_noop_fps": [], "model_alone_fps": [],
-                                    "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": []}
+                                    "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": [],
+                                    "daemon_noop_page_faults_per_frame": []}
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
         looped = Path(tmp) / "looped.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(video),
                         "-c", "copy", str(looped)], check=True)
-        for i in range(repeats):
+
+        def daemon_fps(detector: Path | None, size: int) -> float:
+            workdir = Path(tempfile.mkdtemp(dir=tmp))  # a fresh state_dir and results file per run
+            return _ratio(_daemon_fps(looped, detector, threads, size, workdir, keep_buffers))
+
+        for _ in range(repeats):
             frames, seconds = _raw_decode(looped)
             runs["raw_decode_fps"].append(frames / seconds)
-            runs["daemon_noop_fps"].append(_ratio(_daemon_fps(looped, None, threads, batch, Path(tmp) / f"n{i}")))
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            runs["daemon_noop_fps"].append(daemon_fps(None, batch))
+            runs["daemon_noop_page_faults_per_frame"].append(
+                (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / frames)
             runs["model_alone_fps"].append(_ratio(_model_alone(video, model, threads)))
-            runs["daemon_yolox_fps"].append(_ratio(_daemon_fps(looped, model, threads, batch, Path(tmp) / f"y{i}")))
+            runs["daemon_yolox_fps"].append(daemon_fps(model, batch))
             if batch != 1:
-                runs["daemon_yolox_batch1_fps"].append(
-                    _ratio(_daemon_fps(looped, model, threads, 1, Path(tmp) / f"b{i}")))
-    figures: dict[str, Any] = {"frames": frames, "repeats": repeats, "batch": batch, "threads": threads}
+                runs["daemon_yolox_batch1_fps"].append(daemon_fps(model, 1))
+    figures: dict[str, Any] = {"frames": frames, "repeats": repeats, "batch": batch, "threads": threads,
+                               "keep_frame_buffers": keep_buffers}
     figures.update({key: statistics.median(values) for key, values in runs.items() if values})
     figures["noop_vs_decode"] = figures["daemon_noop_fps"] / figures["raw_decode_fps"]
     figures["yolox_vs_model_alone"] = figures["daemon_yolox_fps"] / figures["model_alone_fps"]
@@ -137,7 +152,9 @@ def _model_alone(video: Path, model: Path, threads: int) -> tuple[int, float]:
     return len(images), time.perf_counter() - t0
 
 
-def _daemon_fps(video: Path, model: Path | None, threads: int, batch: int, workdir: Path) -> tuple[int, float]:
+def _daemon_fps(
+    video: Path, model: Path | None, threads: int, batch: int, workdir: Path, keep_buffers: bool = True
+) -> tuple[int, float]:
     from daemon.app import Daemon
     from daemon.config import load_config
     from pipelines.stages import NoopPipeline
@@ -151,6 +168,7 @@ def _daemon_fps(video: Path, model: Path | None, threads: int, batch: int, workd
         f"sources:\n  - {{id: bench, type: file, path: '{video}', pace: fast, queue: {{size: 16}}}}\n"
         f"sinks:\n  - {{id: out, type: jsonl, path: '{workdir}/results.jsonl', flush: close}}\n"
         f"batch: {{max_size: {batch}, timeout_ms: 2}}\nstate_dir: '{workdir}/state'\n"
+        f"keep_frame_buffers: {str(keep_buffers).lower()}\n"
     )
     config = load_config(config_path)
     daemon = Daemon(config, pipeline=NoopPipeline("noop") if model is None else None)
