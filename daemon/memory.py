@@ -1,7 +1,7 @@
 """glibc allocator settings for a process that allocates and frees a frame-sized buffer for every frame.
 
 A decoded 720p frame is 2.7 MB. glibc serves blocks that large with mmap and, by default, hands freed
-memory at the top of a heap back to the kernel, so new frames fault their pages in again: dozens of page
+memory at the top of a heap back to the kernel, so new frames fault their pages in again: a dozen or more page
 faults per frame in the no-op daemon, where a bare decode loop reuses one hot buffer (`edgewatch bench
 overhead` prints the daemon's figure; tests/daemon/test_memory.py shows the pattern). Raising the mmap and
 trim thresholds keeps freed frame buffers in the process for the next frame. The cost is that freed memory
