@@ -23,7 +23,7 @@ SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
 
 
 def register(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, api")
+    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, api, soak")
     which = bench.add_subparsers(dest="bench", required=True)
     overhead = which.add_parser("overhead", help="daemon fps vs raw decode and vs the model alone")
     overhead.add_argument("--video", default=str(SHARED / "media" / "london_street_TestV4.mp4"))
@@ -37,17 +37,20 @@ def register(subparsers: Any) -> None:
                           help="leave glibc's allocator as it is (keep_frame_buffers: false), to measure what it adds")
     overhead.set_defaults(func=_cmd_overhead)
     for name, module in (("two-stage", "daemon.bench_stages"), ("tracks", "daemon.bench_tracks"),
-                         ("api", "daemon.bench_api")):
+                         ("api", "daemon.bench_api"), ("soak", "daemon.bench_soak")):
         sub = which.add_parser(name, help=f"see {module}")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
         sub.set_defaults(func=_delegate(module))
+        if name == "soak":
+            sub.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
 
 
 def _delegate(module: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        figures = importlib.import_module(module).run()
+        options = {"seconds": args.seconds} if "seconds" in args else {}
+        figures = importlib.import_module(module).run(**options)
         _print(figures, args.json)
         return 0
 
