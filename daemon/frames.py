@@ -46,6 +46,7 @@ class Result:
     detections: sv.Detections
     timings_ms: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stage_errors: dict[str, str] = field(default_factory=dict)  # stage path -> why it has no results here
 
 
 @dataclass(frozen=True, slots=True)

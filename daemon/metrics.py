@@ -98,6 +98,13 @@ class StatsCollector(Collector):
         yield CounterMetricFamily("edgewatch_worker_batches", "Batches run by the inference worker.", value=w.batches)
         yield CounterMetricFamily("edgewatch_worker_frames", "Frames run by the inference worker.", value=w.frames)
         yield CounterMetricFamily("edgewatch_worker_errors", "Failed pipeline runs.", value=w.errors)
+        failed = CounterMetricFamily(
+            "edgewatch_stage_errors", "Batches a second stage's model failed on (the rest of each frame went out).",
+            labels=["stage"],
+        )
+        for stage, count in sorted(w.stage_errors.items()):
+            failed.add_metric([stage], count)
+        yield failed
         yield GaugeMetricFamily(
             "edgewatch_worker_last_progress_age_seconds",
             "Seconds since the worker last finished a batch or idled; grows when it is wedged.",

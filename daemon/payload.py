@@ -30,6 +30,8 @@ def result_payload(result: Result) -> dict[str, Any]:
         payload["pts"] = round(frame.pts, 3)
     if result.timings_ms:
         payload["latency_ms"] = {k: round(v, 2) for k, v in result.timings_ms.items()}
+    if result.stage_errors:
+        payload["stage_errors"] = dict(result.stage_errors)
     return payload
 
 

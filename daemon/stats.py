@@ -86,6 +86,7 @@ class WorkerStats:
     # Tracking (daemon/tracks.py): per second stage classified, skipped, shed_settled, shed_new, ...
     second_stage: dict[str, Counter[str]] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)  # track events sent, by type
+    stage_errors: Counter[str] = field(default_factory=Counter)  # batches a second stage's model failed on, by path
     tracks: int = 0  # live confirmed tracks over all sources
 
 

@@ -206,17 +206,26 @@ class Worker:
         if self.observer is not None:
             self.observer.observe_inference(pipeline.name, t1 - t0)
             self.observer.observe_batch(len(batch))
+        stage_errors = dict(getattr(pipeline, "last_stage_errors", None) or {})
+        for path, why in stage_errors.items():
+            self._stage_failed(path, why)
         for frame, detections in zip(batch, outputs, strict=True):
             source = self.stats.source(frame.source_id)
             source.processed += 1
             source.detections += len(detections)
             source.process_rate.tick(t1)
             timings = {"queue": (t0 - frame.t_mono) * 1000.0, "infer": infer_ms}
-            result = Result(frame, pipeline.name, detections, timings)
+            result = Result(frame, pipeline.name, detections, timings, stage_errors=stage_errors)
             _, error = attempt(self.emit, result)  # one unpublishable result costs only itself
             if error is not None:
                 self._frame_failed(frame, f"result not published: {error}")
         self.tracks.after_run(pipeline, batch)
+
+    def _stage_failed(self, path: str, why: str) -> None:
+        count = self.stats.worker.stage_errors[path] = self.stats.worker.stage_errors[path] + 1
+        # a broken model fails on every batch: say so the first time and then every 100th, not 30 times a second
+        if count == 1 or count % 100 == 0:
+            log.warning("second stage %s failed (%d batch(es) so far); its crops get no result: %s", path, count, why)
 
     def _run_jobs(self, limit: int | None) -> None:
         done = 0

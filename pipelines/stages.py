@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
 from pipelines.gallery import Gallery, GalleryOptions, match_detections
 from pipelines.labels import class_names
+from pipelines.runtime import InferenceError
 from pipelines.tracking import TrackingOptions
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ class Pipeline:
         self.galleries: dict[str, Gallery] = {}  # by stage path (pipeline/stage/...), loaded once here
         self._validate(self.spec.stages, self.name)
         self.last_timings_ms: dict[str, float] = {}
+        # stage path -> why its model failed in the last run; those crops have no result, all else stands
+        self.last_stage_errors: dict[str, str] = {}
         self.last_events: list[tuple[int, Event]] = []  # (index in the batch, track event) of the last run
         self._tracked: TrackRunner | None = None
         if self.spec.tracking is not None:
@@ -219,6 +222,7 @@ class Pipeline:
         if not images:
             return []
         self.last_timings_ms = {}
+        self.last_stage_errors = {}
         t0 = time.perf_counter()
         detections = list(self.detector.detect(images))
         self.last_timings_ms[self.spec.detector] = (time.perf_counter() - t0) * 1000.0
@@ -266,12 +270,18 @@ class Pipeline:
                 rows &= masks[i]
             for j in np.flatnonzero(rows):
                 crops.append(crop_detection(image, dets, int(j), i, stage.crop))
-        results = self.call_model(stage, [c.image for c in crops])
+        for dets in detections:
+            dets.data[stage.name] = np.full(len(dets), None, dtype=object)
+        try:
+            results = self.call_model(stage, [c.image for c in crops])
+        except InferenceError as exc:
+            # the backend refused the run (device error, bad output): this stage's crops stay without a result
+            # and its children are skipped, but the detections and the other stages of the frame still go out
+            self.last_stage_errors[path] = str(exc)
+            return
         kind = self.kind_of(stage)
         if kind == "detect":
             results = [detections_to_source(r, c) for r, c in zip(results, crops, strict=True)]
-        for dets in detections:
-            dets.data[stage.name] = np.full(len(dets), None, dtype=object)
         for crop, result in zip(crops, results, strict=True):
             detections[crop.parent].data[stage.name][crop.index] = result
         gallery = self.galleries.get(path)

@@ -14,6 +14,7 @@ import supervision as sv
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
 from daemon.metrics import Metrics
+from daemon.payload import result_payload
 from daemon.queues import FrameQueue
 from daemon.stats import Stats
 from daemon.worker import Worker
@@ -264,3 +265,31 @@ def test_a_removed_source_ends_its_tracks_unless_it_comes_back(added_back: bool)
     time.sleep(0.2)  # time enough for a wrong extra `end` to show
     assert [(f.seq, e.type) for f, e in events if e.type == "end"] == [(0 if added_back else 5, "end")] * 2
     assert worker.stop(drain=True, timeout=10)
+
+
+class HalfBrokenPipeline(RecordingPipeline):
+    """Its detector works; a second stage's model fails on every batch (as Pipeline reports it)."""
+
+    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+        self.last_stage_errors = {"recording/plate": "CUDA failure: device lost"}
+        return super().run(images, keys)
+
+
+def test_a_failed_second_stage_is_counted_published_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    stats = Stats()
+    metrics = Metrics(stats)
+    queues = {"a": FrameQueue(100, "block", stats.source("a"))}
+    results: list[Result] = []
+    worker = Worker(queues, HalfBrokenPipeline(), results.append, stats, BatchOptions(max_size=1, timeout_ms=0),
+                    metrics)
+    for seq in range(5):
+        queues["a"].put(frame("a", seq))
+    worker.start()
+    assert worker.stop(drain=True, timeout=5)
+    assert len(results) == 5 and stats.source("a").processed == 5 and stats.worker.errors == 0
+    payload = result_payload(results[0])
+    assert payload["stage_errors"] == {"recording/plate": "CUDA failure: device lost"}
+    assert len(payload["detections"]) == 1  # the first stage's detections still go out
+    assert stats.worker.stage_errors["recording/plate"] == 5
+    assert metrics.registry.get_sample_value("edgewatch_stage_errors_total", {"stage": "recording/plate"}) == 5
+    assert caplog.text.count("second stage recording/plate failed") == 1  # not once per batch

@@ -306,3 +306,21 @@ def test_noop_pipeline() -> None:
     out = pipeline.run([np.zeros((10, 10, 3), np.uint8)] * 3)
     assert [len(d) for d in out] == [0, 0, 0] and pipeline.name == "noop"
     assert pipeline.run([]) == []
+
+
+def test_a_failing_second_stage_model_costs_only_its_own_results(
+    models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ONNX Runtime itself refuses the OCR run (asked for an output the graph lacks), as a failing device would
+    monkeypatch.setattr(models["ocr"].runtime, "_output_names", ["no_such_output"])
+    pipeline = plate_pipeline(models)
+    image, _ = plate_scene(["AB123CD", "KX907ZT"], seed=4)
+    [dets] = pipeline.run([image])
+    assert len(dets) == 2  # the plate detections stand
+    assert list(dets.data["text"]) == [None, None]  # the failed stage's crops have no result
+    assert all(value is not None for value in dets.data["colour"])  # the other stage still ran
+    assert list(pipeline.last_stage_errors) == ["plates/text"]
+    assert "no_such_output" in pipeline.last_stage_errors["plates/text"]
+    monkeypatch.undo()
+    [dets] = pipeline.run([image])
+    assert pipeline.last_stage_errors == {} and all(value is not None for value in dets.data["text"])
