@@ -132,7 +132,7 @@ class Daemon:
 
         self.models = {name: load_model(options, name) for name, options in self.config.models.items()}
         self.model_fingerprints = {name: model_fingerprint(o) for name, o in self.config.models.items()}
-        return Pipeline(self.config.pipeline, self.models)
+        return Pipeline(self.config.pipeline, self.models, isolate_stage_errors=True)
 
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:

@@ -130,7 +130,7 @@ def _build_pipeline(daemon: Daemon, new: Config, changed: list[str]) -> Any:
     try:
         for name in changed:
             models[name] = load_model(new.models[name], name)
-        return Pipeline(new.pipeline, models)
+        return Pipeline(new.pipeline, models, isolate_stage_errors=True)
     except (ModelLoadError, ValueError, OSError) as exc:
         log.error("reload rejected, keeping the running pipeline: %s", exc)
         return None

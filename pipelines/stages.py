@@ -150,8 +150,13 @@ def _check_names(stages: Sequence[StageSpec], where: str) -> None:
 class Pipeline:
     """Runs a PipelineSpec with loaded models: `run(images) -> list[sv.Detections]`, one per image."""
 
-    def __init__(self, spec: PipelineSpec | Mapping[str, Any], models: Mapping[str, Any]) -> None:
+    def __init__(
+        self, spec: PipelineSpec | Mapping[str, Any], models: Mapping[str, Any], isolate_stage_errors: bool = False
+    ) -> None:
+        """isolate_stage_errors: a second stage whose model fails leaves its crops without results (see
+        last_stage_errors) instead of raising; what a daemon wants, where a library caller wants the error."""
         self.spec = spec if isinstance(spec, PipelineSpec) else PipelineSpec.model_validate(dict(spec))
+        self.isolate_stage_errors = isolate_stage_errors
         self.name = self.spec.name
         self.models = dict(models)
         self.detector = self._model(self.spec.detector, ("detect",), f"pipeline {self.name!r} detector")
@@ -275,6 +280,8 @@ class Pipeline:
         try:
             results = self.call_model(stage, [c.image for c in crops])
         except InferenceError as exc:
+            if not self.isolate_stage_errors:
+                raise
             # the backend refused the run (device error, bad output): this stage's crops stay without a result
             # and its children are skipped, but the detections and the other stages of the frame still go out
             self.last_stage_errors[path] = str(exc)

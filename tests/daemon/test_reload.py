@@ -68,6 +68,7 @@ def test_plan_names_what_changed(tmp_path: Path, models_dir: Path, media_dir: Pa
 def test_reload_adds_a_source_and_reloads_only_the_changed_model(running: tuple[Daemon, Path],
                                                                  tmp_path: Path, media_dir: Path) -> None:
     daemon, path = running
+    assert daemon.pipeline.isolate_stage_errors
     wait_until(lambda: daemon.stats.source("street").processed >= 3)
     plates_before, det_before = daemon.models["plates"], daemon.models["det"]
     street_capture = daemon.captures["street"]
@@ -75,6 +76,7 @@ def test_reload_adds_a_source_and_reloads_only_the_changed_model(running: tuple[
     assert daemon.reload()
     assert daemon.models["plates"] is plates_before  # unchanged model: not loaded again
     assert daemon.models["det"] is not det_before and daemon.models["det"].options.confidence_threshold == 0.5
+    assert daemon.pipeline.isolate_stage_errors  # a failing second stage costs only its results, after reload too
     assert daemon.captures["street"] is street_capture  # unchanged source: not restarted
     before = daemon.stats.source("street").processed
     wait_until(lambda: daemon.stats.source("photos").processed >= 2)

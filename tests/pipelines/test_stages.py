@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipelines.bench_two_stage import place_plate, plate_corners, plate_scene, render_plate
 from pipelines.models import load_model
+from pipelines.runtime import InferenceError
 from pipelines.stages import NoopPipeline, Pipeline, PipelineSpec
 
 PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -313,8 +314,10 @@ def test_a_failing_second_stage_model_costs_only_its_own_results(
 ) -> None:
     # ONNX Runtime itself refuses the OCR run (asked for an output the graph lacks), as a failing device would
     monkeypatch.setattr(models["ocr"].runtime, "_output_names", ["no_such_output"])
-    pipeline = plate_pipeline(models)
     image, _ = plate_scene(["AB123CD", "KX907ZT"], seed=4)
+    with pytest.raises(InferenceError, match="no_such_output"):  # a library caller gets the error
+        plate_pipeline(models).run([image])
+    pipeline = Pipeline(plate_pipeline(models).spec, models, isolate_stage_errors=True)  # as the daemon builds it
     [dets] = pipeline.run([image])
     assert len(dets) == 2  # the plate detections stand
     assert list(dets.data["text"]) == [None, None]  # the failed stage's crops have no result
