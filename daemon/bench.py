@@ -36,9 +36,13 @@ def register(subparsers: Any) -> None:
     overhead.add_argument("--no-keep-frame-buffers", dest="keep_buffers", action="store_false",
                           help="leave glibc's allocator as it is (keep_frame_buffers: false), to measure what it adds")
     overhead.set_defaults(func=_cmd_overhead)
-    for name, module in (("two-stage", "daemon.bench_stages"), ("tracks", "daemon.bench_tracks"),
-                         ("api", "daemon.bench_api"), ("soak", "daemon.bench_soak")):
-        sub = which.add_parser(name, help=f"see {module}")
+    for name, module, summary in (
+        ("two-stage", "daemon.bench_stages", "second stages batched vs one call per crop, same results"),
+        ("tracks", "daemon.bench_tracks", "second-stage calls and fps with per-track scheduling off vs on"),
+        ("api", "daemon.bench_api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
+        ("soak", "daemon.bench_soak", "resident memory over a long tracked run, growth fitted after warm-up"),
+    ):
+        sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
         sub.set_defaults(func=_delegate(module))
         if name == "soak":
