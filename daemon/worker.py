@@ -222,7 +222,9 @@ class Worker:
         self.tracks.after_run(pipeline, batch)
 
     def _stage_failed(self, path: str, why: str) -> None:
-        count = self.stats.worker.stage_errors[path] = self.stats.worker.stage_errors[path] + 1
+        errors = self.stats.worker.stage_errors
+        errors[path] += 1
+        count = errors[path]
         # a broken model fails on every batch: say so the first time and then every 100th, not 30 times a second
         if count == 1 or count % 100 == 0:
             log.warning("second stage %s failed (%d batch(es) so far); its crops get no result: %s", path, count, why)
