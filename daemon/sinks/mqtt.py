@@ -25,12 +25,13 @@ from typing import Any, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from daemon.frames import Message
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.encode import to_json
 from daemon.sinks.mqtt_spool import AckTracker, Handed, SpoolOptions, SpoolSender
+from daemon.sinks.mqtt_tls import TlsOptions, set_tls
 from daemon.spool import Spool
 from daemon.stats import SinkStats
 
@@ -53,31 +54,6 @@ _TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event
 _RETAINED_KINDS = frozenset({"status", "stats"})
 _SPOOLED_KINDS = frozenset({"result", "event"})  # status and stats are state: only their latest value matters
 _AVAILABILITY_QOS = 1
-
-
-class TlsOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ca_file: str | None = Field(
-        None, description="PEM file of the CA(s) that signed the broker's certificate; unset: the system CAs."
-    )
-    cert_file: str | None = Field(None, description="PEM client certificate, for brokers that require one.")
-    key_file: str | None = Field(None, description="PEM private key of cert_file.")
-    insecure: bool = Field(
-        False,
-        description="Do not check that the broker certificate's name matches host (the chain is still "
-        "verified). For testing only.",
-    )
-
-    @model_validator(mode="after")
-    def _files_exist(self) -> TlsOptions:
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"tls.{name}: expected an existing file, got {path!r} (not found)")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls.cert_file and tls.key_file go together: set both or neither")
-        return self
 
 
 class MqttOptions(SinkOptions):
@@ -140,10 +116,6 @@ class MqttNotConnected(MqttPublishError):
 
 class MqttQueueFull(MqttPublishError):
     """More QoS>0 messages awaiting the broker than max_queued_messages."""
-
-
-class MqttConfigError(ValueError):
-    """Options that parse but cannot be used (e.g. a TLS file that is not valid PEM)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +285,7 @@ class MqttSink(Sink):
             password = opts.password.get_secret_value() if opts.password is not None else None
             client.username_pw_set(opts.username, password)
         if opts.tls is not None:
-            self._set_tls(client, opts.tls)
+            set_tls(client, opts.tls, self.options.id)
         client.will_set(self.availability_topic, b"offline", qos=_AVAILABILITY_QOS, retain=True)
         client.reconnect_delay_set(opts.reconnect_min_s, opts.reconnect_max_s)
         client.max_inflight_messages_set(opts.max_inflight)
@@ -324,16 +296,6 @@ class MqttSink(Sink):
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
-
-    def _set_tls(self, client: mqtt.Client, tls: TlsOptions) -> None:
-        try:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-        except OSError as exc:  # ssl.SSLError is an OSError: unreadable or non-PEM files
-            raise MqttConfigError(
-                f"mqtt sink {self.options.id}: cannot load TLS files (ca_file={tls.ca_file}, "
-                f"cert_file={tls.cert_file}, key_file={tls.key_file}): {exc}"
-            ) from exc
-        client.tls_insecure_set(tls.insecure)
 
     def _hand_to_paho_locked(self, out: Outgoing) -> MQTTErrorCode:
         assert self._client is not None
