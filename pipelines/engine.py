@@ -20,11 +20,11 @@ import numpy as np
 
 from pipelines.runtime import (
     InferenceError,
+    ModelFile,
     ModelLoadError,
     RuntimeOptions,
     TensorInfo,
     fixed_batch,
-    model_label,
     run_batched,
     trt_cache_dir,
     warm_up,
@@ -252,16 +252,11 @@ def serialize_network(
     return bytes(serialized)
 
 
-class TrtRuntime:
+class TrtRuntime(ModelFile):
     """A deserialised TensorRT engine with the Runtime interface (inputs, outputs, provider, run)."""
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
-        self.path = Path(path)
-        self.stage = stage
-        self.options = options or RuntimeOptions()
-        self.label = model_label(stage, self.path)
-        if not self.path.is_file():
-            raise ModelLoadError(f"{self.label}: file does not exist")
+        super().__init__(path, options, stage)
         trt, self.cudart = import_tensorrt(), import_cudart()
         cuda_check(self.cudart.cudaSetDevice(self.options.device_id), f"cudaSetDevice({self.options.device_id})")
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -319,10 +314,6 @@ class TrtRuntime:
         except (OSError, ValueError, KeyError, AttributeError) as exc:
             log.warning("%s: ignoring unreadable metadata file %s: %s", self.label, sidecar, exc)
             return {}
-
-    @property
-    def batch_dynamic(self) -> bool:
-        return self.max_batch is None
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         typed = {i.name: np.ascontiguousarray(feeds[i.name], dtype=i.dtype) for i in self.inputs if i.name in feeds}

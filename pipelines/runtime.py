@@ -272,8 +272,10 @@ def ort_dtype(onnx_type: str) -> np.dtype:
     return ORT_DTYPES[onnx_type]
 
 
-class Runtime:
-    """An ONNX Runtime session: the first available requested provider, warmed up, batch-transparent."""
+class ModelFile:
+    """What every runtime starts from: the model file (which must exist), its options and its log label."""
+
+    max_batch: int | None  # the batch every input is fixed at; None: dynamic
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
         self.path = Path(path)
@@ -282,6 +284,17 @@ class Runtime:
         self.label = model_label(stage, self.path)
         if not self.path.is_file():
             raise ModelLoadError(f"{self.label}: file does not exist")
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return self.max_batch is None
+
+
+class Runtime(ModelFile):
+    """An ONNX Runtime session: the first available requested provider, warmed up, batch-transparent."""
+
+    def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
+        super().__init__(path, options, stage)
         chosen = choose_providers(self.options, ort.get_available_providers(), self.label)
         self.session = self._open(chosen)
         self.provider = provider_name(self.session.get_providers()[0])
@@ -351,10 +364,6 @@ class Runtime:
             raise ModelLoadError(f"{self.label}: not a valid ONNX model (protobuf parsing failed)") from exc
         except ORT_ERRORS as exc:
             raise ModelLoadError(f"{self.label}: ONNX Runtime cannot load it: {exc}") from exc
-
-    @property
-    def batch_dynamic(self) -> bool:
-        return self.max_batch is None
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Outputs in model order; any batch size, looped inside when the model's batch axis is fixed."""
