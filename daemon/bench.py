@@ -45,16 +45,18 @@ def register(subparsers: Any) -> None:
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
         sub.set_defaults(func=_delegate(module))
-        if name == "soak":
-            sub.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
+    soak = which.choices["soak"]
+    soak.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
+    soak.set_defaults(func=_delegate("daemon.bench_soak", "seconds"))
 
 
-def _delegate(module: str) -> Any:
+def _delegate(module: str, *options: str) -> Any:
+    """A command calling `module.run(option=value, ...)` with the named command-line options."""
+
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        options = {"seconds": args.seconds} if "seconds" in args else {}
-        figures = importlib.import_module(module).run(**options)
+        figures = importlib.import_module(module).run(**{name: getattr(args, name) for name in options})
         _print(figures, args.json)
         return 0
 
