@@ -16,7 +16,7 @@ from pathlib import Path
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
 
 # Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
-COMMAND_MODULES = ("daemon.cmd_models", "daemon.cmd_embed", "daemon.cmd_engine", "daemon.bench")
+COMMAND_MODULES = ("daemon.cli.models", "daemon.cli.embed", "daemon.cli.engine", "daemon.bench.main")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -57,8 +57,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import Daemon
+    from daemon.cli.demo import demo_config_path
     from daemon.config import ConfigError, load_config
-    from daemon.demo import demo_config_path
 
     try:
         path = Path(args.config) if args.config else demo_config_path()

@@ -14,22 +14,21 @@ from typing import Any
 from daemon import registry
 from daemon.capture import Capture, make_capture
 from daemon.config import Config
-from daemon.events import event_message
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
-from daemon.health import HealthRules, HealthServer, progress_problems
-from daemon.memory import keep_frame_buffers
-from daemon.metrics import Metrics
-from daemon.notify import Notifier, Watchdog, watchdog_interval
-from daemon.payload import result_payload
+from daemon.payload import event_message, result_payload
+from daemon.service.health import HealthRules, HealthServer, progress_problems
+from daemon.service.memory import keep_frame_buffers
+from daemon.service.metrics import Metrics
+from daemon.service.notify import Notifier, Watchdog, watchdog_interval
+from daemon.service.stats import Stats
+from daemon.service.statusline import StatusLine, stats_payload, summary_lines
 from daemon.sinks.base import Sink, SinkContext
-from daemon.stats import Stats
-from daemon.status import StatusLine, stats_payload, summary_lines
-from daemon.tracks import TrackingCollector
-from daemon.vlm_stage import VlmStages
+from daemon.trackhooks import TrackingCollector
+from daemon.vlm.stage import VlmStages
 from daemon.worker import Worker
-from pipelines.events import Event
 from pipelines.models import load_model
+from pipelines.tracking.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class Daemon:
         for capture in self.captures.values():
             capture.start()
         if self.config.api.enabled:
-            from daemon.http_api import start_api
+            from daemon.web.app import start_api
 
             self.api = start_api(self.config.api, self.models, self.config.models, self.worker)
         self._start_service_endpoints()

@@ -15,8 +15,8 @@ import numpy as np
 from daemon import registry
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
+from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import ReconnectOptions, Source, SourceError, SourceOptions, mask_credentials
-from daemon.stats import SourceStats, Stats
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from daemon import registry
 from daemon.sinks.base import SinkOptions
 from daemon.sources.base import SourceOptions
-from daemon.vlm_stage import VlmStageOptions, check_vlm_options
+from daemon.vlm.stage import VlmStageOptions, check_vlm_options
 from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
 from pipelines.models import ModelOptions, UnknownTypeError
 

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from daemon.frames import Message
+from daemon.service.stats import SinkStats, Stats
 from daemon.sinks.base import Sink
-from daemon.stats import SinkStats, Stats
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import threading
 import time
 
 from daemon.frames import Frame
+from daemon.service.stats import SourceStats
 from daemon.sources.base import QueuePolicy
-from daemon.stats import SourceStats
 
 
 class FrameQueue:

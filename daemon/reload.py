@@ -120,7 +120,7 @@ def reload(daemon: Daemon, path: Path) -> bool:
 
 def _build_pipeline(daemon: Daemon, new: Config, changed: list[str]) -> Any:
     """Load only the changed models (reusing the rest) and build the new pipeline off the worker thread."""
-    from pipelines.runtime import ModelLoadError
+    from pipelines.runtime.base import ModelLoadError
     from pipelines.stages import Pipeline
 
     models = dict(daemon.models)

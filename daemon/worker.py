@@ -3,7 +3,7 @@
 One worker per process because the accelerator is one device; ONNX Runtime releases the GIL while it
 computes, so capture and sink threads keep running meanwhile. Other work for the same device (HTTP
 inference requests) is submitted as jobs and interleaved with frame batches so neither starves.
-With a tracking pipeline, daemon/tracks.py gives it each frame's FrameInfo and sends its track events.
+With a tracking pipeline, daemon/trackhooks.py gives it each frame's FrameInfo and sends its track events.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from daemon.boundary import attempt
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
 from daemon.queues import FrameQueue
-from daemon.stats import Stats
-from daemon.tracks import EmitEvent, TrackHooks
+from daemon.service.stats import Stats
+from daemon.trackhooks import EmitEvent, TrackHooks
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class PipelineLike(Protocol):
 
 
 class Observer(Protocol):
-    """Optional metrics hooks (daemon/health.py implements them)."""
+    """Optional metrics hooks (daemon/service/health.py implements them)."""
 
     def observe_inference(self, stage: str, seconds: float) -> None: ...
 

@@ -14,8 +14,8 @@ _EXPORTS = {
     "two_stage_ocr": "pipelines.oneshot",
     "infer": "pipelines.oneshot",
     "infer_on_stream": "pipelines.oneshot",
-    "clip_compare": "pipelines.similarity",
-    "clip_similarity": "pipelines.similarity",
+    "clip_compare": "pipelines.embed.similarity",
+    "clip_similarity": "pipelines.embed.similarity",
     "parse_vlm_output": "pipelines.vlm",
     "load_model": "pipelines.models",
 }

@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 
 from pipelines.models import Model, ModelKind, ModelOptions
 from pipelines.preprocess import hwc_to_tensor
-from pipelines.runtime import ModelLoadError, model_label, open_runtime
+from pipelines.runtime.base import ModelLoadError, model_label
+from pipelines.runtime.open import open_runtime
 
 log = logging.getLogger(__name__)
 

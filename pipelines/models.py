@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.runtime import RuntimeOptions
+from pipelines.runtime.base import RuntimeOptions
 
 MODEL_TYPES: dict[str, str] = {
     "yolox": "pipelines.detect.yolox:YoloX",
@@ -25,8 +25,8 @@ MODEL_TYPES: dict[str, str] = {
     "classify": "pipelines.classify:Classifier",
     "ocr": "pipelines.ocr:CtcOcr",
     "tesseract": "pipelines.ocr:TesseractOcr",
-    "embed": "pipelines.embed:ImageEmbedder",
-    "clip": "pipelines.embed:ClipModel",
+    "embed": "pipelines.embed.encoders:ImageEmbedder",
+    "clip": "pipelines.embed.encoders:ClipModel",
 }
 
 ModelKind = Literal["detect", "classify", "ocr", "embed"]

@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from pipelines.model_inputs import check_input
 from pipelines.models import Model, ModelKind, ModelOptions
-from pipelines.runtime import InferenceError, ModelLoadError, model_label, open_runtime
+from pipelines.runtime.base import InferenceError, ModelLoadError, model_label
+from pipelines.runtime.inputs import check_input
+from pipelines.runtime.open import open_runtime
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 Results of second stage NAME live in the parent detections' `data[NAME]`: a numpy object array, one element
 per parent, None where the stage did not run on that parent. Detect stages store child sv.Detections in
 source-image pixels, themselves carrying their children the same way. `metadata["stages"]` = {NAME: kind}.
-An embed stage with `match:` also stores each parent's best gallery match (pipelines/gallery.py) in
+An embed stage with `match:` also stores each parent's best gallery match (pipelines/embed/gallery.py) in
 `data[match_key(NAME)]`; `metadata["embed"]` = {NAME: {"publish_embedding": bool, "match": key or None}}.
 With a `tracking:` section, first-stage detections get tracker ids and each top-level stage reads only the
-crops its track schedule asks for (pipelines/track_run.py); its data then holds the track's consensus.
+crops its track schedule asks for (pipelines/tracking/runner.py); its data then holds the track's consensus.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
-from pipelines.gallery import Gallery, GalleryOptions, match_detections
+from pipelines.embed.gallery import Gallery, GalleryOptions, match_detections
 from pipelines.labels import class_names
-from pipelines.runtime import InferenceError
-from pipelines.tracking import TrackingOptions
+from pipelines.runtime.base import InferenceError
+from pipelines.tracking.layer import TrackingOptions
 
 if TYPE_CHECKING:
-    from pipelines.events import Event
-    from pipelines.track_run import TrackRunner
-    from pipelines.tracking import Tracking
+    from pipelines.tracking.events import Event
+    from pipelines.tracking.layer import Tracking
+    from pipelines.tracking.runner import TrackRunner
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Pipeline:
         self.last_events: list[tuple[int, Event]] = []  # (index in the batch, track event) of the last run
         self._tracked: TrackRunner | None = None
         if self.spec.tracking is not None:
-            from pipelines.track_run import TrackRunner  # it imports this module, so not at the top
+            from pipelines.tracking.runner import TrackRunner  # it imports this module, so not at the top
 
             self._tracked = TrackRunner(self, self.spec.tracking)
 

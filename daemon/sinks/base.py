@@ -9,7 +9,7 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.frames import Message
-from daemon.stats import SinkStats
+from daemon.service.stats import SinkStats
 
 MessageKind = Literal["result", "status", "event", "stats"]
 

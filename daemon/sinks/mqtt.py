@@ -7,7 +7,7 @@ Topics, with prefix = options.topic_prefix (default "edgewatch"):
   {prefix}/{source_id}/events   kind "event"
   {prefix}/stats                kind "stats", retained
 Payloads are compact UTF-8 JSON of Message.payload. QoS>0 results and events go to an on-disk spool first
-(daemon/sinks/mqtt_spool.py) and leave it only when the broker acknowledged them, so a broker outage or a
+(daemon/sinks/mqtt_delivery.py) and leave it only when the broker acknowledged them, so a broker outage or a
 killed daemon loses none; with spool.enabled false they wait in memory instead (up to max_queued_messages, then
 MqttQueueFull). QoS 0 ones fail while the broker is away (MqttNotConnected). Retained topics keep only their
 latest value and are published again on every (re)connection, after "online".
@@ -28,12 +28,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pydantic import Field, SecretStr, model_validator
 
 from daemon.frames import Message
+from daemon.service.stats import SinkStats
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.encode import to_json
-from daemon.sinks.mqtt_spool import AckTracker, Handed, SpoolOptions, SpoolSender
+from daemon.sinks.mqtt_delivery import AckTracker, Handed, SpoolOptions, SpoolSender
 from daemon.sinks.mqtt_tls import TlsOptions, set_tls
-from daemon.spool import Spool
-from daemon.stats import SinkStats
+from daemon.sinks.spool import Spool
 
 log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(f"{__name__}.paho")

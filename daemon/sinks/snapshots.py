@@ -11,7 +11,7 @@ from pydantic import Field
 
 from daemon.frames import Message
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
-from daemon.snapshots import snapshot_name, write_jpeg
+from daemon.sinks.jpeg import snapshot_name, write_jpeg
 
 log = logging.getLogger(__name__)
 

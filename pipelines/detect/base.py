@@ -11,10 +11,11 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.model_inputs import check_input
 from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import ChannelOrder, Letterbox, Normalizer, Placement, letterbox_batch
-from pipelines.runtime import ModelLoadError, RuntimeLike, TensorInfo, model_label, open_runtime
+from pipelines.runtime.base import ModelLoadError, RuntimeLike, TensorInfo, model_label
+from pipelines.runtime.inputs import check_input
+from pipelines.runtime.open import open_runtime
 
 # fmt: off
 COCO_CLASSES: tuple[str, ...] = (

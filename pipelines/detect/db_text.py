@@ -19,7 +19,7 @@ from shapely.geometry import Polygon
 
 from pipelines.detect.base import Detector, DetectorOptions, PostOptions
 from pipelines.preprocess import ChannelOrder, Letterbox, Placement, letterbox_batch, multiple_of
-from pipelines.runtime import InferenceError
+from pipelines.runtime.base import InferenceError
 
 
 class DbPostOptions(PostOptions):

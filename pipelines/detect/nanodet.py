@@ -14,9 +14,9 @@ from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, output_index
 from pipelines.detect.yolox import grid_points
-from pipelines.model_inputs import format_shape
 from pipelines.preprocess import ChannelOrder, Letterbox, Placement
-from pipelines.runtime import InferenceError, ModelLoadError
+from pipelines.runtime.base import InferenceError, ModelLoadError
+from pipelines.runtime.inputs import format_shape
 
 
 class NanoDetOptions(DetectorOptions):

@@ -15,9 +15,9 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
-from pipelines.model_inputs import format_shape
 from pipelines.preprocess import Letterbox
-from pipelines.runtime import InferenceError, ModelLoadError
+from pipelines.runtime.base import InferenceError, ModelLoadError
+from pipelines.runtime.inputs import format_shape
 
 Layout = Literal["raw", "end2end"]
 

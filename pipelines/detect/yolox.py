@@ -9,9 +9,9 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
-from pipelines.model_inputs import format_shape
 from pipelines.preprocess import ChannelOrder, Letterbox, Placement
-from pipelines.runtime import ModelLoadError
+from pipelines.runtime.base import ModelLoadError
+from pipelines.runtime.inputs import format_shape
 
 
 class YoloXOptions(DetectorOptions):

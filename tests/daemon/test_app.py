@@ -10,8 +10,8 @@ import pytest
 
 from daemon.__main__ import main
 from daemon.app import Daemon
+from daemon.cli.demo import PLATES, demo_config_path
 from daemon.config import load_config
-from daemon.demo import PLATES, demo_config_path
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:

@@ -16,8 +16,8 @@ from daemon import registry
 from daemon.capture import Backoff, Capture, FpsLimiter, make_capture
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
+from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import QueuePolicy, ReconnectOptions, Source, SourceError, SourceOptions
-from daemon.stats import SourceStats, Stats
 from tests.fixtures.media import RawFrameServer, make_images, make_video
 from tests.fixtures.recorders import States
 

@@ -11,8 +11,8 @@ import pytest
 
 from daemon.fanout import Fanout
 from daemon.frames import Message
+from daemon.service.stats import Stats
 from daemon.sinks.base import Sink, SinkContext, SinkOptions
-from daemon.stats import Stats
 
 CONTEXT = SinkContext(pipeline="demo", source_ids=("cam1",), state_dir="/tmp")
 ALL_KINDS = ("result", "status", "event", "stats")

@@ -10,8 +10,8 @@ import pytest
 
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
+from daemon.service.stats import SourceStats
 from daemon.sources.base import QueuePolicy
-from daemon.stats import SourceStats
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 

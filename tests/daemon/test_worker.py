@@ -13,10 +13,10 @@ import supervision as sv
 
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
-from daemon.metrics import Metrics
 from daemon.payload import result_payload
 from daemon.queues import FrameQueue
-from daemon.stats import Stats
+from daemon.service.metrics import Metrics
+from daemon.service.stats import Stats
 from daemon.worker import Worker
 from pipelines.stages import Pipeline, PipelineSpec
 from tests.fixtures.track_scene import LevelReader, SceneDetector, scene

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from daemon.spool import Spool
+from daemon.sinks.spool import Spool
 from tests.fixtures.daemon_proc import DaemonProcess, read_jsonl, report, wait_until
 from tests.fixtures.durable_mqtt import PersistentMosquitto, durable_subscribe
 from tests.fixtures.mosquitto import Collector

@@ -23,7 +23,7 @@ import yaml
 from daemon import registry
 from daemon.app import Daemon
 from daemon.config import load_config
-from daemon.health import HealthRules, evaluate
+from daemon.service.health import HealthRules, evaluate
 from daemon.sources.file import FileOptions, FileSource
 from tests.fixtures.bad_sinks import BLOCKING, RAISING, BlockingSink
 from tests.fixtures.daemon_proc import read_jsonl, report, wait_until

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from daemon.api_format import cosine
+from daemon.web.format import cosine
 from pipelines.models import load_model
 from pipelines.oneshot import infer
 from tests.fixtures.api_server import Running, model_options, options, serve
@@ -234,7 +234,7 @@ def test_api_key(sdk_python: Path, models_dir: Path, media_dir: Path) -> None:
 @pytest.mark.slow
 def test_load_four_clients_next_to_two_streams(sdk_python: Path, media_dir: Path) -> None:
     """4 unchanged clients for 30 s while 2 file streams run: no errors; fps and latency percentiles reported."""
-    from daemon.bench_api import daemon_with_api
+    from daemon.bench.api import daemon_with_api
 
     duration = float(os.environ.get("EDGEWATCH_LOAD_S", "30"))
     paths = [str(media_dir / n) for n in IMAGES]

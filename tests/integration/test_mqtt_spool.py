@@ -14,12 +14,12 @@ import pytest
 
 from daemon.fanout import Fanout
 from daemon.frames import Message
-from daemon.health import sink_check
+from daemon.service.health import sink_check
+from daemon.service.stats import Stats
 from daemon.sinks.base import SinkContext
 from daemon.sinks.encode import to_json
 from daemon.sinks.mqtt import MqttOptions, MqttSink
-from daemon.sinks.mqtt_spool import ENFORCE_EVERY_S
-from daemon.stats import Stats
+from daemon.sinks.mqtt_delivery import ENFORCE_EVERY_S
 from tests.fixtures.durable_mqtt import PersistentMosquitto, durable_subscribe
 from tests.fixtures.mosquitto import Collector, free_port
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from daemon.capture import Capture, make_capture
+from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import SourceError
 from daemon.sources.rtsp import RtspOptions, RtspSource
-from daemon.stats import SourceStats, Stats
 from tests.fixtures.recorders import States
 from tests.fixtures.rtsp_server import RtspServer
 

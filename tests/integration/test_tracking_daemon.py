@@ -10,7 +10,7 @@ import cv2
 import pytest
 
 from daemon.app import Daemon
-from daemon.snapshots import snapshot_name
+from daemon.sinks.jpeg import snapshot_name
 from tests.fixtures.daemon_proc import read_jsonl
 from tests.fixtures.plates_daemon import plates_config, run_to_end
 from tests.fixtures.plates_video import CARS

@@ -11,10 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipelines.bench_two_stage import render_plate
+from daemon.bench.scenes import render_plate
 from pipelines.classify import Classifier, activate, read_labels
 from pipelines.models import load_model
-from pipelines.runtime import ModelLoadError
+from pipelines.runtime.base import ModelLoadError
 
 CAR_WORDS = (
     "sports car",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from pipelines.bench_two_stage import place_plate, plate_corners, render_plate
+from daemon.bench.scenes import place_plate, plate_corners, render_plate
 from pipelines.crops import (
     Crop,
     CropOptions,

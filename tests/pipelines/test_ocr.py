@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.bench_two_stage import render_plate
+from daemon.bench.scenes import render_plate
 from pipelines.models import load_model
 from pipelines.ocr import CtcOcr, ctc_greedy, default_rec_model, finish_reading, parse_tsv
-from pipelines.runtime import ModelLoadError
+from pipelines.runtime.base import ModelLoadError
 
 PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

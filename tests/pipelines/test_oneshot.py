@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from pipelines.bench_two_stage import plate_scene
+from daemon.bench.scenes import plate_scene
 from pipelines.models import load_model
 from pipelines.oneshot import infer, infer_on_stream, resolve_model, two_stage, two_stage_ocr
 

@@ -12,9 +12,9 @@ import pytest
 import supervision as sv
 from pydantic import ValidationError
 
-from pipelines.bench_two_stage import place_plate, plate_corners, plate_scene, render_plate
+from daemon.bench.scenes import place_plate, plate_corners, plate_scene, render_plate
 from pipelines.models import load_model
-from pipelines.runtime import InferenceError
+from pipelines.runtime.base import InferenceError
 from pipelines.stages import NoopPipeline, Pipeline, PipelineSpec
 
 PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -293,7 +293,7 @@ def test_yaml_bare_on_key_means_the_parent_filter() -> None:
 
 def test_every_spec_field_is_described() -> None:
     from pipelines.crops import CropOptions
-    from pipelines.gallery import GalleryOptions
+    from pipelines.embed.gallery import GalleryOptions
     from pipelines.stages import StageSpec
 
     for model in (PipelineSpec, StageSpec, CropOptions, GalleryOptions):

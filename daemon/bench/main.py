@@ -1,0 +1,192 @@
+"""`edgewatch bench ...`: benchmarks that measure ratios side by side in one run (never timed unit tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from daemon.service.memory import keep_frame_buffers
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, api, soak")
+    which = bench.add_subparsers(dest="bench", required=True)
+    overhead = which.add_parser("overhead", help="daemon fps vs raw decode and vs the model alone")
+    overhead.add_argument("--video", default=str(SHARED / "media" / "london_street_TestV4.mp4"))
+    overhead.add_argument("--loops", type=int, default=3, help="times the video is played back to back")
+    overhead.add_argument("--model", default=str(SHARED / "models" / "yolox_nano.onnx"))
+    overhead.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    overhead.add_argument("--batch", type=int, default=4, help="daemon batch.max_size (batch 1 is measured too)")
+    overhead.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; figures are medians")
+    overhead.add_argument("--json", action="store_true", help="print the figures as JSON")
+    overhead.add_argument("--no-keep-frame-buffers", dest="keep_buffers", action="store_false",
+                          help="leave glibc's allocator as it is (keep_frame_buffers: false), to measure what it adds")
+    overhead.set_defaults(func=_cmd_overhead)
+    for name, module, summary in (
+        ("two-stage", "daemon.bench.stages", "second stages batched vs one call per crop, same results"),
+        ("tracks", "daemon.bench.tracks", "second-stage calls and fps with per-track scheduling off vs on"),
+        ("api", "daemon.bench.api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
+        ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
+    ):
+        sub = which.add_parser(name, help=f"{summary} ({module})")
+        sub.add_argument("--json", action="store_true", help="print the figures as JSON")
+        sub.set_defaults(func=_delegate(module))
+    soak = which.choices["soak"]
+    soak.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
+    soak.set_defaults(func=_delegate("daemon.bench.soak", "seconds"))
+
+
+def _delegate(module: str, *options: str) -> Any:
+    """A command calling `module.run(option=value, ...)` with the named command-line options."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        figures = importlib.import_module(module).run(**{name: getattr(args, name) for name in options})
+        _print(figures, args.json)
+        return 0
+
+    return run
+
+
+def _print(figures: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+
+
+def _cmd_overhead(args: argparse.Namespace) -> int:
+    for path in (args.video, args.model):
+        if not Path(path).is_file():
+            print(f"bench overhead: {path} does not exist (set EDGEWATCH_SHARED or pass --video/--model)",
+                  file=sys.stderr)
+            return 1
+    _print(overhead(Path(args.video), Path(args.model), args.loops, args.threads, args.batch, args.repeats,
+                    args.keep_buffers), args.json)
+    return 0
+
+
+def overhead(
+    video: Path, model: Path, loops: int, threads: int, batch: int, repeats: int = 3, keep_buffers: bool = True
+) -> dict[str, Any]:
+    """Raw decode, no-op daemon, model alone and YOLOX daemon on the same looped video, in one run.
+
+    The four measurements are interleaved `repeats` times and each figure is the median, so that a noisy
+    neighbour on a shared machine hits all of them alike rather than one phase.
+    """
+    # the daemon tunes the allocator when it starts and that is process-wide: tune it first so that raw decode
+    # and the model alone are measured under the same allocator in every repeat
+    if keep_buffers:
+        keep_frame_buffers()
+    runs: dict[str, list[float]] = {"raw_decode_fps": [], "daemon_noop_fps": [], "model_alone_fps": [],
+                                    "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": [],
+                                    "daemon_noop_page_faults_per_frame": []}
+    with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
+        looped = Path(tmp) / "looped.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(video),
+                        "-c", "copy", str(looped)], check=True)
+
+        def daemon_fps(detector: Path | None, size: int) -> float:
+            workdir = Path(tempfile.mkdtemp(dir=tmp))  # a fresh state_dir and results file per run
+            return _ratio(_daemon_fps(looped, detector, threads, size, workdir, keep_buffers))
+
+        for _ in range(repeats):
+            frames, seconds = _raw_decode(looped)
+            runs["raw_decode_fps"].append(frames / seconds)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            runs["daemon_noop_fps"].append(daemon_fps(None, batch))
+            runs["daemon_noop_page_faults_per_frame"].append(
+                (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / frames)
+            runs["model_alone_fps"].append(_ratio(_model_alone(video, model, threads)))
+            runs["daemon_yolox_fps"].append(daemon_fps(model, batch))
+            if batch != 1:
+                runs["daemon_yolox_batch1_fps"].append(daemon_fps(model, 1))
+    figures: dict[str, Any] = {"frames": frames, "repeats": repeats, "batch": batch, "threads": threads,
+                               "keep_frame_buffers": keep_buffers}
+    figures.update({key: statistics.median(values) for key, values in runs.items() if values})
+    figures["noop_vs_decode"] = figures["daemon_noop_fps"] / figures["raw_decode_fps"]
+    figures["yolox_vs_model_alone"] = figures["daemon_yolox_fps"] / figures["model_alone_fps"]
+    if "daemon_yolox_batch1_fps" in figures:
+        figures["yolox_batch1_vs_model_alone"] = figures["daemon_yolox_batch1_fps"] / figures["model_alone_fps"]
+    return figures
+
+
+def _ratio(measure: tuple[int, float]) -> float:
+    frames, seconds = measure
+    return frames / seconds
+
+
+def _raw_decode(video: Path) -> tuple[int, float]:
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    frames, t0 = 0, time.perf_counter()
+    while cap.read()[0]:
+        frames += 1
+    seconds = time.perf_counter() - t0
+    cap.release()
+    return frames, seconds
+
+
+def _model_alone(video: Path, model: Path, threads: int) -> tuple[int, float]:
+    """The detector called in a tight loop on frames decoded beforehand (pre- and post-processing included)."""
+    from pipelines.models import load_model
+
+    detector = load_model({"type": "yolox", "path": str(model), "runtime": {"intra_op_threads": threads}})
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    images = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        images.append(image)
+    cap.release()
+    t0 = time.perf_counter()
+    for image in images:
+        detector.detect([image])
+    return len(images), time.perf_counter() - t0
+
+
+def _daemon_fps(
+    video: Path, model: Path | None, threads: int, batch: int, workdir: Path, keep_buffers: bool = True
+) -> tuple[int, float]:
+    from daemon.app import Daemon
+    from daemon.config import load_config
+    from pipelines.stages import NoopPipeline
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_line = model or SHARED / "models" / "yolox_nano.onnx"
+    config_path = workdir / "bench.yaml"
+    config_path.write_text(
+        f"models:\n  det: {{type: yolox, path: '{model_line}', runtime: {{intra_op_threads: {threads}}}}}\n"
+        "pipeline: {name: bench, detector: det}\n"
+        f"sources:\n  - {{id: bench, type: file, path: '{video}', pace: fast, queue: {{size: 16}}}}\n"
+        f"sinks:\n  - {{id: out, type: jsonl, path: '{workdir}/results.jsonl', flush: close}}\n"
+        f"batch: {{max_size: {batch}, timeout_ms: 2}}\nstate_dir: '{workdir}/state'\n"
+        f"keep_frame_buffers: {str(keep_buffers).lower()}\n"
+    )
+    config = load_config(config_path)
+    daemon = Daemon(config, pipeline=NoopPipeline("noop") if model is None else None)
+    daemon.start()
+    t0 = time.perf_counter()
+    stats = daemon.stats.source("bench")
+    while not daemon.finished() or stats.processed + sum(stats.dropped.values()) < stats.captured:
+        time.sleep(0.005)
+    seconds = time.perf_counter() - t0
+    processed = stats.processed
+    daemon.stop()
+    return processed, seconds

@@ -1,0 +1,281 @@
+"""Track events: `new`, `update` (consensus changed, zone entered or left), `end`, with zones and filters.
+
+Pure: `EventGenerator.update` returns Event objects (a JSON-ready payload plus the best crop's pixels);
+publishing them and writing snapshot files is the daemon's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import supervision as sv
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.labels import class_names
+from pipelines.tracking.schedule import track_consensus
+from pipelines.tracking.tracker import Tracker, TrackState
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["new", "update", "end"]
+_POSITIONS = {p.name for p in sv.Position}
+
+
+class ZoneOptions(BaseModel):
+    """A named polygon in source-image pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, description="Zone name reported in events.")
+    polygon: list[tuple[float, float]] = Field(
+        ..., min_length=3, description="Corner points [[x, y], ...] in source-image pixels."
+    )
+    anchors: list[str] = Field(
+        default_factory=lambda: ["BOTTOM_CENTER"],
+        min_length=1,
+        description="Box points that must all lie inside: " + ", ".join(sorted(_POSITIONS)) + ".",
+    )
+
+    @field_validator("anchors")
+    @classmethod
+    def _known_anchor(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a.upper() not in _POSITIONS]
+        if bad:
+            raise ValueError(f"unknown anchor {bad}; expected one of {sorted(_POSITIONS)}")
+        return [a.upper() for a in value]
+
+    def build(self) -> sv.PolygonZone:
+        polygon = np.rint(np.asarray(self.polygon, dtype=np.float64)).astype(np.int64)
+        if (polygon < 0).any():
+            raise ValueError(f"zone {self.name!r}: polygon has negative coordinates {polygon.min(axis=0)}")
+        return sv.PolygonZone(polygon, triggering_anchors=[sv.Position[a] for a in self.anchors])
+
+
+class FilterOptions(BaseModel):
+    """Which detections count: class names and minimum box size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] | None = Field(
+        default=None, description="Class names (or class ids as text) that count; null counts every class."
+    )
+    min_box_wh: tuple[float, float] = Field(default=(0.0, 0.0), description="Minimum box width and height in pixels.")
+    min_area: float = Field(default=0.0, ge=0.0, description="Minimum box area in square pixels.")
+
+    def mask(self, detections: sv.Detections) -> np.ndarray:
+        """Rows that pass the class and size filters."""
+        xyxy = detections.xyxy.reshape(-1, 4)
+        w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+        keep = (w >= self.min_box_wh[0]) & (h >= self.min_box_wh[1]) & (w * h >= self.min_area)
+        if self.classes is not None:
+            allowed = set(self.classes)
+            names = class_names(detections, missing="object").tolist()
+            ids = detections.class_id if detections.class_id is not None else [None] * len(detections)
+            keep &= np.array([n in allowed or str(c) in allowed for n, c in zip(names, ids, strict=True)], bool)
+        return np.asarray(keep, dtype=bool)
+
+
+class EventOptions(BaseModel):
+    """When tracks produce events, and which zones each source has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    zones: dict[str, list[ZoneOptions]] = Field(default_factory=dict, description="Zones by source id.")
+    filters: FilterOptions = Field(default_factory=FilterOptions, description="Detections that can start events.")
+    required_zones: list[str] = Field(
+        default_factory=list, description="When set, a track gets its `new` event only once inside one of these."
+    )
+    min_frames: int = Field(default=1, ge=1, description="Frames a track must be seen before its `new` event.")
+    zone_frames: int = Field(
+        default=2, ge=1, description="Frames in a row inside (or outside) before a zone counts as entered (or left)."
+    )
+
+
+@dataclass
+class Event:
+    """One track event: `payload` is JSON-ready; `best_crop` is the best crop's BGR pixels (or None)."""
+
+    type: EventType
+    source: str
+    track_id: int
+    payload: dict[str, Any]
+    best_crop: np.ndarray | None = None
+
+
+@dataclass
+class _Best:
+    quality: float = -1.0
+    score: float = 0.0
+    box: list[float] = field(default_factory=list)
+    frame: int = -1
+    seen: float = 0.0
+    crop: np.ndarray | None = None
+
+
+@dataclass
+class _EventTrack:
+    eligible: bool = False
+    announced: bool = False
+    zones: set[str] = field(default_factory=set)
+    streak: dict[str, int] = field(default_factory=dict)
+    entered_zones: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    sent: dict[str, Any] = field(default_factory=dict)
+    best: _Best = field(default_factory=_Best)
+
+
+def settled_value(consensus: Any) -> Any:
+    """What counts as a meaningful change of a stage result: the settled text or class, else None."""
+    if isinstance(consensus, Mapping) and consensus.get("settled"):
+        known = consensus.get("known")
+        return consensus.get("text", consensus.get("class")), known["name"] if known else None
+    return None
+
+
+class EventGenerator:
+    """Turns tracks into new -> update* -> end events, per source.
+
+    Call `update` once after every Tracker.update of a source (it also turns the tracks that update
+    ended into `end` events), and `finish` when the source's stream ends.
+    """
+
+    def __init__(self, tracker: Tracker, options: EventOptions | None = None) -> None:
+        self.tracker = tracker
+        self.options = options or EventOptions()
+        self._zones = {source: [(z.name, z.build()) for z in zones] for source, zones in self.options.zones.items()}
+        self._state: dict[tuple[str, int], _EventTrack] = {}
+        self.counts: dict[str, int] = {"new": 0, "update": 0, "end": 0}
+
+    def update(self, source: str, detections: sv.Detections, image: np.ndarray | None = None) -> list[Event]:
+        """Events for one frame, after Tracker.update (and the stages) ran on these detections.
+
+        image: the frame, to keep the best crop's pixels for snapshots; None keeps only its box and score.
+        """
+        inside = {name: zone.trigger(detections) for name, zone in self._zones.get(source, [])}
+        passes = self.options.filters.mask(detections)
+        frame = self.tracker.frame_index(source)
+        events: list[Event] = []
+        for row, track in self.tracker.rows(source, detections):
+            if track is None:
+                continue
+            state = self._state.setdefault((source, track.track_id), _EventTrack())
+            self._update_best(state.best, track, frame, image)
+            self._update_zones(state, {name: bool(hits[row]) for name, hits in inside.items()})
+            state.eligible = state.eligible or bool(passes[row])
+            event = self._decide(state, track)
+            if event is not None:
+                events.append(event)
+        for track in self.tracker.ended(source):
+            events.extend(self._end(track))
+        return events
+
+    def finish(self, source: str) -> list[Event]:
+        """End every track of a source (stream over): their `end` events."""
+        events: list[Event] = []
+        for track in self.tracker.finish(source):
+            events.extend(self._end(track))
+        return events
+
+    def _end(self, track: TrackState) -> list[Event]:
+        state = self._state.pop((track.source, track.track_id), None)
+        if state is None or not state.announced:
+            return []
+        return [self._event("end", state, track, ["end"])]
+
+    def _update_best(self, best: _Best, track: TrackState, frame: int, image: np.ndarray | None) -> None:
+        # Confident and large wins: a sharp close-up beats a confident speck.
+        quality = track.confidence * math.sqrt(track.area)
+        if quality <= best.quality:
+            return
+        best.quality, best.score, best.frame, best.seen = quality, track.confidence, frame, track.last_seen
+        best.box = [round(float(v), 1) for v in track.xyxy]
+        if image is not None:
+            h, w = image.shape[:2]
+            x1, y1, x2, y2 = (round(v) for v in track.xyxy)
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+            best.crop = image[y1:y2, x1:x2].copy() if x2 > x1 and y2 > y1 else None
+
+    def _update_zones(self, state: _EventTrack, now_inside: dict[str, bool]) -> None:
+        for name, inside in now_inside.items():
+            if inside == (name in state.zones):
+                state.streak[name] = 0
+                continue
+            state.streak[name] = state.streak.get(name, 0) + 1
+            if state.streak[name] < self.options.zone_frames:
+                continue
+            state.streak[name] = 0
+            if inside:
+                state.zones.add(name)
+                state.changes.append(f"zone_entered:{name}")
+                if name not in state.entered_zones:
+                    state.entered_zones.append(name)
+            else:
+                state.zones.discard(name)
+                state.changes.append(f"zone_left:{name}")
+
+    def _decide(self, state: _EventTrack, track: TrackState) -> Event | None:
+        values = {name: settled_value(c) for name, c in track_consensus(track).items()}
+        label = track.label()
+        values["label"] = label["class"] if label else None
+        for name, value in values.items():
+            if state.announced and value != state.sent.get(name):
+                state.changes.append("label" if name == "label" else f"consensus:{name}")
+        if not state.announced:
+            required = self.options.required_zones
+            ready = state.eligible and track.frames >= self.options.min_frames
+            if not ready or (required and not set(required) & set(state.entered_zones)):
+                return None
+            state.announced = True
+            state.sent = values
+            return self._event("new", state, track, ["new", *state.changes])
+        if not state.changes:
+            return None
+        state.sent = values
+        return self._event("update", state, track, state.changes)
+
+    def _event(self, kind: EventType, state: _EventTrack, track: TrackState, changes: list[str]) -> Event:
+        label = track.label()
+        best = state.best
+        payload = {
+            "event_id": f"{track.source}-{track.track_id}-{round(track.first_seen * 1000)}",
+            "type": kind,
+            "source": track.source,
+            "track_id": track.track_id,
+            "label": label["class"] if label else None,
+            "label_agreement": label["agreement"] if label else None,
+            "score": best.score,
+            "box": best.box,
+            "best_frame": best.frame,
+            "best_seen": best.seen,
+            "last_box": [round(float(v), 1) for v in track.xyxy],
+            "first_seen": track.first_seen,
+            "last_seen": track.last_seen,
+            "frames": track.frames,
+            "zones": sorted(state.zones),
+            "entered_zones": list(state.entered_zones),
+            "changes": list(changes),
+            # label and text consensus only: embeddings and nested detections do not belong in an event
+            "stages": {name: _jsonable(c) for name, c in track_consensus(track).items() if isinstance(c, Mapping)},
+        }
+        state.changes = []
+        self.counts[kind] += 1
+        log.debug("source %s track %d: %s %s", track.source, track.track_id, kind, changes)
+        return Event(kind, track.source, track.track_id, payload, best.crop)
+
+
+def _jsonable(value: Any) -> Any:
+    """Stage results as plain JSON values (numpy scalars and arrays become numbers and lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,203 @@
+"""Tracking around a Pipeline's second stages: frame order per source, scheduled crops, consensus, events.
+
+The first stage runs on the whole batch at once. Then, because a track's schedule for one frame depends on
+what the previous frame read, the batch is cut into waves holding at most one frame per source (frames of
+different sources still share each second-stage model call). Per wave: track, select per top-level stage,
+run the stages on the selected parents only, record the reads, collect the events.
+
+A top-level classify or OCR stage's data then holds each tracked parent's consensus (with `"fresh": true`
+where it was read this frame). A top-level detect stage keeps its fresh child detections in `data[NAME]`;
+its per-track read is the best child's first classify/OCR result (or the best child's class when it has
+none), and the consensus of those reads lives in `data[consensus_key(NAME)]`, listed in
+`metadata["stages"]` with kind "ocr" or "classify" so payloads publish it like a stage of that kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from pipelines.stages import FrameInfo, Pipeline, StageSpec
+from pipelines.stages import select as applies
+from pipelines.tracking.events import Event
+from pipelines.tracking.layer import Tracking, TrackingOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "default"  # the source key when run() gets no keys
+VOTED_KINDS = ("ocr", "classify")
+EMPTY_READS: dict[str, dict[str, Any]] = {
+    # the stage ran on the crop but found nothing to read: counts as a read for the schedule, not as a vote
+    "ocr": {"text": "", "confidence": 0.0},
+    "classify": {"class": None, "class_id": None, "confidence": 0.0},
+}
+
+
+def consensus_key(stage_name: str) -> str:
+    """Data key of a detect stage's track consensus; "." cannot occur in a stage name, so keys never clash."""
+    return f"{stage_name}.consensus"
+
+
+def waves(keys: Sequence[str]) -> list[list[int]]:
+    """Batch indices cut into waves with at most one frame per source, each source's frames in order."""
+    out: list[list[int]] = []
+    seen: dict[str, int] = defaultdict(int)
+    for index, key in enumerate(keys):
+        wave = seen[key]
+        seen[key] += 1
+        if wave == len(out):
+            out.append([])
+        out[wave].append(index)
+    return out
+
+
+def at_border(xyxy: np.ndarray, image_shape: tuple[int, ...], margin: float = 1.0) -> np.ndarray:
+    """Rows whose box touches (within margin pixels) or crosses the picture's edge: objects partly outside."""
+    h, w = image_shape[:2]
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    return np.asarray(
+        (boxes[:, 0] <= margin) | (boxes[:, 1] <= margin) | (boxes[:, 2] >= w - margin) | (boxes[:, 3] >= h - margin),
+        dtype=bool,
+    )
+
+
+def detect_read(children: sv.Detections, vote: tuple[str, str] | None) -> dict[str, Any]:
+    """One read for the parent's track from a detect stage's children.
+
+    vote: (name, kind) of the child stage whose results are voted on; its result on the most confident child
+    that has one, else an empty read. Without such a stage: the most confident child's class.
+    """
+    confidence = children.confidence if children.confidence is not None else np.ones(len(children))
+    if vote is None:
+        if len(children) == 0:
+            return dict(EMPTY_READS["classify"])
+        best = int(np.argmax(confidence))
+        names = children.data.get("class_name")
+        class_id = int(children.class_id[best]) if children.class_id is not None else None
+        name = str(names[best]) if names is not None else str(class_id)
+        return {"class": name, "class_id": class_id, "confidence": float(confidence[best])}
+    name, kind = vote
+    values = children.data.get(name)
+    rows = [j for j in range(len(children)) if values is not None and isinstance(values[j], Mapping)]
+    if not rows:
+        return dict(EMPTY_READS[kind])
+    assert values is not None
+    return dict(values[max(rows, key=lambda j: float(confidence[j]))])
+
+
+@dataclass
+class _Clock:
+    frame_index: int = -1
+    timestamp: float | None = None
+
+
+class TrackRunner:
+    """Runs a Pipeline's stages under one Tracking shared by all sources (not thread-safe: one caller)."""
+
+    def __init__(self, pipeline: Pipeline, options: TrackingOptions) -> None:
+        self.pipeline = pipeline
+        self.tracking = Tracking(options)
+        self._clocks: dict[str, _Clock] = {}
+        self._votes = {stage.name: self._vote_of(stage) for stage in pipeline.spec.stages}
+
+    def _vote_of(self, stage: StageSpec) -> tuple[str, str] | None:
+        for child in stage.stages:
+            kind = self.pipeline.kind_of(child)
+            if kind in VOTED_KINDS:
+                return child.name, kind
+        return None
+
+    def sources(self) -> list[str]:
+        """Sources that have frames in flight (a clock), i.e. that `finish` would end."""
+        return list(self._clocks)
+
+    def finish(self, source: str) -> list[Event]:
+        """End the source's tracks (stream over): their `end` events; its next frame starts afresh."""
+        self._clocks.pop(source, None)
+        return self.tracking.finish(source)
+
+    def run(
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[sv.Detections],
+        keys: Sequence[str] | None,
+        meta: Sequence[FrameInfo] | None,
+    ) -> list[tuple[int, Event]]:
+        """Track, run the scheduled stages and return (index in batch, event) for every event, in order."""
+        n = len(images)
+        keys = list(keys) if keys is not None else [DEFAULT_SOURCE] * n
+        for name, given in (("keys", keys), ("meta", meta)):
+            if given is not None and len(given) != n:
+                raise ValueError(f"pipeline {self.pipeline.name!r}: {len(given)} {name} for {n} images")
+        events: list[tuple[int, Event]] = []
+        for wave in waves(keys):
+            ages = []
+            for i in wave:
+                info = meta[i] if meta is not None else None
+                events += [(i, e) for e in self._track(keys[i], detections[i], info)]
+                ages.append(info.age_s if info is not None else 0.0)
+            wave_keys = [keys[i] for i in wave]
+            wave_images = [images[i] for i in wave]
+            wave_dets = [detections[i] for i in wave]
+            self._run_stages(wave_keys, wave_images, wave_dets, ages)
+            for i in wave:
+                events += [(i, e) for e in self.tracking.events(keys[i], detections[i], images[i])]
+        return events
+
+    def _track(self, key: str, detections: sv.Detections, info: FrameInfo | None) -> list[Event]:
+        """Tracker update for one frame; a frame number or stream time going back ends the old tracks first."""
+        clock = self._clocks.setdefault(key, _Clock())
+        if info is None:
+            index, timestamp, wall = clock.frame_index + 1, None, time.time()
+        else:
+            index, wall = info.seq, info.t_wall
+            timestamp = info.pts if info.pts is not None else info.t_mono
+        ended: list[Event] = []
+        back_in_time = timestamp is not None and clock.timestamp is not None and timestamp < clock.timestamp
+        if clock.frame_index >= 0 and (index <= clock.frame_index or back_in_time):
+            log.info("source %s restarted (frame %d after %d): ending its tracks", key, index, clock.frame_index)
+            ended = self.finish(key)
+            clock = self._clocks.setdefault(key, _Clock())
+        clock.frame_index, clock.timestamp = index, timestamp
+        self.tracking.track(key, detections, index, timestamp, wall)
+        return ended
+
+    def _run_stages(
+        self, keys: list[str], images: list[np.ndarray], detections: list[sv.Detections], ages: list[float]
+    ) -> None:
+        stages = self.pipeline.spec.stages
+        masks = {
+            stage.name: [
+                self.tracking.select(key, dets, stage.name, age, applies(dets, stage, image.shape))
+                for key, image, dets, age in zip(keys, images, detections, ages, strict=True)
+            ]
+            for stage in stages
+        }
+        self.pipeline.run_stages(images, detections, stages, self.pipeline.name, masks)
+        for key, image, dets in zip(keys, images, detections, strict=True):
+            border = at_border(dets.xyxy, image.shape)
+            for stage in stages:
+                self._update(key, dets, stage, border)
+
+    def _update(self, key: str, detections: sv.Detections, stage: StageSpec, border: np.ndarray) -> None:
+        """Record the stage's fresh results on the tracks and publish the consensus (see the module doc)."""
+        fresh = detections.data[stage.name]
+        if self.pipeline.kind_of(stage) != "detect":
+            self.tracking.update(key, detections, stage.name, list(fresh), border)
+            return
+        vote = self._votes[stage.name]
+        reads = [None if children is None else detect_read(children, vote) for children in fresh]
+        self.tracking.update(key, detections, stage.name, reads, border)
+        agreed = detections.data[stage.name]
+        # only real consensus goes out: not the raw read of an untracked parent, nor an empty read
+        column = np.array([c if isinstance(c, Mapping) and "reads" in c else None for c in agreed], dtype=object)
+        detections.data[stage.name] = fresh
+        detections.data[consensus_key(stage.name)] = column
+        detections.metadata["stages"][consensus_key(stage.name)] = vote[1] if vote else "classify"

@@ -1,0 +1,258 @@
+"""Multi-object tracking per source: ByteTrack ids on first-stage detections and each track's state.
+
+ByteTrack comes from Roboflow's `trackers` package (supervision 0.31 removed `sv.ByteTrack`). `trackers`
+declares the GUI `opencv-python` wheel as a dependency; that is the project's one pinned OpenCV wheel
+(supervision and rapidocr declare the same one), so it adds no second OpenCV build. The package imports
+cv2 for its video and camera-motion helpers; ByteTrack itself is a Kalman filter plus scipy's assignment.
+
+The thresholds default lower than `trackers`' (0.5, not 0.7/0.6): small detectors such as YOLOX-nano give
+clearly visible vehicles 0.3-0.7, and with 0.7 a bus in the London test video changed id mid-way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import supervision as sv
+from pydantic import BaseModel, ConfigDict, Field
+from trackers import ByteTrackTracker
+
+from pipelines.labels import class_names
+from pipelines.tracking.consensus import ConsensusOptions, LabelVotes
+
+if TYPE_CHECKING:
+    from pipelines.tracking.schedule import StageTrack
+
+log = logging.getLogger(__name__)
+
+UNTRACKED = -1  # ByteTrack's id for detections not (yet) part of a confirmed track
+_ANY_VOTE = ConsensusOptions(min_reads=1, min_agreement=0.0)
+
+
+class TrackerOptions(BaseModel):
+    """ByteTrack settings, shared by every source; each source gets its own tracker instance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lost_track_seconds: float = Field(
+        default=1.0, ge=0.0, description="How long a lost track is kept for re-association before it ends."
+    )
+    frame_rate: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="Nominal frames per second; turns lost_track_seconds into frames when no timestamps are given.",
+    )
+    use_timestamps: bool = Field(
+        default=True,
+        description="Step the motion model by the frame timestamps (right under dropped frames and "
+        "variable rates) instead of one step per call.",
+    )
+    track_activation_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Detection confidence needed to start a new track."
+    )
+    high_conf_det_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Detections at or above this are matched first; lower ones only "
+        "continue existing tracks (ByteTrack's second association).",
+    )
+    minimum_iou_threshold: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="IoU a detection needs with a track's predicted box to match it."
+    )
+    minimum_consecutive_frames: int = Field(
+        default=2, ge=1, description="Frames in a row before a track is confirmed and gets an id (-1 until then)."
+    )
+    class_history: int = Field(default=50, ge=1, description="First-stage class reads kept per track for the vote.")
+
+
+@dataclass
+class TrackState:
+    """Everything known about one confirmed track: when and where it was seen, its votes and stages."""
+
+    source: str
+    track_id: int
+    first_frame: int
+    first_seen: float
+    last_frame: int
+    last_seen: float
+    xyxy: np.ndarray
+    confidence: float
+    class_votes: LabelVotes
+    frames: int = 0
+    ended: bool = False
+    stages: dict[str, StageTrack] = field(default_factory=dict)
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = (float(v) for v in self.xyxy)
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    def label(self) -> dict[str, Any] | None:
+        """The first-stage class by confidence-weighted vote over the track's frames."""
+        return self.class_votes.result(_ANY_VOTE)
+
+
+@dataclass
+class _Source:
+    bytetrack: ByteTrackTracker
+    tracks: dict[int, TrackState] = field(default_factory=dict)
+    ended: list[TrackState] = field(default_factory=list)
+    frame_index: int = -1
+
+
+class Tracker:
+    """ByteTrack per source key; assigns `tracker_id` and keeps a TrackState per confirmed track.
+
+    Call `update` once per frame of a source, in frame order, with that frame's first-stage detections.
+    """
+
+    def __init__(self, options: TrackerOptions | None = None) -> None:
+        self.options = options or TrackerOptions()
+        self._sources: dict[str, _Source] = {}
+
+    def _new_bytetrack(self) -> ByteTrackTracker:
+        o = self.options
+        return ByteTrackTracker(
+            # trackers counts the lost buffer in 30 fps frames and scales it by frame_rate itself.
+            lost_track_buffer=round(o.lost_track_seconds * 30.0),
+            frame_rate=o.frame_rate,
+            track_activation_threshold=o.track_activation_threshold,
+            minimum_consecutive_frames=o.minimum_consecutive_frames,
+            minimum_iou_threshold=o.minimum_iou_threshold,
+            high_conf_det_threshold=o.high_conf_det_threshold,
+        )
+
+    def _source(self, source: str) -> _Source:
+        if source not in self._sources:
+            self._sources[source] = _Source(self._new_bytetrack())
+        return self._sources[source]
+
+    def update(
+        self,
+        source: str,
+        detections: sv.Detections,
+        frame_index: int,
+        timestamp: float | None = None,
+        wall_time: float | None = None,
+    ) -> sv.Detections:
+        """Set `detections.tracker_id` in place (input order kept; -1 = not yet confirmed) and return it.
+
+        timestamp: monotonic or stream seconds that step the motion model (ignored unless use_timestamps);
+        wall_time: epoch seconds stamped on the tracks as first/last seen (defaults to timestamp, then
+        to the frame index). Tracks that ByteTrack dropped in this call are listed by `ended(source)`.
+        """
+        state = self._source(source)
+        if frame_index <= state.frame_index:
+            raise ValueError(
+                f"source {source!r}: frame_index {frame_index} is not after the previous {state.frame_index}"
+            )
+        state.frame_index = frame_index
+        ids = self._assign_ids(state.bytetrack, detections, timestamp if self.options.use_timestamps else None)
+        detections.tracker_id = ids
+        when = wall_time if wall_time is not None else timestamp if timestamp is not None else float(frame_index)
+        self._record(state, source, detections, ids, frame_index, when)
+        alive = {t.tracker_id for t in state.bytetrack.tracks if t.tracker_id != UNTRACKED}
+        state.ended = [state.tracks.pop(tid) for tid in sorted(set(state.tracks) - alive)]
+        for track in state.ended:
+            track.ended = True
+        return detections
+
+    @staticmethod
+    def _assign_ids(bytetrack: ByteTrackTracker, detections: sv.Detections, timestamp: float | None) -> np.ndarray:
+        """ByteTrack ids in the input order (ByteTrack returns every detection, but reordered)."""
+        n = len(detections)
+        if n == 0:
+            bytetrack.update(sv.Detections.empty(), timestamp=timestamp)
+            return np.empty(0, dtype=int)
+        probe = sv.Detections(
+            xyxy=detections.xyxy.astype(np.float32),
+            confidence=detections.confidence,
+            class_id=detections.class_id,
+            data={"row": np.arange(n)},
+        )
+        tracked = bytetrack.update(probe, timestamp=timestamp)
+        ids = np.full(n, UNTRACKED, dtype=int)
+        if tracked.tracker_id is not None and len(tracked):
+            ids[np.asarray(tracked.data["row"], dtype=int)] = tracked.tracker_id
+        return ids
+
+    def _record(
+        self,
+        state: _Source,
+        source: str,
+        detections: sv.Detections,
+        ids: np.ndarray,
+        frame_index: int,
+        when: float,
+    ) -> None:
+        names = class_names(detections, missing="object").tolist()
+        conf = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+        class_ids = detections.class_id if detections.class_id is not None else [None] * len(detections)
+        for i, tid in enumerate(ids):
+            if tid == UNTRACKED:
+                continue
+            track = state.tracks.get(int(tid))
+            if track is None:
+                track = TrackState(
+                    source,
+                    int(tid),
+                    frame_index,
+                    when,
+                    frame_index,
+                    when,
+                    detections.xyxy[i].copy(),
+                    float(conf[i]),
+                    LabelVotes(self.options.class_history),
+                )
+                state.tracks[int(tid)] = track
+                log.debug("source %s: track %d confirmed at frame %d", source, tid, frame_index)
+            track.last_frame, track.last_seen = frame_index, when
+            track.xyxy, track.confidence = detections.xyxy[i].copy(), float(conf[i])
+            track.frames += 1
+            cid = class_ids[i]
+            track.class_votes.add(
+                {"class": names[i], "class_id": None if cid is None else int(cid), "confidence": float(conf[i])}
+            )
+
+    def tracks(self, source: str) -> dict[int, TrackState]:
+        """The live (not ended) tracks of a source by id."""
+        state = self._sources.get(source)
+        return state.tracks if state else {}
+
+    def track(self, source: str, track_id: int) -> TrackState | None:
+        return self.tracks(source).get(int(track_id))
+
+    def rows(self, source: str, detections: sv.Detections) -> Iterator[tuple[int, TrackState | None]]:
+        """(row, track) for every detection row of the last update; track None where untracked."""
+        ids = detections.tracker_id if detections.tracker_id is not None else np.full(len(detections), -1)
+        tracks = self.tracks(source)
+        for i, tid in enumerate(ids):
+            yield i, tracks.get(int(tid)) if tid != UNTRACKED else None
+
+    def ended(self, source: str) -> list[TrackState]:
+        """Tracks that ended (lost longer than lost_track_seconds) during the last update of the source."""
+        state = self._sources.get(source)
+        return list(state.ended) if state else []
+
+    def frame_index(self, source: str) -> int:
+        """Index of the last frame the source was updated with (-1 before the first)."""
+        state = self._sources.get(source)
+        return state.frame_index if state else -1
+
+    def finish(self, source: str) -> list[TrackState]:
+        """End every track of a source (stream ended or restarted); the next update starts afresh."""
+        state = self._sources.pop(source, None)
+        if state is None:
+            return []
+        ended = list(state.tracks.values())
+        for track in ended:
+            track.ended = True
+        return ended
+
+    def sources(self) -> list[str]:
+        return list(self._sources)
