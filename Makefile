@@ -38,11 +38,13 @@ system-deps:
 
 test: setup system-deps
 	$(VENV)/bin/ruff check daemon pipelines tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check daemon pipelines tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 clean:

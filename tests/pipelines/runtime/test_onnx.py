@@ -97,7 +97,7 @@ def test_default_cache_dir_prefers_systemd_cache_directory(monkeypatch: pytest.M
 
 def test_real_model_loads_on_cpu_and_logs_one_provider_line(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     options = RuntimeOptions(intra_op_threads=1, dynamic_batch="off")  # the file's own input shape
-    with caplog.at_level(logging.INFO, logger="pipelines.runtime.base"):
+    with caplog.at_level(logging.INFO, logger="pipelines.runtime.onnx"):
         rt = Runtime(models_dir / "yolox_nano.onnx", options, stage="cars")
     lines = [r.getMessage() for r in caplog.records if "runs on" in r.getMessage()]
     assert lines == [f"stage 'cars': model {models_dir / 'yolox_nano.onnx'} runs on cpu (requested cpu)"]
