@@ -17,6 +17,7 @@ from daemon.config import Config
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
 from daemon.payload import event_message, result_payload
+from daemon.reload import Fingerprint, PreparedReload, fingerprints, prepare, restart_only
 from daemon.service.health import HealthRules, HealthServer, progress_problems
 from daemon.service.memory import keep_frame_buffers
 from daemon.service.metrics import Metrics
@@ -24,10 +25,13 @@ from daemon.service.notify import Notifier, Watchdog, watchdog_interval
 from daemon.service.stats import Stats
 from daemon.service.statusline import StatusLine, stats_payload, summary_lines
 from daemon.sinks.base import Sink, SinkContext
+from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
 from daemon.worker import Worker
-from pipelines.models import load_model
+from pipelines.build import build_pipeline
+from pipelines.models import LoadedModel, ModelOptions, load_model
+from pipelines.stages import PipelineLike
 from pipelines.tracking.events import Event
 
 log = logging.getLogger(__name__)
@@ -36,11 +40,12 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running pipeline config. start() -> wait() -> stop(); or run() for all three."""
 
-    def __init__(self, config: Config, pipeline: Any = None, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, pipeline: PipelineLike | None = None, config_path: Path | None = None) -> None:
+        """pipeline: run this one instead of building config.pipeline from config.models (benchmarks, tests)."""
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP
-        self.models: dict[str, Any] = {}
-        self.model_fingerprints: dict[str, tuple[Any, ...]] = {}
+        self.models: dict[str, LoadedModel] = {}
+        self.model_fingerprints: dict[str, Fingerprint] = {}
         self.stats = Stats()
         self.state_dir = Path(config.state_dir)
         self._pipeline_override = pipeline
@@ -51,7 +56,7 @@ class Daemon:
         self.vlm: VlmStages | None = None
         self.api: Any = None  # daemon.http_api.ApiServer when config.api.enabled
         self._closing = False
-        self.pipeline: Any = None
+        self.pipeline: PipelineLike | None = None  # built by start()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._signals = 0
@@ -72,11 +77,11 @@ class Daemon:
         if self.config.keep_frame_buffers:
             keep_frame_buffers()
         self._start_sinks()
-        self.pipeline = self._pipeline_override or self._build_pipeline()
+        pipeline = self.pipeline = self._pipeline_override or self._load_pipeline()
         for options in self.config.sources:
             self.captures[options.id] = make_capture(options, self.stats, on_state=self._on_state)
         queues = {sid: cap.queue for sid, cap in self.captures.items()}
-        self.worker = Worker(queues, self.pipeline, self._emit, self.stats, self.config.batch, self.metrics,
+        self.worker = Worker(queues, pipeline, self._emit, self.stats, self.config.batch, self.metrics,
                              emit_event=self._emit_event)
         self.vlm = self.make_vlm(self.config)
         self.worker.start()
@@ -89,7 +94,7 @@ class Daemon:
         self._start_service_endpoints()
         log.info(
             "edgewatch running pipeline %s: %d source(s), %d sink(s)",
-            self.pipeline.name, len(self.captures), len(self.sinks),
+            pipeline.name, len(self.captures), len(self.sinks),
         )
 
     def _start_service_endpoints(self) -> None:
@@ -112,7 +117,7 @@ class Daemon:
     def _start_sinks(self, config: Config | None = None) -> None:
         config = config or self.config
         context = SinkContext(
-            pipeline=str(getattr(config.pipeline, "name", "pipeline")),
+            pipeline=config.pipeline.name,
             source_ids=tuple(s.id for s in config.sources),
             state_dir=str(self.state_dir),
         )
@@ -123,21 +128,19 @@ class Daemon:
         self.fanout.start()
 
     def _pipeline_name(self) -> str:
-        return str(getattr(self.config.pipeline, "name", "pipeline"))
+        return self.config.pipeline.name
 
-    def _build_pipeline(self) -> Any:
-        from daemon.reload import model_fingerprint
-        from pipelines.stages import Pipeline
-
+    def _load_pipeline(self) -> PipelineLike:
+        """The configured models, loaded, and the pipeline over them (pipelines/build.py: plain or tracked)."""
         self.models = {name: load_model(options, name) for name, options in self.config.models.items()}
-        self.model_fingerprints = {name: model_fingerprint(o) for name, o in self.config.models.items()}
-        return Pipeline(self.config.pipeline, self.models, isolate_stage_errors=True)
+        self.model_fingerprints = fingerprints(self.config.models)
+        return build_pipeline(self.config.pipeline, self.models, isolate_stage_errors=True)
 
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:
         assert self.fanout is not None
         self.metrics.observe_e2e(result.frame.source_id, time.monotonic() - result.frame.t_mono)
-        if getattr(self.config.pipeline, "publish_results", True):
+        if self.config.pipeline.publish_results:
             self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
         vlm = self.vlm  # a reload may replace the stages: this frame goes to one set
         if vlm is not None:
@@ -150,7 +153,8 @@ class Daemon:
     def _emit_event(self, frame: Frame, event: Event) -> None:
         """A track event (worker thread): JSON for every sink, the best crop for the snapshot sink."""
         assert self.fanout is not None
-        self.fanout.submit(event_message(event, frame, str(getattr(self.pipeline, "name", self._pipeline_name()))))
+        name = self.pipeline.name if self.pipeline is not None else self._pipeline_name()
+        self.fanout.submit(event_message(event, frame, name))
 
     def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
         if state in ("ended", "failed") and self.worker is not None:
@@ -199,18 +203,41 @@ class Daemon:
             payload = stats_payload(self.stats, self._pipeline_name(), _now_iso())
             self.fanout.submit(Message("stats", None, payload))
 
-    # -- reload (SIGHUP): daemon/reload.py decides what changed and calls these -------------------------
+    # -- reload (SIGHUP): daemon/reload.py prepares the changes, the daemon applies them -----------------
     def reload(self) -> bool:
-        from daemon.reload import reload
-
+        """Re-read the config file and restart only what changed; False (old config kept) on any error."""
         if self.config_path is None:
             log.warning("reload requested but the daemon was not started from a config file")
             return False
         self.notifier.reloading("reloading " + str(self.config_path))
         try:
-            return reload(self, self.config_path)
+            prepared = prepare(self.config_path, self.config, self.model_fingerprints, self.models)
+            if prepared is None:
+                return False
+            self.apply_reload(prepared)
+            return True
         finally:
             self.notifier.ready(self.status_text())
+
+    def apply_reload(self, prepared: PreparedReload) -> None:
+        """Restart what the plan names: sinks, VLM stages, batch options, pipeline, then the sources."""
+        plan, new = prepared.plan, prepared.config
+        if plan.sinks_changed:
+            self.restart_sinks(new)
+        if plan.vlm_changed:
+            self.restart_vlm(new)
+        if plan.batch_changed and self.worker is not None:
+            self.worker.batch = new.batch  # read once per batch: the next one uses it
+        if prepared.pipeline is not None:
+            self.swap_pipeline(prepared.pipeline, prepared.models, prepared.fingerprints, new.models)
+        for sid in plan.sources_removed + plan.sources_changed:
+            self.remove_source(sid)
+        for options in new.sources:
+            if options.id in plan.sources_added or options.id in plan.sources_changed:
+                self.add_source(options)
+        # what a reload cannot change stays as it runs, so that the next reload still compares against it
+        running = restart_only(self.config)
+        self.config = new.model_copy(update={name: running[name] for name in plan.need_restart})
 
     def restart_sinks(self, config: Config) -> None:
         # The old sinks close first: a sink may hold an exclusive resource (the MQTT spool's lock) that its
@@ -225,10 +252,13 @@ class Daemon:
         if old is not None:  # what it had queued is still sent, within the bound
             old.close(timeout=self.config.shutdown_timeout_s)
 
-    def swap_pipeline(self, pipeline: Any, fingerprints: dict[str, tuple[Any, ...]], model_options: Any) -> None:
+    def swap_pipeline(
+        self, pipeline: PipelineLike, models: dict[str, LoadedModel], prints: dict[str, Fingerprint],
+        model_options: dict[str, ModelOptions],
+    ) -> None:
         self.pipeline = pipeline
-        self.models = dict(getattr(pipeline, "models", self.models))
-        self.model_fingerprints = fingerprints
+        self.models = dict(models)
+        self.model_fingerprints = prints
         if self.worker is not None:
             self.worker.pipeline = pipeline  # the worker reads it once per batch: an atomic swap
         if self.api is not None:
@@ -244,7 +274,7 @@ class Daemon:
         capture.queue.close()
         log.info("source %s stopped", source_id)
 
-    def add_source(self, options: Any) -> None:
+    def add_source(self, options: SourceOptions) -> None:
         capture = make_capture(options, self.stats, on_state=self._on_state)
         self.captures[options.id] = capture
         if self.worker is not None:

@@ -21,6 +21,7 @@ from daemon.sources.base import SourceOptions
 from daemon.vlm.stage import VlmStageOptions, check_vlm_options
 from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
 from pipelines.models import ModelOptions, UnknownTypeError
+from pipelines.stages import PipelineSpec
 
 # Keys under models: and sources: that name input files; relative ones are relative to the config file.
 _INPUT_PATH_KEYS = {"path", "folder", "labels_file", "charset_file", "tokenizer", "text_path", "gallery"}
@@ -76,7 +77,9 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, ge=1, le=1, description="Config format version; only 1 exists.")
-    pipeline: Any = Field(..., description="The model chain: a first-stage detector and second stages per crop.")
+    pipeline: PipelineSpec = Field(
+        ..., description="The model chain: a first-stage detector and second stages per crop."
+    )
     models: dict[str, ModelOptions] = Field(..., description="Models by name; stages refer to these names.")
     sources: list[SourceOptions] = Field(..., min_length=1, description="Cameras, files and folders to watch.")
     sinks: list[SinkOptions] = Field(default_factory=list, description="Where results go: mqtt, jsonl.")
@@ -255,8 +258,6 @@ def _plugins_by_name(section: Any, kind: str, errors: _Errors) -> Any:
 
 
 def _pipeline_spec(section: Any, errors: _Errors) -> Any:
-    from pipelines.stages import PipelineSpec
-
     try:
         return PipelineSpec.model_validate(section)
     except ValidationError as exc:

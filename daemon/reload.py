@@ -1,26 +1,37 @@
-"""SIGHUP reload: diff the new config against the running one and restart only what changed.
+"""SIGHUP reload: what differs between the running config and the new one (a ReloadPlan), and preparing it.
 
-Order matters: everything that can fail (reading the YAML, loading changed models) happens before anything
-running is touched, so an invalid new config or a garbage model file leaves the old pipeline running.
+`make_plan` is pure: old config + new config + the running models' fingerprints -> a plan. `prepare` does
+everything that can fail (reading the YAML, loading the changed models, building the new pipeline) before
+anything running is touched, so an invalid new config or a garbage model file leaves the old pipeline
+running. The Daemon (daemon/app.py) applies a prepared reload; this module never looks inside it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TypeAlias
+
+from pydantic import BaseModel
 
 from daemon.config import Config, ConfigError, load_config
-from pipelines.models import load_model
-
-if TYPE_CHECKING:
-    from daemon.app import Daemon
+from pipelines.build import build_pipeline
+from pipelines.models import LoadedModel, ModelOptions, load_model
+from pipelines.runtime.base import ModelLoadError
+from pipelines.stages import PipelineLike
 
 log = logging.getLogger(__name__)
 
+Fingerprint: TypeAlias = tuple[str, int | None, int | None]  # options as JSON, file size, file mtime in ns
 
-@dataclass
+# Listening sockets and the state directory (spool, caches) are bound at start: changing them live would
+# mean a moment with neither the old nor the new one, so a reload says so and keeps the running ones.
+RESTART_ONLY = ("http", "api", "state_dir")
+
+
+@dataclass(frozen=True)
 class ReloadPlan:
     """What differs between the running config and the new one."""
 
@@ -49,88 +60,88 @@ class ReloadPlan:
         return "; ".join(parts) or "nothing changed"
 
 
-def model_fingerprint(options: Any) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class PreparedReload:
+    """A new config with its plan and, when the pipeline changed, the new pipeline and models, all ready."""
+
+    config: Config
+    plan: ReloadPlan
+    fingerprints: dict[str, Fingerprint]
+    pipeline: PipelineLike | None = None  # None: the running pipeline stays
+    models: dict[str, LoadedModel] = field(default_factory=dict)  # the new pipeline's models, by name
+
+
+def model_fingerprint(options: ModelOptions) -> Fingerprint:
     """A model reloads when its options or its file (size, modification time) changed."""
     path = Path(options.path)
     stat = path.stat() if path.exists() else None
     return (options.model_dump_json(), stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
 
 
-# Listening sockets and the state directory (spool, caches) are bound at start: changing them live would
-# mean a moment with neither the old nor the new one, so a reload says so and keeps the running ones.
-RESTART_ONLY = ("http", "api", "state_dir")
+def fingerprints(models: Mapping[str, ModelOptions]) -> dict[str, Fingerprint]:
+    return {name: model_fingerprint(options) for name, options in models.items()}
 
 
-def make_plan(old: Config, new: Config, fingerprints: dict[str, tuple[Any, ...]]) -> ReloadPlan:
-    plan = ReloadPlan()
+def restart_only(config: Config) -> dict[str, object]:
+    """The sections of a config that only a restart changes (RESTART_ONLY), by name."""
+    return {"http": config.http, "api": config.api, "state_dir": config.state_dir}
+
+
+def make_plan(old: Config, new: Config, prints: Mapping[str, Fingerprint]) -> ReloadPlan:
+    """What a reload from `old` to `new` restarts; `prints`: fingerprints of the models loaded now."""
     old_sources = {s.id: s.model_dump_json() for s in old.sources}
     new_sources = {s.id: s.model_dump_json() for s in new.sources}
-    plan.sources_added = [sid for sid in new_sources if sid not in old_sources]
-    plan.sources_removed = [sid for sid in old_sources if sid not in new_sources]
-    plan.sources_changed = [sid for sid in new_sources if sid in old_sources and old_sources[sid] != new_sources[sid]]
-    plan.models_changed = [name for name, options in new.models.items()
-                           if fingerprints.get(name) != model_fingerprint(options)]
-    plan.pipeline_changed = bool(plan.models_changed) or _dump(old.pipeline) != _dump(new.pipeline) \
-        or set(old.models) != set(new.models)
-    plan.sinks_changed = [s.model_dump_json() for s in old.sinks] != [s.model_dump_json() for s in new.sinks]
-    plan.vlm_changed = [v.model_dump_json() for v in old.vlm] != [v.model_dump_json() for v in new.vlm]
-    plan.batch_changed = _dump(old.batch) != _dump(new.batch)
-    plan.need_restart = [name for name in RESTART_ONLY if _dump(getattr(old, name)) != _dump(getattr(new, name))]
-    return plan
+    models_changed = [name for name, options in new.models.items() if prints.get(name) != model_fingerprint(options)]
+    old_kept, new_kept = restart_only(old), restart_only(new)
+    return ReloadPlan(
+        sources_added=[sid for sid in new_sources if sid not in old_sources],
+        sources_removed=[sid for sid in old_sources if sid not in new_sources],
+        sources_changed=[sid for sid in new_sources if sid in old_sources and old_sources[sid] != new_sources[sid]],
+        models_changed=models_changed,
+        pipeline_changed=bool(models_changed) or _dump(old.pipeline) != _dump(new.pipeline)
+        or set(old.models) != set(new.models),
+        sinks_changed=[s.model_dump_json() for s in old.sinks] != [s.model_dump_json() for s in new.sinks],
+        vlm_changed=[v.model_dump_json() for v in old.vlm] != [v.model_dump_json() for v in new.vlm],
+        batch_changed=_dump(old.batch) != _dump(new.batch),
+        need_restart=[name for name in RESTART_ONLY if _dump(old_kept[name]) != _dump(new_kept[name])],
+    )
 
 
-def _dump(value: Any) -> str:
-    return str(value.model_dump_json() if hasattr(value, "model_dump_json") else value)
+def _dump(value: object) -> str:
+    return value.model_dump_json() if isinstance(value, BaseModel) else str(value)
 
 
-def reload(daemon: Daemon, path: Path) -> bool:
-    """Apply the config at path to the running daemon; False (old config kept) on any error."""
+def load_changed_models(
+    running: Mapping[str, LoadedModel], new: Mapping[str, ModelOptions], changed: Sequence[str]
+) -> dict[str, LoadedModel]:
+    """The new config's models: the changed ones loaded again, the others reused; gone ones left out."""
+    models = {name: model for name, model in running.items() if name in new}
+    for name in changed:
+        models[name] = load_model(new[name], name)
+    return models
+
+
+def prepare(
+    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel]
+) -> PreparedReload | None:
+    """Read the config at path and get its changes ready (off the worker thread); None (logged) on any error."""
     try:
         new = load_config(path)
     except ConfigError as exc:
         log.error("reload rejected, keeping the running config: %s", exc)
-        return False
-    plan = make_plan(daemon.config, new, daemon.model_fingerprints)
-    pipeline = None
+        return None
+    plan = make_plan(running, new, prints)
+    prepared = PreparedReload(new, plan, fingerprints(new.models))
     if plan.pipeline_changed:
-        pipeline = _build_pipeline(daemon, new, plan.models_changed)
-        if pipeline is None:
-            return False
+        try:
+            loaded = load_changed_models(models, new.models, plan.models_changed)
+            pipeline = build_pipeline(new.pipeline, loaded, isolate_stage_errors=True)
+        except (ModelLoadError, ValueError, OSError) as exc:
+            log.error("reload rejected, keeping the running pipeline: %s", exc)
+            return None
+        prepared = PreparedReload(new, plan, prepared.fingerprints, pipeline, loaded)
     log.info("reloading %s: %s", path, plan.summary())
     if plan.need_restart:
         log.warning("reload: %s changed; that takes a restart (systemctl restart), the running settings stay",
                     ", ".join(plan.need_restart))
-    if plan.sinks_changed:
-        daemon.restart_sinks(new)
-    if plan.vlm_changed:
-        daemon.restart_vlm(new)
-    if plan.batch_changed and daemon.worker is not None:
-        daemon.worker.batch = new.batch  # read once per batch: the next one uses it
-    if pipeline is not None:
-        daemon.swap_pipeline(pipeline, {name: model_fingerprint(o) for name, o in new.models.items()}, new.models)
-    for sid in plan.sources_removed + plan.sources_changed:
-        daemon.remove_source(sid)
-    for options in new.sources:
-        if options.id in plan.sources_added or options.id in plan.sources_changed:
-            daemon.add_source(options)
-    # what a reload cannot change stays as it runs, so that the next reload still compares against it
-    daemon.config = new.model_copy(update={name: getattr(daemon.config, name) for name in plan.need_restart})
-    return True
-
-
-def _build_pipeline(daemon: Daemon, new: Config, changed: list[str]) -> Any:
-    """Load only the changed models (reusing the rest) and build the new pipeline off the worker thread."""
-    from pipelines.runtime.base import ModelLoadError
-    from pipelines.stages import Pipeline
-
-    models = dict(daemon.models)
-    for name in list(models):
-        if name not in new.models:
-            del models[name]
-    try:
-        for name in changed:
-            models[name] = load_model(new.models[name], name)
-        return Pipeline(new.pipeline, models, isolate_stage_errors=True)
-    except (ModelLoadError, ValueError, OSError) as exc:
-        log.error("reload rejected, keeping the running pipeline: %s", exc)
-        return None
+    return prepared

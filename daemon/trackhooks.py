@@ -2,25 +2,25 @@
 
 Everything here runs on the worker thread (the pipeline's tracker is not thread-safe), except
 `finish_source`, which only marks a source for the worker to finish once its queue is empty.
+Every pipeline takes FrameInfo and has `finish` and `counters` (pipelines/stages.py's PipelineLike); for one
+that does not track, `finish` ends nothing and `counters` is None.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-import supervision as sv
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
 from daemon.service.stats import Stats
-from pipelines.stages import FrameInfo
+from pipelines.stages import FrameInfo, PipelineLike, PipelineRun
 from pipelines.tracking.events import Event
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,6 @@ class StageObserver(Protocol):
     def second_stage(self, calls: int, skips: int, stage: str = "second") -> None: ...
 
 
-def accepts_meta(pipeline: Any) -> bool:
-    """Whether pipeline.run takes per-frame FrameInfo (the tracking Pipeline does; NoopPipeline does not)."""
-    run = getattr(pipeline, "run", None)
-    try:
-        return run is not None and "meta" in inspect.signature(run).parameters
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        return False
-
-
 def frame_info(frame: Frame, now: float, frame_queue: FrameQueue | None) -> FrameInfo:
     """FrameInfo of a frame dequeued at `now`.
 
@@ -49,7 +40,8 @@ def frame_info(frame: Frame, now: float, frame_queue: FrameQueue | None) -> Fram
     """
     blocking = frame_queue is not None and frame_queue.policy == "block"
     age = 0.0 if blocking else max(0.0, now - frame.t_mono)
-    return FrameInfo(seq=frame.seq, t_wall=frame.t_wall, t_mono=frame.t_mono, age_s=age, pts=frame.pts)
+    return FrameInfo(seq=frame.seq, t_wall=frame.t_wall, t_mono=frame.t_mono, age_s=age, pts=frame.pts,
+                     source=frame.source_id)
 
 
 class TrackHooks:
@@ -62,25 +54,21 @@ class TrackHooks:
         self._lock = threading.Lock()
         self._pending: dict[str, FrameQueue | None] = {}  # ended sources -> their queue: finish once it is empty
         self._last_frame: dict[str, Frame] = {}  # per source: the frame that `end` events on finishing carry
-        self._pipeline: Any = None
-        self._takes_meta = False  # accepts_meta(self._pipeline), worked out once per pipeline, not per batch
+        self._pipeline: PipelineLike | None = None
         self._seen: dict[str, dict[str, int]] = {}  # the current pipeline's counters at the last look
 
-    def run(self, pipeline: Any, frames: Sequence[Frame], now: float,
-            queues: Mapping[str, FrameQueue]) -> list[sv.Detections]:
-        """pipeline.run on the frames, with their FrameInfo when it takes it."""
+    def run(self, pipeline: PipelineLike, frames: Sequence[Frame], now: float,
+            queues: Mapping[str, FrameQueue]) -> PipelineRun:
+        """pipeline.run on the frames with their FrameInfo."""
         self._switch(pipeline)
-        images, keys = [f.image for f in frames], [f.source_id for f in frames]
-        if not self._takes_meta:
-            return list(pipeline.run(images, keys))
-        meta = [frame_info(f, now, queues.get(f.source_id)) for f in frames]
-        return list(pipeline.run(images, keys, meta))
+        infos = [frame_info(f, now, queues.get(f.source_id)) for f in frames]
+        return pipeline.run([f.image for f in frames], infos)
 
-    def after_run(self, pipeline: Any, frames: Sequence[Frame]) -> None:
-        """Send the events of the run that produced these frames' results; update the counters."""
+    def after_run(self, pipeline: PipelineLike, run: PipelineRun, frames: Sequence[Frame]) -> None:
+        """Send the run's events with the frames they fired on; update the counters."""
         for frame in frames:
             self._last_frame[frame.source_id] = frame
-        for index, event in getattr(pipeline, "last_events", None) or []:
+        for index, event in run.events:
             self._send(frames[index], event)
         self._count(pipeline)
 
@@ -105,7 +93,7 @@ class TrackHooks:
         for source_id, old in sorted(pending.items(), key=lambda item: item[0]):
             current = queues.get(source_id)
             if current is None or (current is old and len(current) == 0):
-                self._finish(self._pipeline, source_id)
+                self._finish(source_id)
             elif current is old:
                 with self._lock:
                     self._pending.setdefault(source_id, old)  # frames still queued: look again later
@@ -113,26 +101,25 @@ class TrackHooks:
     def finish_all(self) -> None:
         """End every source's tracks (the worker is stopping, or the pipeline was replaced)."""
         for source_id in list(self._last_frame):
-            self._finish(self._pipeline, source_id)
+            self._finish(source_id)
 
-    def _finish(self, pipeline: Any, source_id: str) -> None:
+    def _finish(self, source_id: str) -> None:
+        """End the source's tracks on the pipeline that saw its frames (none seen: nothing to end)."""
         frame = self._last_frame.pop(source_id, None)
-        finish = getattr(pipeline, "finish", None)
-        if frame is None or finish is None:
+        pipeline = self._pipeline
+        if frame is None or pipeline is None:
             return
-        events = finish(source_id)
+        events = pipeline.finish(source_id)
         log.debug("source %s finished: %d end event(s)", source_id, len(events))
         for event in events:
             self._send(frame, event)
         self._count(pipeline)
 
-    def _switch(self, pipeline: Any) -> None:
+    def _switch(self, pipeline: PipelineLike) -> None:
         """A reload swapped the pipeline: the old one's tracks end (the new one starts its own)."""
         if self._pipeline is not None and pipeline is not self._pipeline:
             self.finish_all()
             self._seen = {}
-        if pipeline is not self._pipeline:
-            self._takes_meta = accepts_meta(pipeline)
         self._pipeline = pipeline
 
     def _send(self, frame: Frame, event: Event) -> None:
@@ -140,12 +127,11 @@ class TrackHooks:
         if self.emit_event is not None:
             self.emit_event(frame, event)
 
-    def _count(self, pipeline: Any) -> None:
+    def _count(self, pipeline: PipelineLike) -> None:
         """Add the pipeline's second-stage counters since the last look to Stats and to the metrics."""
-        tracking = getattr(pipeline, "tracking", None)
-        if tracking is None:
+        counters = pipeline.counters
+        if counters is None:
             return
-        counters = tracking.counters
         worker = self.stats.worker
         for stage, now in counters["stages"].items():
             before = self._seen.get(stage, {})

@@ -3,7 +3,7 @@
 One worker per process because the accelerator is one device; ONNX Runtime releases the GIL while it
 computes, so capture and sink threads keep running meanwhile. Other work for the same device (HTTP
 inference requests) is submitted as jobs and interleaved with frame batches so neither starves.
-With a tracking pipeline, daemon/trackhooks.py gives it each frame's FrameInfo and sends its track events.
+daemon/trackhooks.py gives the pipeline each frame's FrameInfo and sends the track events of a tracking one.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
-
-import supervision as sv
 
 from daemon.boundary import attempt
 from daemon.config import BatchOptions
@@ -24,14 +22,9 @@ from daemon.frames import Frame, Result
 from daemon.queues import FrameQueue
 from daemon.service.stats import Stats
 from daemon.trackhooks import EmitEvent, TrackHooks
+from pipelines.stages import PipelineLike, PipelineRun
 
 log = logging.getLogger(__name__)
-
-
-class PipelineLike(Protocol):
-    name: str
-
-    def run(self, images: Sequence[Any], keys: Sequence[str] | None = None) -> list[sv.Detections]: ...
 
 
 class Observer(Protocol):
@@ -168,22 +161,22 @@ class Worker:
     def _process(self, batch: list[Frame]) -> None:
         t0 = time.monotonic()
         pipeline = self.pipeline  # a reload may swap it: one batch sees one pipeline
-        outputs, error = attempt(self.tracks.run, pipeline, batch, t0, self.queues)
-        if error is not None or outputs is None:
+        run, error = attempt(self.tracks.run, pipeline, batch, t0, self.queues)
+        if error is not None or run is None:
             log.error("pipeline %s failed on a batch of %d; retrying frame by frame: %s",
                       pipeline.name, len(batch), error, exc_info=error)
             self._process_one_by_one(batch, pipeline)
             return
-        self._finish(batch, outputs, t0, pipeline)
+        self._finish(batch, run, t0, pipeline)
 
     def _process_one_by_one(self, batch: list[Frame], pipeline: PipelineLike) -> None:
         for frame in batch:
             t0 = time.monotonic()
-            outputs, error = attempt(self.tracks.run, pipeline, [frame], t0, self.queues)
-            if error is not None or outputs is None:
+            run, error = attempt(self.tracks.run, pipeline, [frame], t0, self.queues)
+            if error is not None or run is None:
                 self._frame_failed(frame, f"pipeline failed: {error}")
                 continue
-            self._finish([frame], outputs, t0, pipeline)
+            self._finish([frame], run, t0, pipeline)
 
     def _frame_failed(self, frame: Frame, reason: str) -> None:
         source = self.stats.source(frame.source_id)
@@ -193,7 +186,7 @@ class Worker:
         self.stats.worker.errors += 1
         log.error("source %s frame %d dropped: %s", frame.source_id, frame.seq, reason)
 
-    def _finish(self, batch: list[Frame], outputs: list[sv.Detections], t0: float, pipeline: PipelineLike) -> None:
+    def _finish(self, batch: list[Frame], run: PipelineRun, t0: float, pipeline: PipelineLike) -> None:
         t1 = time.monotonic()
         infer_ms = (t1 - t0) * 1000.0
         worker = self.stats.worker
@@ -206,10 +199,10 @@ class Worker:
         if self.observer is not None:
             self.observer.observe_inference(pipeline.name, t1 - t0)
             self.observer.observe_batch(len(batch))
-        stage_errors = dict(getattr(pipeline, "last_stage_errors", None) or {})
+        stage_errors = dict(run.stage_errors)
         for path, why in stage_errors.items():
             self._stage_failed(path, why)
-        for frame, detections in zip(batch, outputs, strict=True):
+        for frame, detections in zip(batch, run.detections, strict=True):
             source = self.stats.source(frame.source_id)
             source.processed += 1
             source.detections += len(detections)
@@ -219,7 +212,7 @@ class Worker:
             _, error = attempt(self.emit, result)  # one unpublishable result costs only itself
             if error is not None:
                 self._frame_failed(frame, f"result not published: {error}")
-        self.tracks.after_run(pipeline, batch)
+        self.tracks.after_run(pipeline, run, batch)
 
     def _stage_failed(self, path: str, why: str) -> None:
         errors = self.stats.worker.stage_errors

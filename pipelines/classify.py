@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from pipelines.models import Model, ModelKind, ModelOptions
+from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import hwc_to_tensor
 from pipelines.runtime.base import ModelLoadError, model_label
 from pipelines.runtime.open import open_runtime
@@ -86,7 +86,7 @@ def read_labels(path: Path) -> list[str]:
 class Classifier(Model):
     """A softmax (or sigmoid) classifier run on a batch of crops in one call."""
 
-    kind: ClassVar[ModelKind] = "classify"
+    kind: ClassVar[Literal["classify"]] = "classify"
     Options: ClassVar[type[ModelOptions]] = ClassifierOptions
 
     def __init__(self, options: ModelOptions, name: str = "") -> None:

@@ -1,20 +1,26 @@
-"""Model types: the common Options every model has, the Model base classes, and the type-name registry.
+"""Model types: the common Options, the Model base class, a typed protocol per kind, and the type-name registry.
 
 The registry lives here rather than in daemon/ so that pipelines/ stays usable as a library on its own
 (two_stage(), infer()); daemon/registry.py exposes this same table next to sources and sinks.
+A loaded model is a `LoadedModel`: one protocol per kind, told apart by its `kind` (mypy narrows on it).
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeAlias, cast
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.runtime.base import RuntimeOptions
+
+if TYPE_CHECKING:  # for the protocols' annotations only: importing supervision costs most of a second
+    import supervision as sv
 
 MODEL_TYPES: dict[str, str] = {
     "yolox": "pipelines.detect.yolox:YoloX",
@@ -30,6 +36,8 @@ MODEL_TYPES: dict[str, str] = {
 }
 
 ModelKind = Literal["detect", "classify", "ocr", "embed"]
+
+Image: TypeAlias = npt.NDArray[np.uint8]  # a BGR picture or crop, height x width x 3
 
 
 class UnknownTypeError(LookupError):
@@ -77,15 +85,74 @@ class Model(ABC):
         self.name = name or Path(options.path).stem
 
 
-def model_class(type_name: str) -> Any:
-    return import_entry(MODEL_TYPES, "model", type_name)
+class DetectModel(Protocol):
+    """A first-stage or nested detector: one sv.Detections per image, in that image's pixels."""
+
+    @property
+    def kind(self) -> Literal["detect"]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def detect(self, images: Sequence[Image]) -> list[sv.Detections]: ...
 
 
-def load_model(spec: ModelOptions | Mapping[str, Any], name: str = "") -> Any:
+class ClassifyModel(Protocol):
+    """One {"class", "class_id", "confidence", "top"} per crop."""
+
+    @property
+    def kind(self) -> Literal["classify"]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def classify(self, crops: Sequence[Image]) -> list[dict[str, Any]]: ...
+
+
+class OcrModel(Protocol):
+    """One {"text", "confidence", "char_confidences"} per crop."""
+
+    @property
+    def kind(self) -> Literal["ocr"]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def read(self, crops: Sequence[Image]) -> list[dict[str, Any]]: ...
+
+
+class EmbedModel(Protocol):
+    """One L2-normalised row per crop; `identity` keys the embedding cache (pipelines/embed/cache.py)."""
+
+    @property
+    def kind(self) -> Literal["embed"]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    def embed(self, crops: Sequence[Image]) -> npt.NDArray[np.float32]: ...
+
+
+LoadedModel: TypeAlias = DetectModel | ClassifyModel | OcrModel | EmbedModel
+
+
+def model_class(type_name: str) -> type[Model]:
+    """The Model subclass a type name stands for (UnknownTypeError for unknown names and other classes)."""
+    cls = import_entry(MODEL_TYPES, "model", type_name)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise UnknownTypeError(f"model type {type_name!r}: {MODEL_TYPES[type_name]} is not a Model subclass")
+    return cls
+
+
+def load_model(spec: ModelOptions | Mapping[str, Any], name: str = "") -> LoadedModel:
     """Build a model from its Options (or a plain dict with at least `type` and `path`)."""
     type_name = spec.type if isinstance(spec, ModelOptions) else str(spec.get("type", ""))
     cls = model_class(type_name)
     options = spec if isinstance(spec, cls.Options) else cls.Options.model_validate(
         spec.model_dump() if isinstance(spec, ModelOptions) else dict(spec)
     )
-    return cls(options, name=name)
+    # Model subclasses add the batch call of their `kind` (the Model docstring): the one place that trusts it
+    return cast(LoadedModel, cls(options, name=name))

@@ -9,13 +9,13 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from pipelines.models import Model, ModelKind, ModelOptions
+from pipelines.models import Model, ModelOptions
 from pipelines.runtime.base import InferenceError, ModelLoadError, model_label
 from pipelines.runtime.inputs import check_input
 from pipelines.runtime.open import open_runtime
@@ -93,7 +93,7 @@ def ctc_greedy(probs: np.ndarray, table: Sequence[str]) -> list[tuple[str, list[
 class CtcOcr(Model):
     """PP-OCR style CTC recogniser: width-bucketed batches, greedy decode, per-character confidences."""
 
-    kind: ClassVar[ModelKind] = "ocr"
+    kind: ClassVar[Literal["ocr"]] = "ocr"
     Options: ClassVar[type[ModelOptions]] = CtcOcrOptions
 
     def __init__(self, options: ModelOptions, name: str = "") -> None:
@@ -205,7 +205,7 @@ class TesseractOptions(ModelOptions):
 class TesseractOcr(Model):
     """The tesseract command-line engine, one process per crop; reads clean printed text, not plates."""
 
-    kind: ClassVar[ModelKind] = "ocr"
+    kind: ClassVar[Literal["ocr"]] = "ocr"
     Options: ClassVar[type[ModelOptions]] = TesseractOptions
 
     def __init__(self, options: ModelOptions, name: str = "") -> None:

@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from pipelines.build import build_pipeline
 from pipelines.crops import CropOptions
 from pipelines.labels import class_names
 from pipelines.models import MODEL_TYPES, load_model
-from pipelines.stages import Pipeline, PipelineSpec, StageSpec
+from pipelines.stages import PipelineSpec, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _stage(
 
 def _run_two(image: np.ndarray, first: Any, second: Any, stage: StageSpec) -> sv.Detections:
     spec = PipelineSpec.model_validate({"name": "two_stage", "detector": "first", "stages": [stage]})
-    return Pipeline(spec, {"first": first, "second": second}).run([image])[0]
+    return build_pipeline(spec, {"first": first, "second": second}).run([image]).detections[0]
 
 
 def _base_records(detections: sv.Detections) -> list[dict[str, Any]]:
@@ -143,7 +144,7 @@ def _runner(model: Any, overrides: Mapping[str, Any]) -> Callable[[list[np.ndarr
     if getattr(model, "kind", None) == "detect":
         return lambda images: list(model.detect(images, **overrides))
     if hasattr(model, "run") and not overrides:
-        return lambda images: list(model.run(images))
+        return lambda images: list(model.run(images).detections)
     raise TypeError(
         f"expected a detector or a Pipeline (overrides only apply to detectors), got {type(model).__name__}"
     )

@@ -5,8 +5,10 @@ per parent, None where the stage did not run on that parent. Detect stages store
 source-image pixels, themselves carrying their children the same way. `metadata["stages"]` = {NAME: kind}.
 An embed stage with `match:` also stores each parent's best gallery match (pipelines/embed/gallery.py) in
 `data[match_key(NAME)]`; `metadata["embed"]` = {NAME: {"publish_embedding": bool, "match": key or None}}.
-With a `tracking:` section, first-stage detections get tracker ids and each top-level stage reads only the
-crops its track schedule asks for (pipelines/tracking/runner.py); its data then holds the track's consensus.
+
+Every pipeline the daemon runs follows one protocol, `PipelineLike`: `run(images, frames) -> PipelineRun`,
+`finish(source)`, `counters`, `name`. Here are the plain `Pipeline` and `NoopPipeline`; a spec with a
+`tracking:` section runs as a TrackedPipeline around a plain Pipeline (pipelines/build.py builds either).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import supervision as sv
@@ -24,17 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipelines.crops import Crop, CropOptions, batches, crop_detection, detections_to_source, large_enough
 from pipelines.embed.gallery import Gallery, GalleryOptions, match_detections
 from pipelines.labels import class_names
+from pipelines.models import DetectModel, EmbedModel, Image, LoadedModel, ModelKind
 from pipelines.runtime.base import InferenceError
-from pipelines.tracking.layer import TrackingOptions
-
-if TYPE_CHECKING:
-    from pipelines.tracking.events import Event
-    from pipelines.tracking.layer import Tracking
-    from pipelines.tracking.runner import TrackRunner
+from pipelines.tracking.events import Event
+from pipelines.tracking.layer import TrackingCounters, TrackingOptions
+from pipelines.tracking.state import FrameInfo as FrameInfo  # part of this module's API: run()'s frames
+from pipelines.tracking.state import Narrow, Rows
 
 log = logging.getLogger(__name__)
 
-SECOND_STAGE_KINDS = ("classify", "ocr", "detect", "embed")
+SECOND_STAGE_KINDS: tuple[ModelKind, ...] = ("classify", "ocr", "detect", "embed")
 # data keys the detectors and the payload code already use; a stage of that name would overwrite them
 RESERVED_NAMES = frozenset({"class_name", "keypoints", "polygon", "stages"})
 
@@ -126,15 +127,48 @@ class PipelineSpec(BaseModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class FrameInfo:
-    """What the tracker needs to know about one frame besides its pixels."""
+@dataclass(frozen=True)
+class PipelineRun:
+    """What one run of a pipeline gives: detections per image (source pixels, second-stage results in their
+    data), track events as (index of the image, event), second stages whose model failed (stage path -> why;
+    their crops have no result, everything else stands) and milliseconds per model or stage path."""
 
-    seq: int  # per-source frame number, increasing; a lower one means the stream restarted
-    t_wall: float  # epoch seconds at capture: first/last seen in events
-    t_mono: float  # monotonic seconds at capture: steps the motion model when pts is unknown
-    age_s: float = 0.0  # how late the frame is at dequeue; above max_staleness second stages are shed
-    pts: float | None = None  # stream time in seconds, preferred for the motion model
+    detections: Sequence[sv.Detections] = field(default_factory=list)
+    events: Sequence[tuple[int, Event]] = field(default_factory=list)
+    stage_errors: Mapping[str, str] = field(default_factory=dict)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+class PipelineLike(Protocol):
+    """The one protocol of every pipeline: Pipeline, TrackedPipeline (pipelines/build.py), NoopPipeline."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def counters(self) -> TrackingCounters | None:
+        """Tracking's counters so far (tracks, second-stage work, events); None: the pipeline does not track."""
+
+    def run(self, images: Sequence[Image], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
+        """Results for the images; frames (one per image: source, sequence, times) matter to tracking only."""
+
+    def finish(self, source: str) -> list[Event]:
+        """End a source's tracks (its stream is over): their `end` events; [] when the pipeline does not track."""
+
+
+@dataclass
+class StageLog:
+    """What a run records on its way: milliseconds per model or stage path, and stages whose model failed."""
+
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    stage_errors: dict[str, str] = field(default_factory=dict)
+
+    def timed(self, key: str, t0: float) -> None:
+        """Add the time since perf_counter() was t0 to `key` (a stage runs once per wave under tracking)."""
+        self.timings_ms[key] = self.timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
+
+    def result(self, detections: Sequence[sv.Detections], events: Sequence[tuple[int, Event]] = ()) -> PipelineRun:
+        return PipelineRun(list(detections), list(events), dict(self.stage_errors), dict(self.timings_ms))
 
 
 def _check_names(stages: Sequence[StageSpec], where: str) -> None:
@@ -148,107 +182,102 @@ def _check_names(stages: Sequence[StageSpec], where: str) -> None:
 
 
 class Pipeline:
-    """Runs a PipelineSpec with loaded models: `run(images) -> list[sv.Detections]`, one per image."""
+    """Runs a PipelineSpec (without tracking) with loaded models: `run(images).detections`, one per image."""
 
     def __init__(
-        self, spec: PipelineSpec | Mapping[str, Any], models: Mapping[str, Any], isolate_stage_errors: bool = False
+        self, spec: PipelineSpec | Mapping[str, Any], models: Mapping[str, LoadedModel],
+        isolate_stage_errors: bool = False,
     ) -> None:
         """isolate_stage_errors: a second stage whose model fails leaves its crops without results (see
-        last_stage_errors) instead of raising; what a daemon wants, where a library caller wants the error."""
+        PipelineRun.stage_errors) instead of raising; what a daemon wants, where a library caller wants the error."""
         self.spec = spec if isinstance(spec, PipelineSpec) else PipelineSpec.model_validate(dict(spec))
         self.isolate_stage_errors = isolate_stage_errors
         self.name = self.spec.name
+        if self.spec.tracking is not None:
+            raise ValueError(f"pipeline {self.name!r} has a tracking: section; build it with "
+                             "pipelines.build.build_pipeline, which wraps this plain pipeline in a TrackedPipeline")
         self.models = dict(models)
-        self.detector = self._model(self.spec.detector, ("detect",), f"pipeline {self.name!r} detector")
+        self.detector = self._detector(self.spec.detector, f"pipeline {self.name!r} detector")
         self.galleries: dict[str, Gallery] = {}  # by stage path (pipeline/stage/...), loaded once here
         self._validate(self.spec.stages, self.name)
-        self.last_timings_ms: dict[str, float] = {}
-        # stage path -> why its model failed in the last run; those crops have no result, all else stands
-        self.last_stage_errors: dict[str, str] = {}
-        self.last_events: list[tuple[int, Event]] = []  # (index in the batch, track event) of the last run
-        self._tracked: TrackRunner | None = None
-        if self.spec.tracking is not None:
-            from pipelines.tracking.runner import TrackRunner  # it imports this module, so not at the top
-
-            self._tracked = TrackRunner(self, self.spec.tracking)
 
     @property
-    def tracking(self) -> Tracking | None:
-        """The tracker, schedules and event generator (None without a tracking: section)."""
-        return self._tracked.tracking if self._tracked is not None else None
+    def counters(self) -> TrackingCounters | None:
+        return None  # a plain pipeline keeps no tracks
 
     def finish(self, source: str) -> list[Event]:
-        """End a source's tracks (its stream is over): their `end` events; [] without tracking."""
-        return self._tracked.finish(source) if self._tracked is not None else []
+        return []  # no tracks to end
 
-    def _model(self, name: str, kinds: Sequence[str], where: str) -> Any:
+    def _model(self, name: str, where: str) -> LoadedModel:
         if name not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
             raise ValueError(f"{where}: unknown model {name!r}; loaded models: {known}")
-        model = self.models[name]
-        kind = getattr(model, "kind", None)
-        if kind not in kinds:
-            raise ValueError(f"{where}: model {name!r} has kind {kind!r}; expected a {' or '.join(kinds)} model")
+        return self.models[name]
+
+    def _detector(self, name: str, where: str) -> DetectModel:
+        model = self._model(name, where)
+        if model.kind != "detect":
+            raise _wrong_kind(where, name, model.kind, ("detect",))
         return model
 
     def _validate(self, stages: Sequence[StageSpec], path: str) -> None:
         for stage in stages:
             where = f"stage {path}/{stage.name}"
-            model = self._model(stage.model, SECOND_STAGE_KINDS, where)
+            model = self._model(stage.model, where)
+            if model.kind not in SECOND_STAGE_KINDS:
+                raise _wrong_kind(where, stage.model, model.kind, SECOND_STAGE_KINDS)
             if stage.stages and model.kind != "detect":
                 raise ValueError(
                     f"{where}: only detect stages can have child stages; {stage.model!r} has kind {model.kind!r}"
                 )
             if stage.match is not None:
-                self.galleries[f"{path}/{stage.name}"] = self._gallery(stage, model, where)
+                if model.kind != "embed":
+                    raise ValueError(f"{where}: match: needs an embed model; {stage.model!r} has kind {model.kind!r}")
+                self.galleries[f"{path}/{stage.name}"] = self._gallery(stage, model)
             self._validate(stage.stages, f"{path}/{stage.name}")
 
-    def _gallery(self, stage: StageSpec, model: Any, where: str) -> Gallery:
+    def _gallery(self, stage: StageSpec, model: EmbedModel) -> Gallery:
         """The stage's reference folder embedded by the stage's own model, so vectors are comparable."""
         assert stage.match is not None
-        if model.kind != "embed":
-            raise ValueError(f"{where}: match: needs an embed model; {stage.model!r} has kind {model.kind!r}")
         options = stage.match.model_copy(update={"embedding": stage.name, "name": match_key(stage.name)})
         return Gallery(options, model)
 
-    def kind_of(self, stage: StageSpec) -> str:
-        return str(self.models[stage.model].kind)
+    def kind_of(self, stage: StageSpec) -> ModelKind:
+        return self.models[stage.model].kind
 
-    def run(
-        self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None, meta: Sequence[FrameInfo] | None = None
-    ) -> list[sv.Detections]:
+    def run(self, images: Sequence[Image], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
         """Detections per image (source pixels) with every second stage's results in their data.
 
-        With tracking, `keys` name each image's source and `meta` gives its FrameInfo (frames of a source in
-        order; without meta each image is its source's next frame); the track events are in `last_events`.
+        frames are not needed: a plain pipeline keeps nothing from one call to the next.
         """
         images = list(images)
-        self.last_events = []
         if not images:
-            return []
-        self.last_timings_ms = {}
-        self.last_stage_errors = {}
+            return PipelineRun()
+        log = StageLog()
+        detections = self.detect(images, log)
+        self.run_stages(images, detections, self.spec.stages, self.name, log)
+        return log.result(detections)
+
+    def detect(self, images: Sequence[Image], log: StageLog) -> list[sv.Detections]:
+        """The first stage on all images at once: one sv.Detections per image."""
         t0 = time.perf_counter()
         detections = list(self.detector.detect(images))
-        self.last_timings_ms[self.spec.detector] = (time.perf_counter() - t0) * 1000.0
+        log.timed(self.spec.detector, t0)
         if len(detections) != len(images):
             raise RuntimeError(
                 f"pipeline {self.name!r}: detector {self.spec.detector!r} returned {len(detections)} results "
                 f"for {len(images)} images"
             )
-        if self._tracked is None:
-            self.run_stages(images, detections, self.spec.stages, self.name)
-        else:
-            self.last_events = self._tracked.run(images, detections, keys, meta)
         return detections
 
     def run_stages(
-        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
-        path: str = "", masks: Mapping[str, Sequence[np.ndarray]] | None = None,
+        self, images: Sequence[Image], detections: Sequence[sv.Detections], stages: Sequence[StageSpec],
+        path: str, log: StageLog, narrow: Narrow | None = None,
     ) -> None:
         """Run `stages` on `detections[i]` (boxes in `images[i]` pixels), storing results in their data.
 
-        masks: per stage name, one boolean row mask per image that further limits the parents (tracking).
+        narrow: further limits each of these stages' parents per image (tracking's schedule); not passed on
+        to child stages.
         """
         if not stages:
             return
@@ -260,21 +289,26 @@ class Pipeline:
                 dets.metadata["embed"] = dict(embeds)
         for stage in stages:
             t0 = time.perf_counter()
-            self._run_stage(images, detections, stage, f"{path}/{stage.name}", (masks or {}).get(stage.name))
-            key = f"{path}/{stage.name}"
-            self.last_timings_ms[key] = self.last_timings_ms.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
+            self._run_stage(images, detections, stage, f"{path}/{stage.name}", log, narrow)
+            log.timed(f"{path}/{stage.name}", t0)
 
-    def _run_stage(
-        self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections], stage: StageSpec, path: str,
-        masks: Sequence[np.ndarray] | None = None,
-    ) -> None:
+    def _select(
+        self, images: Sequence[Image], detections: Sequence[sv.Detections], stage: StageSpec, narrow: Narrow | None
+    ) -> list[Crop]:
         crops: list[Crop] = []
         for i, (image, dets) in enumerate(zip(images, detections, strict=True)):
             rows = select(dets, stage, image.shape)
-            if masks is not None:
-                rows &= masks[i]
+            if narrow is not None:
+                rows = narrow(stage.name, i, rows)
             for j in np.flatnonzero(rows):
                 crops.append(crop_detection(image, dets, int(j), i, stage.crop))
+        return crops
+
+    def _run_stage(
+        self, images: Sequence[Image], detections: Sequence[sv.Detections], stage: StageSpec, path: str,
+        log: StageLog, narrow: Narrow | None = None,
+    ) -> None:
+        crops = self._select(images, detections, stage, narrow)
         for dets in detections:
             dets.data[stage.name] = np.full(len(dets), None, dtype=object)
         try:
@@ -284,7 +318,7 @@ class Pipeline:
                 raise
             # the backend refused the run (device error, bad output): this stage's crops stay without a result
             # and its children are skipped, but the detections and the other stages of the frame still go out
-            self.last_stage_errors[path] = str(exc)
+            log.stage_errors[path] = str(exc)
             return
         kind = self.kind_of(stage)
         if kind == "detect":
@@ -296,9 +330,9 @@ class Pipeline:
             for dets in detections:
                 match_detections(dets, gallery)
         if kind == "detect" and stage.stages:
-            self.run_stages([images[c.parent] for c in crops], results, stage.stages, path)
+            self.run_stages([images[c.parent] for c in crops], results, stage.stages, path, log)
 
-    def call_model(self, stage: StageSpec, crops: Sequence[np.ndarray]) -> list[Any]:
+    def call_model(self, stage: StageSpec, crops: Sequence[Image]) -> list[Any]:
         """The stage's model on all `crops`, max_batch_size at a time; one result per crop, in order."""
         call = model_call(self.models[stage.model])
         results: list[Any] = []
@@ -317,24 +351,32 @@ class NoopPipeline:
 
     def __init__(self, name: str = "noop") -> None:
         self.name = name
-        self.last_timings_ms: dict[str, float] = {}
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
-        return [sv.Detections.empty() for _ in images]
+    @property
+    def counters(self) -> TrackingCounters | None:
+        return None
+
+    def run(self, images: Sequence[Image], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
+        return PipelineRun([sv.Detections.empty() for _ in images])
+
+    def finish(self, source: str) -> list[Event]:
+        return []
 
 
-def model_call(model: Any) -> Callable[[Sequence[np.ndarray]], Sequence[Any]]:
+def _wrong_kind(where: str, name: str, kind: str, kinds: Sequence[str]) -> ValueError:
+    return ValueError(f"{where}: model {name!r} has kind {kind!r}; expected a {' or '.join(kinds)} model")
+
+
+def model_call(model: LoadedModel) -> Callable[[Sequence[Image]], Sequence[Any]]:
     """The batch call of a model by its kind, returning one result per crop."""
-    kind = model.kind
-    if kind == "detect":
+    if model.kind == "detect":
         return model.detect
-    if kind == "classify":
+    if model.kind == "classify":
         return model.classify
-    if kind == "ocr":
+    if model.kind == "ocr":
         return model.read
-    if kind == "embed":
-        return lambda crops: [np.asarray(row, dtype=np.float32) for row in model.embed(crops)] if crops else []
-    raise ValueError(f"model {getattr(model, 'name', model)!r} has kind {kind!r}; expected one of {SECOND_STAGE_KINDS}")
+    embed = model.embed
+    return lambda crops: [np.asarray(row, dtype=np.float32) for row in embed(crops)] if crops else []
 
 
 def match_key(stage_name: str) -> str:
@@ -347,9 +389,9 @@ def embed_metadata(stage: StageSpec) -> dict[str, Any]:
     return {"publish_embedding": stage.publish_embedding, "match": match_key(stage.name) if stage.match else None}
 
 
-def select(detections: sv.Detections, stage: StageSpec, image_shape: tuple[int, ...]) -> np.ndarray:
+def select(detections: sv.Detections, stage: StageSpec, image_shape: tuple[int, ...]) -> Rows:
     """Mask of the parents a stage runs on: class filter, confidence, and visible size."""
-    mask = np.ones(len(detections), dtype=bool)
+    mask: Rows = np.ones(len(detections), dtype=bool)
     if len(detections) == 0:
         return mask
     if stage.on is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from daemon.service.memory import keep_frame_buffers
 
@@ -147,17 +148,19 @@ def _model_alone(video: Path, model: Path, threads: int) -> tuple[int, float]:
     from pipelines.models import load_model
 
     detector = load_model({"type": "yolox", "path": str(model), "runtime": {"intra_op_threads": threads}})
+    if detector.kind != "detect":
+        raise TypeError(f"type yolox loaded a {detector.kind} model, not a detector")
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     images = []
     while True:
         ok, image = cap.read()
         if not ok:
             break
-        images.append(image)
+        images.append(image.astype(np.uint8, copy=False))
     cap.release()
     t0 = time.perf_counter()
-    for image in images:
-        detector.detect([image])
+    for picture in images:
+        detector.detect([picture])
     return len(images), time.perf_counter() - t0
 
 

@@ -165,10 +165,10 @@ def bench_two_stage(pipeline: Pipeline, images: Sequence[np.ndarray], repeats: i
     for _ in range(max(1, repeats)):
         for label, runner in (("batched", pipeline), ("per_crop", per_crop)):
             t0 = time.perf_counter()
-            detections = runner.run(images)
+            run = runner.run(images)
             timings[label].append((time.perf_counter() - t0) * 1000.0)
-            second[label].append(sum(v for k, v in runner.last_timings_ms.items() if "/" in k))
-            outcomes[label] = stage_results(detections, pipeline.spec.stages)
+            second[label].append(sum(v for k, v in run.timings_ms.items() if "/" in k))
+            outcomes[label] = stage_results(run.detections, pipeline.spec.stages)
     if not same_results(outcomes["batched"], outcomes["per_crop"]):
         raise AssertionError("batched and per-crop second stages gave different results")
     crops = sum(1 for v in _flatten(outcomes["batched"]) if v is not None)
@@ -232,7 +232,7 @@ def plate_bench(
     })
     pipeline = Pipeline(spec, models)
     result = bench_two_stage(pipeline, images, repeats)
-    read = [{r["text"] for r in dets.data["text"] if r is not None} for dets in pipeline.run(images)]
+    read = [{r["text"] for r in dets.data["text"] if r is not None} for dets in pipeline.run(images).detections]
     result["plates_rendered"] = frames * plates_per_frame
     result["plates_read"] = sum(len(set(frame_texts) & found) for frame_texts, found in zip(texts, read, strict=True))
     return result

@@ -23,7 +23,10 @@ import supervision as sv
 
 from daemon.bench.main import SHARED
 from daemon.bench.scenes import PLATE_DETECTOR, bench_two_stage, plate_bench, plate_scene, random_plate_text
-from pipelines.models import load_model
+from pipelines.classify import Classifier
+from pipelines.embed.encoders import ImageEmbedder
+from pipelines.models import LoadedModel, load_model
+from pipelines.runtime.base import ModelFile
 from pipelines.stages import Pipeline, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,7 @@ def plate_texts() -> list[list[str]]:
 
 def timed(pipeline: Pipeline, images: Sequence[np.ndarray]) -> tuple[dict[str, Any], list[sv.Detections]]:
     """bench_two_stage's figures, and the detections of an untimed first run (first calls allocate)."""
-    detections = pipeline.run(images)
+    detections = list(pipeline.run(images).detections)
     return bench_two_stage(pipeline, images, REPEATS), detections
 
 
@@ -137,14 +140,24 @@ def figures_of(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def onnx_stage_model(spec: Mapping[str, Any], name: str) -> tuple[LoadedModel, ModelFile]:
+    """A workload's second-stage model and the runtime that runs its file (whose batch axis is reported)."""
+    model = load_model(spec, name)
+    runtime = model.runtime if isinstance(model, Classifier | ImageEmbedder) else None
+    if not isinstance(runtime, ModelFile):
+        raise TypeError(f"{name}: the stage benchmark needs a classify or embed model on a model file, "
+                        f"got {type(model).__name__}")
+    return model, runtime
+
+
 def measure(workload: Workload) -> dict[str, Any]:
     """The workload batched (BATCH and 32 a call) vs per crop; for a file fixed at batch 1, also without the rewrite."""
     name = workload.name
     detector = load_model({**workload.detector, "runtime": runtime_options()}, name="det")
-    second = load_model({**workload.second, "runtime": runtime_options("auto")}, name=name)
-    looped = load_model({**workload.second, "runtime": runtime_options("off")}, name=name)
+    second, second_runtime = onnx_stage_model({**workload.second, "runtime": runtime_options("auto")}, name)
+    looped, looped_runtime = onnx_stage_model({**workload.second, "runtime": runtime_options("off")}, name)
 
-    def bench(model: Any, batch: int) -> tuple[dict[str, Any], list[sv.Detections]]:
+    def bench(model: LoadedModel, batch: int) -> tuple[dict[str, Any], list[sv.Detections]]:
         stage = {"name": "second", "model": "second", "max_batch_size": batch, **workload.stage}
         spec = PipelineSpec.model_validate({"name": name, "detector": "det", "stages": [stage]})
         return timed(Pipeline(spec, {"det": detector, "second": model}), workload.images)
@@ -154,12 +167,12 @@ def measure(workload: Workload) -> dict[str, Any]:
     figures.update(figures_of(name, result))
     if workload.expected is not None:
         figures[f"{name}_expected_class"] = expected_class(detections, workload.expected)
-    fixed = looped.runtime.max_batch == 1
+    fixed = looped_runtime.max_batch == 1
     figures[f"{name}_batch_axis"] = ("fixed 1 in file, " if fixed else "dynamic in file, ") + (
-        "dynamic at run" if second.runtime.batch_dynamic else "loop at run (rewrite refused)"
+        "dynamic at run" if second_runtime.batch_dynamic else "loop at run (rewrite refused)"
     )
     figures[f"{name}_stage_speedup_batch32"] = speedups(bench(second, 32)[0])[1]
-    if fixed and second.runtime.batch_dynamic:
+    if fixed and second_runtime.batch_dynamic:
         figures[f"{name}_stage_speedup_no_rewrite"] = speedups(bench(looped, BATCH)[0])[1]
     figures[f"{name}_meets_{TARGET:g}x"] = _verdict(figures, name)
     return figures

@@ -20,9 +20,10 @@ import numpy as np
 
 from daemon.bench.main import SHARED
 from daemon.bench.scenes import PLATE_DETECTOR
+from pipelines.build import build_pipeline
 from pipelines.models import load_model
 from pipelines.ocr import default_rec_model
-from pipelines.stages import FrameInfo, Pipeline, PipelineSpec
+from pipelines.stages import FrameInfo, PipelineSpec
 from pipelines.tracking.events import Event
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,13 @@ def demo_spec(scheduled: bool, fps: float) -> PipelineSpec:
 def play(spec: PipelineSpec, models: dict[str, Any], frames: Sequence[np.ndarray], fps: float) -> dict[str, Any]:
     """One pass over the frames; second-stage crops counted (all stages, nested ones too), events collected."""
     counted = {name: CountedModel(model) if name != spec.detector else model for name, model in models.items()}
-    pipeline = Pipeline(spec, counted)
+    pipeline = build_pipeline(spec, counted)
     events: list[Event] = []
     t0 = time.perf_counter()
     for seq, image in enumerate(frames):
         t = seq / fps
-        pipeline.run([image], ["cam"], [FrameInfo(seq=seq, t_wall=1.7e9 + t, t_mono=t, pts=t)])
-        events += [event for _index, event in pipeline.last_events]
+        run = pipeline.run([image], [FrameInfo(seq=seq, t_wall=1.7e9 + t, t_mono=t, pts=t, source="cam")])
+        events += [event for _index, event in run.events]
     seconds = time.perf_counter() - t0
     events += pipeline.finish("cam")
     stage = spec.stages[0].name

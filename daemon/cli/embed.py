@@ -88,6 +88,8 @@ def cmd_clip_compare(args: argparse.Namespace) -> int:
         if args.top is not None and args.top < 1:
             raise ValueError(f"--top must be at least 1, got {args.top}")
         model = load_model(_model_spec(args), name=args.model.stem)
+        if model.kind != "embed":
+            raise ValueError(f"--type {args.type} loads a {model.kind} model; clip-compare needs an embed model")
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         results = clip_compare(
             args.dir,

@@ -16,10 +16,11 @@ from tqdm import tqdm
 
 from daemon.config import ConfigError, load_pipeline_section
 from daemon.payload import detection_records
+from pipelines.build import build_pipeline
 from pipelines.models import MODEL_TYPES, load_model
 from pipelines.oneshot import IMAGE_EXTS, count_frames, iter_source
 from pipelines.runtime.base import InferenceError
-from pipelines.stages import Pipeline, PipelineSpec
+from pipelines.stages import PipelineLike, PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["confidence_threshold"] = args.conf
     try:
         model = load_model(options, name=Path(args.model).stem)
-        if getattr(model, "kind", None) != "detect":
+        if model.kind != "detect":
             raise TwoStageConfigError(f"model type {args.type!r} has kind {model.kind!r}; infer runs detectors")
-        pipeline = Pipeline(PipelineSpec.model_validate({"name": "infer", "detector": "model"}), {"model": model})
+        spec = PipelineSpec.model_validate({"name": "infer", "detector": "model"})
+        pipeline = build_pipeline(spec, {"model": model})
         return _run(pipeline, args.input, args.annotate, as_json=args.json)
     except (ValueError, LookupError, OSError, InferenceError) as exc:
         print(f"edgewatch infer: {exc}", file=sys.stderr)
@@ -75,18 +77,18 @@ def cmd_two_stage(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
-def load_two_stage(path: Path) -> Pipeline:
+def load_two_stage(path: Path) -> PipelineLike:
     """Models and pipeline from a YAML (a whole daemon config works too: other sections are ignored)."""
     try:
         options, spec = load_pipeline_section(path)
-        return Pipeline(spec, {name: load_model(o, name=name) for name, o in options.items()})
+        return build_pipeline(spec, {name: load_model(o, name=name) for name, o in options.items()})
     except ConfigError as exc:
         raise TwoStageConfigError(str(exc)) from exc
     except ValueError as exc:  # a model of the wrong kind for its stage, a model file that does not load
         raise TwoStageConfigError(f"{path}: {exc}") from exc
 
 
-def _run(pipeline: Pipeline, source: str, annotate: Path | None, as_json: bool) -> int:
+def _run(pipeline: PipelineLike, source: str, annotate: Path | None, as_json: bool) -> int:
     total = count_frames(source)
     single = Path(source).is_file() and Path(source).suffix.lower() in IMAGE_EXTS
     items: Iterator[tuple[int | str, np.ndarray]] = iter_source(source)
@@ -95,7 +97,7 @@ def _run(pipeline: Pipeline, source: str, annotate: Path | None, as_json: bool) 
     if annotate is not None and not single:
         annotate.mkdir(parents=True, exist_ok=True)
     for reference, image in items:
-        detections = pipeline.run([image])[0]
+        detections = pipeline.run([image]).detections[0]
         records = detection_records(detections)
         if as_json:
             print(json.dumps({"source": reference, "detections": records}), flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import supervision as sv
@@ -111,7 +111,7 @@ class Detector(Model):
     Families implement `decode()` and may override `setup()` (check outputs, return the class count).
     """
 
-    kind = "detect"
+    kind: ClassVar[Literal["detect"]] = "detect"
     family: ClassVar[str] = "detect"
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     Post: ClassVar[type[PostOptions]] = PostOptions

@@ -18,7 +18,7 @@ from pydantic import Field
 from pipelines.crops import batches
 from pipelines.embed.cache import file_sha256
 from pipelines.embed.tokenizer import CONTEXT_LENGTH, ClipTokenizer
-from pipelines.models import Model, ModelKind, ModelOptions
+from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import hwc_to_tensor
 from pipelines.runtime.base import ModelLoadError, TensorInfo
 from pipelines.runtime.onnx import Runtime
@@ -168,7 +168,7 @@ def _output_index(outputs: Sequence[TensorInfo], name: str | None, stage: str) -
 class ImageEmbedder(Model):
     """Any ONNX image embedder: crops (BGR uint8) -> L2-normalised float32 [N, D]."""
 
-    kind: ClassVar[ModelKind] = "embed"
+    kind: ClassVar[Literal["embed"]] = "embed"
     Options: ClassVar[type[ModelOptions]] = EmbedOptions
 
     def __init__(self, options: ModelOptions, name: str = "") -> None:

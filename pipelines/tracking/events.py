@@ -17,8 +17,9 @@ import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.labels import class_names
-from pipelines.tracking.schedule import track_consensus
-from pipelines.tracking.tracker import Tracker, TrackState
+from pipelines.models import Image
+from pipelines.tracking.state import Rows, TrackState, track_consensus
+from pipelines.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class FilterOptions(BaseModel):
     min_box_wh: tuple[float, float] = Field(default=(0.0, 0.0), description="Minimum box width and height in pixels.")
     min_area: float = Field(default=0.0, ge=0.0, description="Minimum box area in square pixels.")
 
-    def mask(self, detections: sv.Detections) -> np.ndarray:
+    def mask(self, detections: sv.Detections) -> Rows:
         """Rows that pass the class and size filters."""
         xyxy = detections.xyxy.reshape(-1, 4)
         w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
@@ -104,7 +105,7 @@ class Event:
     source: str
     track_id: int
     payload: dict[str, Any]
-    best_crop: np.ndarray | None = None
+    best_crop: Image | None = None
 
 
 @dataclass
@@ -114,7 +115,7 @@ class _Best:
     box: list[float] = field(default_factory=list)
     frame: int = -1
     seen: float = 0.0
-    crop: np.ndarray | None = None
+    crop: Image | None = None
 
 
 @dataclass
@@ -151,7 +152,7 @@ class EventGenerator:
         self._state: dict[tuple[str, int], _EventTrack] = {}
         self.counts: dict[str, int] = {"new": 0, "update": 0, "end": 0}
 
-    def update(self, source: str, detections: sv.Detections, image: np.ndarray | None = None) -> list[Event]:
+    def update(self, source: str, detections: sv.Detections, image: Image | None = None) -> list[Event]:
         """Events for one frame, after Tracker.update (and the stages) ran on these detections.
 
         image: the frame, to keep the best crop's pixels for snapshots; None keeps only its box and score.
@@ -187,7 +188,7 @@ class EventGenerator:
             return []
         return [self._event("end", state, track, ["end"])]
 
-    def _update_best(self, best: _Best, track: TrackState, frame: int, image: np.ndarray | None) -> None:
+    def _update_best(self, best: _Best, track: TrackState, frame: int, image: Image | None) -> None:
         # Confident and large wins: a sharp close-up beats a confident speck.
         quality = track.confidence * math.sqrt(track.area)
         if quality <= best.quality:

@@ -13,14 +13,15 @@ and `tracking.finish(source)` when the source's stream ends (its tracks' `end` e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
-import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.models import Image
 from pipelines.tracking.events import Event, EventGenerator, EventOptions
 from pipelines.tracking.schedule import ScheduleOptions, Scheduler
+from pipelines.tracking.state import Rows
 from pipelines.tracking.tracker import Tracker, TrackerOptions
 
 
@@ -37,6 +38,14 @@ class TrackingOptions(BaseModel):
         default_factory=dict, description="Per stage name: scheduling and consensus that replace `schedule`."
     )
     events: EventOptions = Field(default_factory=EventOptions, description="Zones, filters and event rules.")
+
+
+class TrackingCounters(TypedDict):
+    """Live tracks by source, second-stage work by stage (Scheduler.counters), events sent by type."""
+
+    tracks: dict[str, int]
+    stages: dict[str, dict[str, int]]
+    events: dict[str, int]
 
 
 class Tracking:
@@ -65,8 +74,8 @@ class Tracking:
         detections: sv.Detections,
         stage: str,
         frame_age: float = 0.0,
-        candidates: np.ndarray | None = None,
-    ) -> np.ndarray:
+        candidates: Rows | None = None,
+    ) -> Rows:
         """Rows whose crops the stage should read this frame."""
         return self.scheduler.select(source, detections, stage, frame_age, candidates)
 
@@ -76,14 +85,14 @@ class Tracking:
         detections: sv.Detections,
         stage: str,
         results: Sequence[Any],
-        at_border: np.ndarray | None = None,
+        at_border: Rows | None = None,
     ) -> None:
         """Record the stage's results and write each tracked row's consensus into detections.data[stage].
 
         at_border: rows whose box touches the picture's edge (see ScheduleOptions.settle_at_border)."""
         self.scheduler.update(source, detections, stage, results, at_border)
 
-    def events(self, source: str, detections: sv.Detections, image: np.ndarray | None = None) -> list[Event]:
+    def events(self, source: str, detections: sv.Detections, image: Image | None = None) -> list[Event]:
         """The frame's track events (call once per `track`, after the stages)."""
         return self.generator.update(source, detections, image)
 
@@ -92,7 +101,7 @@ class Tracking:
         return self.generator.finish(source)
 
     @property
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> TrackingCounters:
         """Live tracks per source, second-stage work per stage, and events sent by type."""
         return {
             "tracks": {source: len(self.tracker.tracks(source)) for source in self.tracker.sources()},

@@ -1,4 +1,4 @@
-"""Tracking around a Pipeline's second stages: frame order per source, scheduled crops, consensus, events.
+"""Tracking around a pipeline's second stages: frame order per source, scheduled crops, consensus, events.
 
 The first stage runs on the whole batch at once. Then, because a track's schedule for one frame depends on
 what the previous frame read, the batch is cut into waves holding at most one frame per source (frames of
@@ -10,6 +10,9 @@ where it was read this frame). A top-level detect stage keeps its fresh child de
 its per-track read is the best child's first classify/OCR result (or the best child's class when it has
 none), and the consensus of those reads lives in `data[consensus_key(NAME)]`, listed in
 `metadata["stages"]` with kind "ocr" or "classify" so payloads publish it like a stage of that kind.
+
+The runner knows the stages only by name and model kind (TopStage) and runs them through the callable the
+tracked pipeline hands it (pipelines/build.py), so tracking never depends on pipelines/stages.py.
 """
 
 from __future__ import annotations
@@ -17,27 +20,43 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import supervision as sv
 
-from pipelines.stages import FrameInfo, Pipeline, StageSpec
-from pipelines.stages import select as applies
+from pipelines.models import Image, ModelKind
 from pipelines.tracking.events import Event
 from pipelines.tracking.layer import Tracking, TrackingOptions
+from pipelines.tracking.state import DEFAULT_SOURCE, Boxes, FrameInfo, Narrow, Rows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE = "default"  # the source key when run() gets no keys
 VOTED_KINDS = ("ocr", "classify")
 EMPTY_READS: dict[str, dict[str, Any]] = {
     # the stage ran on the crop but found nothing to read: counts as a read for the schedule, not as a vote
     "ocr": {"text": "", "confidence": 0.0},
     "classify": {"class": None, "class_id": None, "confidence": 0.0},
 }
+
+
+RunStages: TypeAlias = Callable[[list[Image], list[sv.Detections], Narrow], None]
+"""Runs the top-level stages on the images' detections (results in their data), each on the rows Narrow keeps."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopStage:
+    """A top-level second stage as tracking sees it: its name, its model's kind, its children's (name, kind)."""
+
+    name: str
+    kind: ModelKind
+    children: tuple[tuple[str, ModelKind], ...] = ()
+
+    def vote(self) -> tuple[str, str] | None:
+        """(name, kind) of the first child whose reads a detect stage's track votes on; None: the child's class."""
+        return next(((name, kind) for name, kind in self.children if kind in VOTED_KINDS), None)
 
 
 def consensus_key(stage_name: str) -> str:
@@ -58,7 +77,7 @@ def waves(keys: Sequence[str]) -> list[list[int]]:
     return out
 
 
-def at_border(xyxy: np.ndarray, image_shape: tuple[int, ...], margin: float = 1.0) -> np.ndarray:
+def at_border(xyxy: Boxes, image_shape: tuple[int, ...], margin: float = 1.0) -> Rows:
     """Rows whose box touches (within margin pixels) or crosses the picture's edge: objects partly outside."""
     h, w = image_shape[:2]
     boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
@@ -99,20 +118,16 @@ class _Clock:
 
 
 class TrackRunner:
-    """Runs a Pipeline's stages under one Tracking shared by all sources (not thread-safe: one caller)."""
+    """Tracks, schedules and votes around a pipeline's top-level stages; one Tracking shared by all sources.
 
-    def __init__(self, pipeline: Pipeline, options: TrackingOptions) -> None:
-        self.pipeline = pipeline
+    Not thread-safe: one caller (the daemon's worker thread).
+    """
+
+    def __init__(self, options: TrackingOptions, stages: Sequence[TopStage], name: str = "pipeline") -> None:
+        self.name = name
         self.tracking = Tracking(options)
+        self.stages = list(stages)
         self._clocks: dict[str, _Clock] = {}
-        self._votes = {stage.name: self._vote_of(stage) for stage in pipeline.spec.stages}
-
-    def _vote_of(self, stage: StageSpec) -> tuple[str, str] | None:
-        for child in stage.stages:
-            kind = self.pipeline.kind_of(child)
-            if kind in VOTED_KINDS:
-                return child.name, kind
-        return None
 
     def sources(self) -> list[str]:
         """Sources that have frames in flight (a clock), i.e. that `finish` would end."""
@@ -125,28 +140,28 @@ class TrackRunner:
 
     def run(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Image],
         detections: Sequence[sv.Detections],
-        keys: Sequence[str] | None,
-        meta: Sequence[FrameInfo] | None,
+        frames: Sequence[FrameInfo] | None,
+        run_stages: RunStages,
     ) -> list[tuple[int, Event]]:
-        """Track, run the scheduled stages and return (index in batch, event) for every event, in order."""
+        """Track, run the scheduled stages and return (index in batch, event) for every event, in order.
+
+        Without frames every image is the next frame of DEFAULT_SOURCE.
+        """
         n = len(images)
-        keys = list(keys) if keys is not None else [DEFAULT_SOURCE] * n
-        for name, given in (("keys", keys), ("meta", meta)):
-            if given is not None and len(given) != n:
-                raise ValueError(f"pipeline {self.pipeline.name!r}: {len(given)} {name} for {n} images")
+        if frames is not None and len(frames) != n:
+            raise ValueError(f"pipeline {self.name!r}: {len(frames)} frames for {n} images")
+        keys = [f.source for f in frames] if frames is not None else [DEFAULT_SOURCE] * n
         events: list[tuple[int, Event]] = []
         for wave in waves(keys):
             ages = []
             for i in wave:
-                info = meta[i] if meta is not None else None
+                info = frames[i] if frames is not None else None
                 events += [(i, e) for e in self._track(keys[i], detections[i], info)]
                 ages.append(info.age_s if info is not None else 0.0)
             wave_keys = [keys[i] for i in wave]
-            wave_images = [images[i] for i in wave]
-            wave_dets = [detections[i] for i in wave]
-            self._run_stages(wave_keys, wave_images, wave_dets, ages)
+            self._run_stages(wave_keys, [images[i] for i in wave], [detections[i] for i in wave], ages, run_stages)
             for i in wave:
                 events += [(i, e) for e in self.tracking.events(keys[i], detections[i], images[i])]
         return events
@@ -170,29 +185,25 @@ class TrackRunner:
         return ended
 
     def _run_stages(
-        self, keys: list[str], images: list[np.ndarray], detections: list[sv.Detections], ages: list[float]
+        self, keys: list[str], images: list[Image], detections: list[sv.Detections], ages: list[float],
+        run_stages: RunStages,
     ) -> None:
-        stages = self.pipeline.spec.stages
-        masks = {
-            stage.name: [
-                self.tracking.select(key, dets, stage.name, age, applies(dets, stage, image.shape))
-                for key, image, dets, age in zip(keys, images, detections, ages, strict=True)
-            ]
-            for stage in stages
-        }
-        self.pipeline.run_stages(images, detections, stages, self.pipeline.name, masks)
+        def narrow(stage: str, i: int, candidates: Rows) -> Rows:
+            return self.tracking.select(keys[i], detections[i], stage, ages[i], candidates)
+
+        run_stages(images, detections, narrow)
         for key, image, dets in zip(keys, images, detections, strict=True):
             border = at_border(dets.xyxy, image.shape)
-            for stage in stages:
+            for stage in self.stages:
                 self._update(key, dets, stage, border)
 
-    def _update(self, key: str, detections: sv.Detections, stage: StageSpec, border: np.ndarray) -> None:
+    def _update(self, key: str, detections: sv.Detections, stage: TopStage, border: Rows) -> None:
         """Record the stage's fresh results on the tracks and publish the consensus (see the module doc)."""
         fresh = detections.data[stage.name]
-        if self.pipeline.kind_of(stage) != "detect":
+        if stage.kind != "detect":
             self.tracking.update(key, detections, stage.name, list(fresh), border)
             return
-        vote = self._votes[stage.name]
+        vote = stage.vote()
         reads = [None if children is None else detect_read(children, vote) for children in fresh]
         self.tracking.update(key, detections, stage.name, reads, border)
         agreed = detections.data[stage.name]

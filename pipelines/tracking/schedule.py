@@ -16,18 +16,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.tracking.consensus import ConsensusOptions, LabelVotes, TextVotes
-from pipelines.tracking.tracker import Tracker, TrackState
+from pipelines.tracking.state import ReadKind, Rows, StageTrack, TrackState
+from pipelines.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
-
-ReadKind = Literal["label", "text", "value"]
 
 
 class ScheduleOptions(BaseModel):
@@ -67,22 +66,6 @@ class ScheduleOptions(BaseModel):
     consensus: ConsensusOptions = Field(
         default_factory=ConsensusOptions, description="How the reads of a track are combined."
     )
-
-
-@dataclass
-class StageTrack:
-    """One stage's reads and schedule for one track."""
-
-    kind: ReadKind
-    votes: LabelVotes | TextVotes | None
-    runs: int = 0
-    last_run_frame: int = -1
-    last_run_area: float = 0.0
-    consensus: Any = None
-    settled: bool = False
-
-    def done(self, options: ScheduleOptions) -> bool:
-        return self.settled or self.runs >= options.max_reads
 
 
 @dataclass
@@ -148,8 +131,8 @@ class Scheduler:
         detections: sv.Detections,
         stage: str,
         frame_age: float = 0.0,
-        candidates: np.ndarray | None = None,
-    ) -> np.ndarray:
+        candidates: Rows | None = None,
+    ) -> Rows:
         """Boolean mask over the rows: which crops the stage should read this frame.
 
         candidates: rows the stage applies to at all (its class filter); other rows are left out and
@@ -168,7 +151,7 @@ class Scheduler:
                 counter.untracked_skipped += int(not mask[row])
                 continue
             st = track.stages.get(stage)
-            if not options.enabled or st is None or not st.done(options):
+            if not options.enabled or st is None or not st.done(options.max_reads):
                 wanted_new.append(_Candidate(row, track, st))
             elif self._due(st, track, frame, options):
                 wanted_settled.append(_Candidate(row, track, st))
@@ -199,7 +182,7 @@ class Scheduler:
         detections: sv.Detections,
         stage: str,
         results: Sequence[Any],
-        at_border: np.ndarray | None = None,
+        at_border: Rows | None = None,
     ) -> None:
         """Record the stage's fresh results (aligned with the rows, None where not run) and write each
         tracked row's consensus into detections.data[stage], marked "fresh" where read this frame.
@@ -261,7 +244,3 @@ def _published(st: StageTrack, fresh: bool) -> Any:
         return {**st.consensus, "fresh": fresh}
     return st.consensus
 
-
-def track_consensus(track: TrackState) -> dict[str, Any]:
-    """Every stage's consensus of a track, by stage name (the values events publish)."""
-    return {name: st.consensus for name, st in track.stages.items() if st.consensus is not None}

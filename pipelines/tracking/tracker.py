@@ -14,23 +14,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 from trackers import ByteTrackTracker
 
 from pipelines.labels import class_names
-from pipelines.tracking.consensus import ConsensusOptions, LabelVotes
-
-if TYPE_CHECKING:
-    from pipelines.tracking.schedule import StageTrack
+from pipelines.tracking.consensus import LabelVotes
+from pipelines.tracking.state import TrackState
 
 log = logging.getLogger(__name__)
 
 UNTRACKED = -1  # ByteTrack's id for detections not (yet) part of a confirmed track
-_ANY_VOTE = ConsensusOptions(min_reads=1, min_agreement=0.0)
+TrackIds: TypeAlias = npt.NDArray[np.int_]  # one tracker id per detection row, UNTRACKED where none
 
 
 class TrackerOptions(BaseModel):
@@ -68,33 +67,6 @@ class TrackerOptions(BaseModel):
         default=2, ge=1, description="Frames in a row before a track is confirmed and gets an id (-1 until then)."
     )
     class_history: int = Field(default=50, ge=1, description="First-stage class reads kept per track for the vote.")
-
-
-@dataclass
-class TrackState:
-    """Everything known about one confirmed track: when and where it was seen, its votes and stages."""
-
-    source: str
-    track_id: int
-    first_frame: int
-    first_seen: float
-    last_frame: int
-    last_seen: float
-    xyxy: np.ndarray
-    confidence: float
-    class_votes: LabelVotes
-    frames: int = 0
-    ended: bool = False
-    stages: dict[str, StageTrack] = field(default_factory=dict)
-
-    @property
-    def area(self) -> float:
-        x1, y1, x2, y2 = (float(v) for v in self.xyxy)
-        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-    def label(self) -> dict[str, Any] | None:
-        """The first-stage class by confidence-weighted vote over the track's frames."""
-        return self.class_votes.result(_ANY_VOTE)
 
 
 @dataclass
@@ -163,7 +135,7 @@ class Tracker:
         return detections
 
     @staticmethod
-    def _assign_ids(bytetrack: ByteTrackTracker, detections: sv.Detections, timestamp: float | None) -> np.ndarray:
+    def _assign_ids(bytetrack: ByteTrackTracker, detections: sv.Detections, timestamp: float | None) -> TrackIds:
         """ByteTrack ids in the input order (ByteTrack returns every detection, but reordered)."""
         n = len(detections)
         if n == 0:
@@ -186,7 +158,7 @@ class Tracker:
         state: _Source,
         source: str,
         detections: sv.Detections,
-        ids: np.ndarray,
+        ids: TrackIds,
         frame_index: int,
         when: float,
     ) -> None:

@@ -8,13 +8,17 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon.app import Daemon
-from daemon.config import load_config
-from daemon.reload import make_plan, model_fingerprint
+from daemon.config import Config, load_config
+from daemon.reload import ReloadPlan, fingerprints, load_changed_models, make_plan, model_fingerprint, prepare
+from pipelines.build import TrackedPipeline
+from tests.fixtures.track_scene import LevelReader, PlateFinder, SceneDetector
 from tests.fixtures.vlm_server import running_server
 
 
@@ -155,3 +159,73 @@ def test_reload_restarts_vlm_stages_applies_batch_and_keeps_restart_only_section
         assert daemon.vlm is not first and [s.options.max_rate_hz for s in daemon.vlm.stages] == [20.0]
         assert all(s.client.closed for s in first.stages)  # the old stages were closed
     assert "vlm stages restarted" in caplog.text
+
+
+# -- the plan and its preparation need no Daemon: two configs, the running models' fingerprints ------------------
+
+def write_config(tmp_path: Path, models_dir: Path, name: str, text: str) -> Config:
+    for model, file in (("det", "yolox_nano.onnx"), ("plates", "plate_det_y5fu_320.onnx")):
+        if not (tmp_path / f"{model}.onnx").exists():
+            shutil.copy(models_dir / file, tmp_path / f"{model}.onnx")
+    (tmp_path / name).write_text(text)
+    return load_config(tmp_path / name)
+
+
+PIPELINE_LINE = "pipeline: {name: reload, detector: det}\n"
+
+# (what the new config changes, the plan fields that must say so, a phrase of the summary)
+PLAN_CASES = [
+    (lambda t: t, {}, "nothing changed"),
+    (lambda t: t.replace("confidence_threshold: 0.3", "confidence_threshold: 0.5"),
+     {"models_changed": ["det"], "pipeline_changed": True}, "models reloaded: det"),
+    (lambda t: t.replace(PIPELINE_LINE, "pipeline: {name: reload, detector: det, tracking: {}}\n"),
+     {"pipeline_changed": True}, "pipeline changed"),
+    (lambda t: t.replace("out.jsonl", "other.jsonl"), {"sinks_changed": True}, "sinks restarted"),
+    (lambda t: t + "batch: {max_size: 2}\n", {"batch_changed": True}, "batch options changed"),
+    (lambda t: t + "http: {enabled: true, port: 0}\n", {"need_restart": ["http"]}, "nothing changed"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected", "summary"), PLAN_CASES)
+def test_plan_comes_from_two_configs_alone(tmp_path: Path, models_dir: Path, media_dir: Path, change: Any,
+                                           expected: dict[str, Any], summary: str) -> None:
+    text = config_text(tmp_path, media_dir)
+    assert PIPELINE_LINE in text
+    old = write_config(tmp_path, models_dir, "old.yaml", text)
+    plan = make_plan(old, write_config(tmp_path, models_dir, "new.yaml", change(text)), fingerprints(old.models))
+    assert asdict(plan) == {**asdict(ReloadPlan()), **expected}
+    assert summary in plan.summary()
+
+
+def test_prepare_builds_the_new_pipeline_on_the_running_models(tmp_path: Path, models_dir: Path,
+                                                               media_dir: Path) -> None:
+    text = config_text(tmp_path, media_dir)
+    running = write_config(tmp_path, models_dir, "old.yaml", text)
+    models: dict[str, Any] = {"det": SceneDetector(), "plates": PlateFinder()}  # loaded before: reused as they are
+    path = tmp_path / "new.yaml"
+    path.write_text(text.replace(PIPELINE_LINE, "pipeline: {name: reload, detector: det, tracking: {}}\n"))
+    prepared = prepare(path, running, fingerprints(running.models), models)
+    assert prepared is not None and prepared.plan.pipeline_changed and not prepared.plan.models_changed
+    assert isinstance(prepared.pipeline, TrackedPipeline) and prepared.pipeline.pipeline.isolate_stage_errors
+    assert prepared.models["det"] is models["det"] and prepared.config.pipeline.tracking is not None
+    assert prepared.fingerprints == fingerprints(running.models)
+
+
+@pytest.mark.parametrize("breakage", ["models: [\n", "bogus: 1\n"])
+def test_prepare_rejects_a_bad_config(tmp_path: Path, models_dir: Path, media_dir: Path, breakage: str,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    text = config_text(tmp_path, media_dir)
+    running = write_config(tmp_path, models_dir, "old.yaml", text)
+    path = tmp_path / "new.yaml"
+    path.write_text(breakage if breakage.startswith("models") else text + breakage)
+    assert prepare(path, running, fingerprints(running.models), {}) is None
+    assert "reload rejected, keeping the running config" in caplog.text
+
+
+def test_changed_models_load_again_and_the_others_are_reused(tmp_path: Path, models_dir: Path,
+                                                            media_dir: Path) -> None:
+    new = write_config(tmp_path, models_dir, "new.yaml", config_text(tmp_path, media_dir, conf=0.5))
+    running: dict[str, Any] = {"det": SceneDetector(), "plates": PlateFinder(), "gone": LevelReader()}
+    models = load_changed_models(running, new.models, ["det"])
+    assert sorted(models) == ["det", "plates"] and models["plates"] is running["plates"]
+    assert models["det"] is not running["det"] and models["det"].kind == "detect"

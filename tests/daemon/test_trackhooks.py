@@ -1,4 +1,4 @@
-"""The worker's tracking hooks: FrameInfo ages by queue policy, run() signatures, counters in metrics and summary."""
+"""The worker's tracking hooks: FrameInfo ages by queue policy, events with their frames, counters in metrics."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import supervision as sv
 from prometheus_client import CollectorRegistry
 
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
 from daemon.service.stats import Stats
 from daemon.service.statusline import summary_lines
-from daemon.trackhooks import TrackingCollector, accepts_meta, frame_info
-from pipelines.stages import NoopPipeline
+from daemon.trackhooks import TrackHooks, TrackingCollector, frame_info
+from pipelines.stages import FrameInfo, NoopPipeline, PipelineRun
+from pipelines.tracking.events import Event
 
 
 @pytest.mark.parametrize(("policy", "age"), [("drop_oldest", 2.5), ("drop_newest", 2.5), ("block", 0.0), (None, 2.5)])
@@ -27,14 +29,49 @@ def test_frame_age_counts_only_behind_a_dropping_queue(policy: str | None, age: 
     assert info.age_s == pytest.approx(age)
 
 
-class WithMeta:
-    def run(self, images: Sequence[Any], keys: Sequence[str] | None = None, meta: Sequence[Any] | None = None) -> list:
-        return []
+class OneEventPipeline:
+    """Follows PipelineLike: records the FrameInfo it gets, fires `new` on the batch's last image, ends on finish."""
+
+    name = "one-event"
+    counters = None
+
+    def __init__(self) -> None:
+        self.frames: list[list[FrameInfo]] = []
+
+    def run(self, images: Sequence[Any], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
+        self.frames.append(list(frames or []))
+        return PipelineRun([sv.Detections.empty() for _ in images], [(len(images) - 1, Event("new", "b", 7, {}))])
+
+    def finish(self, source: str) -> list[Event]:
+        return [Event("end", source, 7, {})]
 
 
-@pytest.mark.parametrize(("pipeline", "expected"), [(WithMeta(), True), (NoopPipeline(), False), (object(), False)])
-def test_accepts_meta(pipeline: Any, expected: bool) -> None:
-    assert accepts_meta(pipeline) is expected
+def two_frames() -> list[Frame]:
+    image = np.zeros((2, 2, 3), np.uint8)
+    return [Frame("a", 3, image, 1_700_000_000.0, 10.0), Frame("b", 5, image, 1_700_000_000.0, 10.0, pts=0.2)]
+
+
+def test_the_pipeline_gets_each_frames_info_and_its_events_go_out_with_their_frame() -> None:
+    stats, sent = Stats(), []
+    hooks = TrackHooks(stats, lambda f, e: sent.append((f.source_id, f.seq, e.type)), None)
+    frames, pipeline = two_frames(), OneEventPipeline()
+    run = hooks.run(pipeline, frames, 12.0, {})
+    assert [(i.source, i.seq, i.pts) for i in pipeline.frames[0]] == [("a", 3, None), ("b", 5, 0.2)]
+    hooks.after_run(pipeline, run, frames)
+    assert sent == [("b", 5, "new")]
+    hooks.finish_all()  # each source's tracks end, carried by its last frame
+    assert sent[1:] == [("a", 3, "end"), ("b", 5, "end")]
+    assert (stats.worker.events["new"], stats.worker.events["end"]) == (1, 2)
+
+
+def test_a_pipeline_that_does_not_track_sends_nothing_and_counts_nothing() -> None:
+    stats, sent = Stats(), []
+    hooks = TrackHooks(stats, lambda f, e: sent.append(e), None)
+    frames, pipeline = two_frames(), NoopPipeline()
+    run = hooks.run(pipeline, frames, 12.0, {})
+    hooks.after_run(pipeline, run, frames)
+    hooks.finish_all()
+    assert [len(d) for d in run.detections] == [0, 0] and sent == [] and not stats.worker.second_stage
 
 
 def tracked_stats() -> Stats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from daemon.queues import FrameQueue
 from daemon.service.metrics import Metrics
 from daemon.service.stats import Stats
 from daemon.worker import Worker
-from pipelines.stages import Pipeline, PipelineSpec
+from pipelines.build import build_pipeline
+from pipelines.stages import FrameInfo, PipelineRun, PipelineSpec
+from pipelines.tracking.events import Event
 from tests.fixtures.track_scene import LevelReader, SceneDetector, scene
 
 
@@ -26,16 +29,20 @@ class RecordingPipeline:
     """Follows the Pipeline contract; records batches and fails on images marked bad (pixel 0 == 255)."""
 
     name = "recording"
+    counters = None
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
-        self.batches.append(list(keys or []))
+    def run(self, images: Sequence[np.ndarray], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
+        self.batches.append([f.source for f in frames or []])
         if any(int(img[0, 0, 0]) == 255 for img in images):
             raise ValueError("bad frame")
-        return [sv.Detections(xyxy=np.array([[0, 0, 1, 1]], float), confidence=np.array([0.9]),
-                              class_id=np.array([0])) for _ in images]
+        return PipelineRun([sv.Detections(xyxy=np.array([[0, 0, 1, 1]], float), confidence=np.array([0.9]),
+                                          class_id=np.array([0])) for _ in images])
+
+    def finish(self, source: str) -> list[Event]:
+        return []
 
 
 def frame(source: str, seq: int, bad: bool = False) -> Frame:
@@ -157,7 +164,7 @@ def tracked_pipeline(reader: Any, name: str = "tracked") -> Any:
         "name": name, "detector": "cars", "stages": [{"name": "plate", "model": "reader"}],
         "tracking": {"tracker": {"frame_rate": 15.0}, "schedule": {"max_staleness": 1.0, "max_new_per_frame": 1}},
     })
-    return Pipeline(spec, {"cars": SceneDetector(), "reader": reader})
+    return build_pipeline(spec, {"cars": SceneDetector(), "reader": reader})
 
 
 def scene_frame(source: str, seq: int, age: float = 0.0) -> Frame:
@@ -270,9 +277,9 @@ def test_a_removed_source_ends_its_tracks_unless_it_comes_back(added_back: bool)
 class HalfBrokenPipeline(RecordingPipeline):
     """Its detector works; a second stage's model fails on every batch (as Pipeline reports it)."""
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
-        self.last_stage_errors = {"recording/plate": "CUDA failure: device lost"}
-        return super().run(images, keys)
+    def run(self, images: Sequence[np.ndarray], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
+        run = super().run(images, frames)
+        return dataclasses.replace(run, stage_errors={"recording/plate": "CUDA failure: device lost"})
 
 
 def test_a_failed_second_stage_is_counted_published_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -25,6 +25,7 @@ from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.service.health import HealthRules, evaluate
 from daemon.sources.file import FileOptions, FileSource
+from pipelines.stages import FrameInfo, NoopPipeline, PipelineRun
 from tests.fixtures.bad_sinks import BLOCKING, RAISING, BlockingSink
 from tests.fixtures.daemon_proc import read_jsonl, report, wait_until
 from tests.fixtures.media import ffmpeg_binary
@@ -103,21 +104,20 @@ def test_a_raising_and_a_blocking_sink_do_not_stop_inference_or_the_other_sinks(
            stop_s=round(stopped_in, 2), shutdown_timeout_s=daemon.config.shutdown_timeout_s)
 
 
-class WedgeablePipeline:
+class WedgeablePipeline(NoopPipeline):
     """A cheap pipeline (no detections) whose run() blocks on request, as a hung accelerator call would."""
 
-    name = "wedgeable"
-
     def __init__(self) -> None:
+        super().__init__("wedgeable")
         self.wedge = threading.Event()
         self.wedged = threading.Event()
         self.release = threading.Event()
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+    def run(self, images: Sequence[np.ndarray], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
         if self.wedge.is_set():
             self.wedged.set()
             self.release.wait()
-        return [sv.Detections.empty() for _ in images]
+        return PipelineRun([sv.Detections.empty() for _ in images])
 
 
 class NotifyListener:

@@ -83,7 +83,7 @@ def on_canvas(crop: np.ndarray) -> np.ndarray:
 
 def test_real_plate_crops_detected_rectified_and_read(models: dict[str, Any], media_dir: Path) -> None:
     frames = [on_canvas(cv2.imread(str(media_dir / f"plate_crop_{i}.png"))) for i in (1, 2)]
-    results = plate_pipeline(models).run(frames)
+    results = plate_pipeline(models).run(frames).detections
     assert [len(d) for d in results] == [1, 1]
     assert [d.data["text"][0]["text"] for d in results] == ["AD799KB", "KRW301"]
     for d in results:
@@ -95,7 +95,7 @@ def test_real_plate_crops_detected_rectified_and_read(models: dict[str, Any], me
 def test_synthetic_scene_plates_read_and_coloured(models: dict[str, Any], colour: str, seed: int) -> None:
     texts = ["AB123CD", "KX907ZT", "MN450PR", "HT221LW", "ZZ808AA", "RS314EF"]
     image, corners = plate_scene(texts, seed=seed, colour=colour)
-    [dets] = plate_pipeline(models).run([image])
+    [dets] = plate_pipeline(models).run([image]).detections
     assert len(dets) == len(texts)
     assert sorted(r["text"] for r in dets.data["text"]) == sorted(texts)
     assert {r["class"] for r in dets.data["colour"]} == {colour}
@@ -107,7 +107,7 @@ def test_synthetic_scene_plates_read_and_coloured(models: dict[str, Any], colour
 def test_result_arrays_follow_the_data_conventions(models: dict[str, Any]) -> None:
     image, _ = plate_scene(["AB123CD", "KX907ZT", "MN450PR"], seed=3)
     blank = np.full((360, 640, 3), 128, dtype=np.uint8)
-    dets, empty = plate_pipeline(models).run([image, blank])
+    dets, empty = plate_pipeline(models).run([image, blank]).detections
     for name in ("text", "colour"):
         assert dets.data[name].dtype == object and dets.data[name].shape == (len(dets),)
         assert empty.data[name].shape == (0,)
@@ -130,7 +130,7 @@ def test_filters_leave_none_where_the_stage_did_not_run(
     models: dict[str, Any], stage: dict[str, Any], runs: bool
 ) -> None:
     image, _ = plate_scene(["AB123CD", "KX907ZT"], seed=4)
-    [dets] = plate_pipeline(models, **stage).run([image])
+    [dets] = plate_pipeline(models, **stage).run([image]).detections
     assert len(dets) == 2
     assert all((value is not None) == runs for value in dets.data["text"])
     assert all(value is not None for value in dets.data["colour"])
@@ -164,7 +164,7 @@ def test_crops_of_all_frames_go_to_the_model_together(
     ocr_calls, colour_calls = CountingRun(ocr.runtime.run), CountingRun(models["colour"].runtime.run)
     monkeypatch.setattr(ocr.runtime, "run", ocr_calls)
     monkeypatch.setattr(models["colour"].runtime, "run", colour_calls)
-    results = pipeline.run(frames)
+    results = pipeline.run(frames).detections
     crops = sum(len(d) for d in results)
     assert crops == 14
     full, rest = divmod(crops, max_batch_size)
@@ -202,7 +202,7 @@ def test_chain_detect_detect_ocr(models: dict[str, Any], media_dir: Path) -> Non
         models,
     )
     texts = []
-    for frame, dets in zip(frames, pipeline.run(frames), strict=True):
+    for frame, dets in zip(frames, pipeline.run(frames).detections, strict=True):
         assert dets.metadata["stages"] == {"plates": "detect"}
         cars = np.flatnonzero(dets.data["class_name"] == "car")
         assert len(cars) >= 1
@@ -232,7 +232,7 @@ def test_embed_stage_stores_one_vector_per_person(models: dict[str, Any], models
         {**models, "reid": reid},
     )
     crowd = cv2.imread(str(media_dir / "rf_crowd.jpg"))
-    [dets] = pipeline.run([crowd, crowd[:, ::-1].copy()])[:1]
+    [dets] = pipeline.run([crowd, crowd[:, ::-1].copy()]).detections[:1]
     people = dets.data["class_name"] == "person"
     assert people.sum() >= 5 and dets.metadata["stages"] == {"reid": "embed"}
     for is_person, vector in zip(people, dets.data["reid"], strict=True):
@@ -304,9 +304,9 @@ def test_every_spec_field_is_described() -> None:
 
 def test_noop_pipeline() -> None:
     pipeline = NoopPipeline()
-    out = pipeline.run([np.zeros((10, 10, 3), np.uint8)] * 3)
+    out = pipeline.run([np.zeros((10, 10, 3), np.uint8)] * 3).detections
     assert [len(d) for d in out] == [0, 0, 0] and pipeline.name == "noop"
-    assert pipeline.run([]) == []
+    assert pipeline.run([]).detections == []
 
 
 def test_a_failing_second_stage_model_costs_only_its_own_results(
@@ -318,12 +318,14 @@ def test_a_failing_second_stage_model_costs_only_its_own_results(
     with pytest.raises(InferenceError, match="no_such_output"):  # a library caller gets the error
         plate_pipeline(models).run([image])
     pipeline = Pipeline(plate_pipeline(models).spec, models, isolate_stage_errors=True)  # as the daemon builds it
-    [dets] = pipeline.run([image])
+    run = pipeline.run([image])
+    [dets] = run.detections
     assert len(dets) == 2  # the plate detections stand
     assert list(dets.data["text"]) == [None, None]  # the failed stage's crops have no result
     assert all(value is not None for value in dets.data["colour"])  # the other stage still ran
-    assert list(pipeline.last_stage_errors) == ["plates/text"]
-    assert "no_such_output" in pipeline.last_stage_errors["plates/text"]
+    assert list(run.stage_errors) == ["plates/text"]
+    assert "no_such_output" in run.stage_errors["plates/text"]
     monkeypatch.undo()
-    [dets] = pipeline.run([image])
-    assert pipeline.last_stage_errors == {} and all(value is not None for value in dets.data["text"])
+    run = pipeline.run([image])
+    [dets] = run.detections
+    assert run.stage_errors == {} and all(value is not None for value in dets.data["text"])

@@ -17,7 +17,7 @@ from daemon.queues import FrameQueue
 from daemon.service.stats import Stats
 from daemon.web.batch import Coalescer
 from daemon.worker import Worker
-from pipelines.stages import NoopPipeline
+from pipelines.stages import FrameInfo, NoopPipeline, PipelineRun
 
 
 class Doubler:
@@ -134,15 +134,14 @@ def test_fail_pending_answers_waiting_requests(worker: Worker) -> None:
     release.set()
 
 
-class LoggingPipeline:
-    name = "logging"
-
+class LoggingPipeline(NoopPipeline):
     def __init__(self, log: list[str]) -> None:
+        super().__init__("logging")
         self.log = log
 
-    def run(self, images: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[sv.Detections]:
+    def run(self, images: Sequence[np.ndarray], frames: Sequence[FrameInfo] | None = None) -> PipelineRun:
         self.log.append("frames")
-        return [sv.Detections.empty() for _ in images]
+        return PipelineRun([sv.Detections.empty() for _ in images])
 
 
 def test_http_jobs_take_turns_with_stream_batches() -> None:

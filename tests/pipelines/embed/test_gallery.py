@@ -121,7 +121,7 @@ def test_reid_gallery_finds_the_reference_people_in_a_later_frame(
         cv2.imwrite(str(refs / f"person{k}.png"), sv.crop_image(frames[0], first.xyxy[k]))
     stage = {"name": "reid", "model": "reid", "on": ["person"], "match": {"folder": str(refs), "threshold": 0.9}}
     spec = PipelineSpec.model_validate({"name": "watch", "detector": "det", "stages": [stage]})
-    later = Pipeline(spec, {"det": detector, "reid": reid}).run([frames[8]])[0]
+    later = Pipeline(spec, {"det": detector, "reid": reid}).run([frames[8]]).detections[0]
     by_stage = list(later.data[match_key("reid")])
     gallery = Gallery(GalleryOptions(folder=refs, embedding="reid", threshold=0.9), reid)
     match_detections(later, gallery)
@@ -172,7 +172,7 @@ def test_stage_match_keeps_the_best_reference_per_detection(embedder: Any, folde
     pipeline = watch(embedder, folder, on=["person"])
     assert len(pipeline.galleries["w/look"]) == 2  # loaded once, at construction
     calls = count_runs(embedder)
-    [dets] = pipeline.run([scene()])
+    [dets] = pipeline.run([scene()]).detections
     assert calls == [2]  # the two person crops; the gallery is not embedded again
     red, blue, dog = dets.data[match_key("look")]
     assert red is not None and red["name"] == "red" and red["similarity"] > 0.99
@@ -183,7 +183,7 @@ def test_stage_match_keeps_the_best_reference_per_detection(embedder: Any, folde
 
 def test_stage_without_match_has_no_match_column(embedder: Any) -> None:
     spec = {"name": "w", "detector": "det", "stages": [{"name": "look", "model": "emb", "publish_embedding": True}]}
-    [dets] = Pipeline(spec, {"det": FixedBoxes(BOXES, ["a", "b", "c"]), "emb": embedder}).run([scene()])
+    [dets] = Pipeline(spec, {"det": FixedBoxes(BOXES, ["a", "b", "c"]), "emb": embedder}).run([scene()]).detections
     assert match_key("look") not in dets.data
     assert dets.metadata["embed"] == {"look": {"publish_embedding": True, "match": None}}
 

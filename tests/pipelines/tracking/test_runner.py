@@ -14,7 +14,8 @@ import pytest
 import supervision as sv
 from pydantic import ValidationError
 
-from pipelines.stages import FrameInfo, Pipeline, PipelineSpec
+from pipelines.build import TrackedPipeline, build_pipeline
+from pipelines.stages import FrameInfo, PipelineSpec
 from pipelines.tracking.runner import EMPTY_READS, at_border, consensus_key, detect_read, waves
 from tests.fixtures.track_scene import SIZE, LevelReader, PlateFinder, SceneDetector, scene
 
@@ -25,25 +26,28 @@ def tracked_spec(stages: list[dict[str, Any]], **tracking: Any) -> PipelineSpec:
     )
 
 
-def make(stages: list[dict[str, Any]], **tracking: Any) -> tuple[Pipeline, LevelReader, PlateFinder]:
+def make(stages: list[dict[str, Any]], **tracking: Any) -> tuple[TrackedPipeline, LevelReader, PlateFinder]:
     reader, finder = LevelReader(), PlateFinder()
-    pipeline = Pipeline(tracked_spec(stages, **tracking), {"cars": SceneDetector(), "plates": finder, "reader": reader})
+    spec = tracked_spec(stages, **tracking)
+    pipeline = build_pipeline(spec, {"cars": SceneDetector(), "plates": finder, "reader": reader})
+    assert isinstance(pipeline, TrackedPipeline)
     return pipeline, reader, finder
 
 
-def info(seq: int, age: float = 0.0) -> FrameInfo:
-    return FrameInfo(seq=seq, t_wall=1_700_000_000.0 + seq / 15, t_mono=100.0 + seq / 15, age_s=age, pts=seq / 15)
+def info(seq: int, age: float = 0.0, source: str = "cam") -> FrameInfo:
+    return FrameInfo(seq=seq, t_wall=1_700_000_000.0 + seq / 15, t_mono=100.0 + seq / 15, age_s=age, pts=seq / 15,
+                     source=source)
 
 
-def play(pipeline: Pipeline, frames: int, sources: Sequence[str], batch: int) -> list[tuple[str, Any]]:
+def play(pipeline: TrackedPipeline, frames: int, sources: Sequence[str], batch: int) -> list[tuple[str, Any]]:
     """Frames of each source (objects 60 and 120), round-robin into batches; returns (source, event)."""
     items = [(source, f) for f in range(frames) for source in sources]
     out: list[tuple[str, Any]] = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         images = [scene(f, (60, 120), smudged=f % 5 == 4)[0] for _source, f in chunk]
-        pipeline.run(images, [s for s, _f in chunk], [info(f) for _s, f in chunk])
-        out += [(chunk[i][0], event) for i, event in pipeline.last_events]
+        run = pipeline.run(images, [info(f, source=s) for s, f in chunk])
+        out += [(chunk[i][0], event) for i, event in run.events]
     for source in sources:
         out += [(source, e) for e in pipeline.finish(source)]
     return out
@@ -64,7 +68,7 @@ def test_results_carry_tracker_ids_and_fresh_flags() -> None:
     pipeline, _, _ = make([{"name": "plate", "model": "reader"}])
     seen = []
     for f in range(8):
-        dets = pipeline.run([scene(f, (60,))[0]], ["cam"], [info(f)])[0]
+        dets = pipeline.run([scene(f, (60,))[0]], [info(f)]).detections[0]
         seen.append((int(dets.tracker_id[0]), dets.data["plate"][0]))
     assert seen[0] == (-1, None)  # not confirmed yet: no id, no read
     ids = {tid for tid, _ in seen[1:]}
@@ -90,7 +94,7 @@ def test_detect_stage_keeps_fresh_children_and_votes_the_child_text() -> None:
     pipeline, reader, finder = make(stages)
     last = None
     for f in range(20):
-        last = pipeline.run([scene(f, (60, 180))[0]], ["cam"], [info(f)])[0]
+        last = pipeline.run([scene(f, (60, 180))[0]], [info(f)]).detections[0]
     assert last is not None and finder.crops < 2 * 19 and reader.crops == finder.crops
     assert last.metadata["stages"] == {"plates": "detect", consensus_key("plates"): "ocr"}
     texts = sorted(c["text"] for c in last.data[consensus_key("plates")])
@@ -103,9 +107,9 @@ def test_detect_stage_keeps_fresh_children_and_votes_the_child_text() -> None:
 def test_a_stream_restart_ends_the_old_tracks() -> None:
     pipeline, _, _ = make([{"name": "plate", "model": "reader"}])
     for f in range(10):
-        pipeline.run([scene(f, (60,))[0]], ["cam"], [info(f)])
-    pipeline.run([scene(0, (60,))[0]], ["cam"], [info(0)])  # seq back to 0: a new stream
-    types = [e.type for _, e in pipeline.last_events]
+        pipeline.run([scene(f, (60,))[0]], [info(f)])
+    run = pipeline.run([scene(0, (60,))[0]], [info(0)])  # seq back to 0: a new stream
+    types = [e.type for _, e in run.events]
     assert types == ["end"] and pipeline.tracking is not None and pipeline.tracking.counters["tracks"] == {"cam": 0}
 
 
@@ -113,17 +117,18 @@ def test_late_frames_shed_second_stage_work() -> None:
     stages = [{"name": "plate", "model": "reader"}]
     pipeline, reader, _ = make(stages, schedule={"max_staleness": 0.5, "max_new_per_frame": 1})
     for f in range(6):
-        pipeline.run([scene(f, (60, 120, 180))[0]], ["cam"], [info(f, age=2.0)])
+        pipeline.run([scene(f, (60, 120, 180))[0]], [info(f, age=2.0)])
     counters = pipeline.tracking.counters["stages"]["plate"] if pipeline.tracking else {}
     assert reader.crops == 5 and counters["shed_new"] == 2 * 5 and counters["stale_frames"] == 6
 
 
 def test_without_tracking_nothing_changes() -> None:
     spec = PipelineSpec.model_validate({"detector": "cars", "stages": [{"name": "plate", "model": "reader"}]})
-    pipeline = Pipeline(spec, {"cars": SceneDetector(), "reader": LevelReader()})
-    dets = pipeline.run([scene(0, (60,))[0]], ["cam"])[0]
+    pipeline = build_pipeline(spec, {"cars": SceneDetector(), "reader": LevelReader()})
+    run = pipeline.run([scene(0, (60,))[0]])
+    dets = run.detections[0]
     assert dets.tracker_id is None and dets.data["plate"][0]["text"] == "AB12CDE"
-    assert pipeline.tracking is None and pipeline.last_events == [] and pipeline.finish("cam") == []
+    assert pipeline.counters is None and run.events == [] and pipeline.finish("cam") == []
 
 
 @pytest.mark.parametrize(
@@ -189,7 +194,7 @@ def test_reads_at_the_picture_edge_do_not_settle_a_track(settle_at_border: bool,
         image = np.zeros((*SIZE, 3), np.uint8)
         image[40:90, 0:80] = 60  # an object half outside the picture, on the left edge
         image[0, 0] = (f, 0, 0)
-        pipeline.run([image], ["cam"], [info(f)])
+        pipeline.run([image], [info(f)])
     assert reader.crops == reads  # frame 0 has no confirmed track yet
 
 
