@@ -48,10 +48,10 @@ BREAKS = [
     ("pipelines/crops.py", "import daemon.frames", "pipelines is pure compute"),
     ("daemon/frames.py", "from daemon import app", "no import cycles"),
     ("pipelines/preprocess.py", "from pipelines import stages", "no import cycles"),
-    ("daemon/capture.py", "from daemon import worker", "frame path"),
-    ("daemon/sinks/base.py", "from daemon.web import app", "frame path"),
+    ("daemon/capture.py", "from daemon import worker", "daemon layers"),
+    ("daemon/sinks/base.py", "from daemon.web import app", "daemon layers"),
     ("pipelines/runtime/base.py", "from pipelines import crops", "pipelines layers"),
-    ("daemon/worker.py", "from daemon.bench import main", "bench"),
+    ("daemon/worker.py", "from daemon.bench import main", "daemon layers"),
 ]
 
 
