@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 
 from daemon import registry
 from daemon.sinks.base import SinkOptions
@@ -23,12 +25,30 @@ from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
 from pipelines.models import ModelOptions, UnknownTypeError
 from pipelines.stages import PipelineSpec
 
-# Keys under models: and sources: that name input files; relative ones are relative to the config file.
-_INPUT_PATH_KEYS = {"path", "folder", "labels_file", "charset_file", "tokenizer", "text_path", "gallery"}
+# Every setting that names a file or folder, as a key path in which "*" is each item of a list or mapping
+# (plus each stage's match: gallery, at any depth). Relative values are made relative to the config file's
+# folder before validation, so a config means the same from any working directory; absolute paths and URLs
+# stay as written. ffmpeg's `input` is an argument for ffmpeg (a device, a URL, a filter graph) and stays too.
+CONFIG_PATHS: tuple[str, ...] = (
+    "state_dir",
+    "api.model_dirs.*",
+    "models.*.path", "models.*.labels_file", "models.*.charset_file", "models.*.tokenizer", "models.*.text_path",
+    "models.*.runtime.trt_cache_dir",
+    "sources.*.path", "sources.*.folder",
+    "sinks.*.path", "sinks.*.dir", "sinks.*.spool.path",
+    "sinks.*.tls.ca_file", "sinks.*.tls.cert_file", "sinks.*.tls.key_file",
+)
+_STAGE_PATHS = ("match.folder", "match.cache_dir")
+_PLUGIN_LISTS: tuple[tuple[str, registry.Kind], ...] = (("sources", "source"), ("sinks", "sink"))
 
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")  # credentials inside a URL
+
+
+def default_state_dir() -> str:
+    """state_dir when the config leaves it out: $EDGEWATCH_STATE_DIR (systemd sets it), else var."""
+    return os.environ.get("EDGEWATCH_STATE_DIR", "var")
 
 
 class BatchOptions(BaseModel):
@@ -86,8 +106,9 @@ class Config(BaseModel):
     batch: BatchOptions = Field(default_factory=BatchOptions, description="Cross-stream batching.")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="Bound on an orderly shutdown, in seconds.")
     state_dir: str = Field(
-        default_factory=lambda: os.environ.get("EDGEWATCH_STATE_DIR", "var"),
-        description="Writable directory for spools and caches ($EDGEWATCH_STATE_DIR, else ./var).",
+        default_factory=default_state_dir,
+        description="Writable directory for spools and caches; unset: $EDGEWATCH_STATE_DIR, else var. "
+        "In a config file, relative to that file.",
     )
     stats_interval_s: float = Field(
         30.0, ge=0, description="Seconds between retained stats messages to the sinks; 0 turns them off."
@@ -125,7 +146,7 @@ class _Errors:
         self.items.append(f"{where}{f' (line {line})' if line else ''}: {message}")
 
     def add_validation(
-        self, prefix: Loc, exc: ValidationError, model: type[BaseModel] | None, skip: frozenset[Any] = frozenset()
+        self, prefix: Loc, exc: ValidationError, model: type[BaseModel] | None, skip: frozenset[str] = frozenset()
     ) -> None:
         for err in exc.errors(include_url=False):
             loc = (*prefix, *err["loc"])
@@ -159,8 +180,8 @@ def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], An
         if key not in data:
             errors.add((key,), "required setting is missing")
     errors.raise_if_any()
-    _resolve_input_paths(data["models"], src.path.parent)
-    models = _plugins_by_name(data["models"], "model", errors)
+    resolve_config_paths(data, src.path.parent)
+    models = _plugins_by_name(data["models"], errors)
     spec = _pipeline_spec(data["pipeline"], errors)
     errors.raise_if_any()
     return models, spec
@@ -168,18 +189,15 @@ def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], An
 
 def validate_config(src: LoadedYaml) -> Config:
     errors = _Errors(src)
-    data = src.data
-    if not isinstance(data, dict):
-        errors.add((), f"expected a mapping of settings, got {type(data).__name__}")
+    if not isinstance(src.data, dict):
+        errors.add((), f"expected a mapping of settings, got {type(src.data).__name__}")
         errors.raise_if_any()
-    data = dict(data)
-    base_dir = src.path.parent
-    for section in ("models", "sources"):
-        _resolve_input_paths(data.get(section), base_dir)
-    _resolve_match_folders(data.get("pipeline"), base_dir)
+    data = dict(src.data) if isinstance(src.data, dict) else {}
+    data.setdefault("state_dir", default_state_dir())  # a relative default is beside the config file too
+    resolve_config_paths(data, src.path.parent)
     if "models" in data:
-        data["models"] = _plugins_by_name(data["models"], "model", errors)
-    for section, kind in (("sources", "source"), ("sinks", "sink")):
+        data["models"] = _plugins_by_name(data["models"], errors)
+    for section, kind in _PLUGIN_LISTS:
         if section in data:
             data[section] = _plugins_in_list(data[section], section, kind, errors)
     if data.get("pipeline") is not None:
@@ -197,48 +215,64 @@ def validate_config(src: LoadedYaml) -> Config:
     return config
 
 
-def _resolve_input_paths(section: Any, base_dir: Path) -> None:
-    entries = section.values() if isinstance(section, dict) else section if isinstance(section, list) else []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        for key in _INPUT_PATH_KEYS & entry.keys():
-            value = entry[key]
-            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
-                entry[key] = str(base_dir / value)
+def resolve_config_paths(data: object, base_dir: Path) -> None:
+    """Make every path that CONFIG_PATHS names in raw (unvalidated) config data relative to base_dir, in place."""
+    for key_path in CONFIG_PATHS:
+        _resolve_at(data, key_path.split("."), base_dir)
+    if isinstance(data, dict):
+        _resolve_stage_paths(data.get("pipeline"), base_dir)
 
 
-def _resolve_match_folders(spec: Any, base_dir: Path) -> None:
-    """A stage's match.folder (gallery of reference images) is relative to the config file, as model paths."""
+def _resolve_stage_paths(spec: object, base_dir: Path) -> None:
+    """Stages nest to any depth (stages: under a stage), so their match: paths are found by walking them."""
     stages = spec.get("stages") if isinstance(spec, dict) else None
     for stage in stages if isinstance(stages, list) else []:
-        match = stage.get("match") if isinstance(stage, dict) else None
-        if isinstance(match, dict):
-            _resolve_input_paths([match], base_dir)
-        _resolve_match_folders(stage, base_dir)
+        for key_path in _STAGE_PATHS:
+            _resolve_at(stage, key_path.split("."), base_dir)
+        _resolve_stage_paths(stage, base_dir)
 
 
-def _plugin(entry: Any, loc: Loc, kind: str, errors: _Errors, extra: dict[str, Any] | None = None) -> Any:
+def _resolve_at(node: object, keys: Sequence[str], base_dir: Path) -> object:
+    """node, with the value(s) at keys made relative to base_dir; shapes that do not fit are left to validation."""
+    if not keys:
+        return _relative_to(base_dir, node)
+    head, rest = keys[0], keys[1:]
+    if isinstance(node, dict):
+        for key in list(node) if head == "*" else [head] if head in node else []:
+            node[key] = _resolve_at(node[key], rest, base_dir)
+    elif isinstance(node, list) and head == "*":
+        node[:] = [_resolve_at(item, rest, base_dir) for item in node]
+    return node
+
+
+def _relative_to(base_dir: Path, value: object) -> object:
+    if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
+        return str(base_dir / value)
+    return value
+
+
+def _plugin(entry: object, loc: Loc, kind: registry.Kind, errors: _Errors) -> BaseModel | None:
+    """One source, sink or model entry, validated by the Options of the plug-in its `type:` names."""
     if not isinstance(entry, dict):
         errors.add(loc, f"expected a mapping with a 'type:' key, got {type(entry).__name__}")
         return None
     type_name = entry.get("type")
-    try:
-        cls = registry.resolve(kind, str(type_name)) if type_name is not None else None
-    except (registry.RegistryError, UnknownTypeError) as exc:
-        errors.add((*loc, "type"), str(exc))
-        return None
-    if cls is None:
+    if type_name is None:
         errors.add(loc, f"missing 'type:'; expected one of: {', '.join(registry.names(kind))}")
         return None
     try:
-        return cls.Options.model_validate({**entry, **(extra or {})})
+        options_model = registry.resolve(kind, str(type_name)).Options
+    except UnknownTypeError as exc:
+        errors.add((*loc, "type"), str(exc))
+        return None
+    try:
+        return options_model.model_validate(entry)
     except ValidationError as exc:
-        errors.add_validation(loc, exc, cls.Options)
+        errors.add_validation(loc, exc, options_model)
         return None
 
 
-def _plugins_in_list(section: Any, name: str, kind: str, errors: _Errors) -> Any:
+def _plugins_in_list(section: object, name: str, kind: registry.Kind, errors: _Errors) -> list[BaseModel]:
     if not isinstance(section, list):
         errors.add((name,), f"expected a list of {kind} entries, got {type(section).__name__}")
         return []
@@ -246,15 +280,20 @@ def _plugins_in_list(section: Any, name: str, kind: str, errors: _Errors) -> Any
     return [b for b in built if b is not None]
 
 
-def _plugins_by_name(section: Any, kind: str, errors: _Errors) -> Any:
+def _plugins_by_name(section: object, errors: _Errors) -> dict[str, ModelOptions]:
+    """The models: mapping; each model's file must exist."""
     if not isinstance(section, dict):
         errors.add(("models",), f"expected a mapping of model name -> settings, got {type(section).__name__}")
         return {}
-    built = {name: _plugin(entry, ("models", name), kind, errors) for name, entry in section.items()}
-    for name, options in built.items():
-        if options is not None and not Path(options.path).is_file():
+    models: dict[str, ModelOptions] = {}
+    for name, entry in section.items():
+        options = _plugin(entry, ("models", name), "model", errors)
+        if not isinstance(options, ModelOptions):
+            continue
+        if not Path(options.path).is_file():
             errors.add(("models", name, "path"), f"model file {options.path} does not exist")
-    return {name: b for name, b in built.items() if b is not None}
+        models[name] = options
+    return models
 
 
 def _pipeline_spec(section: Any, errors: _Errors) -> Any:
@@ -342,7 +381,7 @@ def _loc_str(loc: Loc) -> str:
     return out
 
 
-def _explain(err: Any, secret: bool, model: type[BaseModel] | None, rel_loc: Loc) -> str:
+def _explain(err: ErrorDetails, secret: bool, model: type[BaseModel] | None, rel_loc: Loc) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, rel_loc[:-1])

@@ -3,7 +3,7 @@
 Substitution forms (in any string value):
   ${VAR}                 environment variable (error if unset)
   ${VAR:-default}        environment variable with a default
-  ${file:/path/to/file}  the file's contents, trailing newline stripped (secrets)
+  ${file:/path/to/file}  the file's contents, trailing newline stripped (secrets); relative: to the YAML file
   ${cred:name}           $CREDENTIALS_DIRECTORY/name, systemd's LoadCredential= (secrets)
   ${package:pkg/rel/path} a file shipped inside an installed Python package (e.g. PP-OCR models)
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -33,7 +33,7 @@ class LoadedYaml:
     """Parsed data plus where each value came from, so errors can name the line."""
 
     path: Path
-    data: Any
+    data: object
     lines: dict[Loc, int] = field(default_factory=dict)
     secret_locs: set[Loc] = field(default_factory=set)  # values that came from ${...}: never echo them
 
@@ -66,10 +66,10 @@ def load_yaml(path: str | Path, env: dict[str, str] | None = None) -> LoadedYaml
     return loaded
 
 
-def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Any) -> Any:
+def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Mapping[str, str]) -> object:
     out.lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        result: dict[str, Any] = {}
+        result: dict[str, object] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in result:
@@ -86,18 +86,21 @@ def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Any) -> Any:
     return value
 
 
-def _substitute(value: str, loc: Loc, out: LoadedYaml, env: Any) -> str:
+def _substitute(value: str, loc: Loc, out: LoadedYaml, env: Mapping[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
-        return resolve_reference(match.group(1), env, where=f"{out.path} (line {out.lines[loc]})")
+        return resolve_reference(match.group(1), env, out.path.parent, where=f"{out.path} (line {out.lines[loc]})")
 
     return _VAR.sub(replace, value)
 
 
-def resolve_reference(ref: str, env: Any, where: str) -> str:
-    """Resolve the inside of one ${...}; errors name the reference, never the secret's value."""
+def resolve_reference(ref: str, env: Mapping[str, str], base_dir: Path, where: str) -> str:
+    """Resolve the inside of one ${...}; a relative ${file:} is relative to base_dir (the YAML file's folder).
+
+    Errors name the reference, never the secret's value.
+    """
     scheme, sep, rest = ref.partition(":")
     if sep and scheme == "file":
-        return _read_secret(Path(rest), where, ref)
+        return _read_secret(base_dir / rest, where, ref)
     if sep and scheme == "cred":
         cred_dir = env.get("CREDENTIALS_DIRECTORY")
         if not cred_dir:

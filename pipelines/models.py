@@ -44,16 +44,29 @@ class UnknownTypeError(LookupError):
     """A type name that no registry table knows, or whose module fails to import."""
 
 
+def import_string(target: str) -> Any:
+    """The attribute that "module:attr" names; a module that fails to import is named in the error, never skipped."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UnknownTypeError(f"import string {target!r} must be in the form 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownTypeError(f"cannot import {module_name}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UnknownTypeError(f"module {module_name} has no attribute {attr!r}") from None
+
+
 def import_entry(table: Mapping[str, str], kind: str, name: str) -> Any:
     """Import the class that `table[name]` ("module:Class") names, with errors that say what was expected."""
     if name not in table:
         raise UnknownTypeError(f"unknown {kind} type {name!r}; expected one of: {', '.join(sorted(table))}")
-    module_name, _, attr = table[name].partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownTypeError(f"{kind} type {name!r}: cannot import {module_name}: {exc}") from exc
-    return getattr(module, attr)
+        return import_string(table[name])
+    except UnknownTypeError as exc:
+        raise UnknownTypeError(f"{kind} type {name!r}: {exc}") from exc.__cause__
 
 
 class ModelOptions(BaseModel):

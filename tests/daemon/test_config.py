@@ -178,3 +178,114 @@ def test_validate_command_exit_codes(tmp_path: Path, models_dir: Path, capsys: p
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "bogus" in err and "line 27" in err
+
+
+PATHS = """\
+models:
+  det: {type: yolox, path: MODELS/yolox_nano.onnx, runtime: {trt_cache_dir: cache/trt}}
+pipeline: {name: p, detector: det}
+sources:
+  - {id: photos, type: images, folder: media}
+  - {id: clip, type: file, path: /srv/clip.mp4}
+  - {id: cam, type: rtsp, url: 'rtsp://127.0.0.1:8554/cam'}
+sinks:
+  - {id: out, type: jsonl, path: 'out/{source_id}.jsonl'}
+  - {id: shots, type: snapshots, dir: shots}
+  - id: broker
+    type: mqtt
+    spool: {path: var/broker.spool.db}
+    tls: {ca_file: tls/ca.pem, cert_file: tls/client.pem, key_file: tls/client.key}
+api: {model_dirs: [models, /opt/models]}
+state_dir: state
+"""
+
+
+def test_every_relative_path_is_relative_to_the_config_file(tmp_path: Path, models_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "pipeline.yaml").write_text(PATHS.replace("MODELS", str(MODELS)))
+    (conf / "tls").mkdir()
+    for name in ("ca.pem", "client.pem", "client.key"):  # checked to exist while the config loads
+        (conf / "tls" / name).write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(conf / "pipeline.yaml")
+    photos, clip, cam = config.sources
+    out, shots, broker = config.sinks
+    found = {
+        "state_dir": config.state_dir,
+        "api.model_dirs": config.api.model_dirs,
+        "trt_cache_dir": str(config.models["det"].runtime.trt_cache_dir),
+        "images folder": photos.folder,  # type: ignore[attr-defined]
+        "file path": clip.path,  # type: ignore[attr-defined]
+        "rtsp url": cam.url,  # type: ignore[attr-defined]
+        "jsonl path": out.path,  # type: ignore[attr-defined]
+        "snapshots dir": shots.dir,  # type: ignore[attr-defined]
+        "spool path": broker.spool.path,  # type: ignore[attr-defined]
+        "tls files": [broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file],  # type: ignore[attr-defined]
+    }
+    assert found == {
+        "state_dir": f"{conf}/state",
+        "api.model_dirs": [f"{conf}/models", "/opt/models"],  # absolute paths stay as written
+        "trt_cache_dir": f"{conf}/cache/trt",
+        "images folder": f"{conf}/media",
+        "file path": "/srv/clip.mp4",
+        "rtsp url": "rtsp://127.0.0.1:8554/cam",  # URLs too
+        "jsonl path": f"{conf}/out/{{source_id}}.jsonl",
+        "snapshots dir": f"{conf}/shots",
+        "spool path": f"{conf}/var/broker.spool.db",
+        "tls files": [f"{conf}/tls/ca.pem", f"{conf}/tls/client.pem", f"{conf}/tls/client.key"],
+    }
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, "CONF/var"), ("/srv/state", "/srv/state"),
+                                               ("state", "CONF/state")])
+def test_state_dir_default_is_beside_the_config_file(tmp_path: Path, models_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     env: str | None, expected: str) -> None:
+    """Unset, state_dir is $EDGEWATCH_STATE_DIR, else var; relative, either is taken from the config's folder."""
+    if env is None:
+        monkeypatch.delenv("EDGEWATCH_STATE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("EDGEWATCH_STATE_DIR", env)
+    monkeypatch.chdir("/")
+    config = load_config(write(tmp_path, BASE))
+    assert config.state_dir == expected.replace("CONF", str(tmp_path))
+
+
+def test_a_run_from_another_directory_writes_beside_the_config(tmp_path: Path, models_dir: Path, media_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output files, the MQTT spool and the state_dir land beside the config, never in the working directory."""
+    from daemon.__main__ import main
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "run.yaml").write_text(
+        f"models: {{det: {{type: yolox, path: {models_dir}/yolox_nano.onnx}}}}\n"
+        "pipeline: {name: photos, detector: det}\n"
+        f"sources: [{{id: photos, type: images, folder: {media_dir}, image_ext: [.jpg], loop: false}}]\n"
+        "sinks:\n"
+        "  - {id: out, type: jsonl, path: out/results.jsonl}\n"
+        f"  - {{id: broker, type: mqtt, host: 127.0.0.1, port: {_closed_port()}, close_timeout_s: 0.2,"
+        " connect_timeout_s: 0.5}\n"
+        "stats_interval_s: 0\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("EDGEWATCH_STATE_DIR", raising=False)
+    assert main(["run", str(conf / "run.yaml")]) == 0
+    assert (conf / "out" / "results.jsonl").stat().st_size > 0
+    assert (conf / "var" / "broker.spool.db").is_file()  # <state_dir>/<sink id>.spool.db, state_dir: var
+    assert list(elsewhere.iterdir()) == []
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: the MQTT sink keeps spooling instead of delivering."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

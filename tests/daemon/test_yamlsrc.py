@@ -41,6 +41,13 @@ def test_file_cred_and_package_references(tmp_path: Path) -> None:
     assert ("a",) in loaded.secret_locs  # type: ignore[attr-defined]
 
 
+def test_a_relative_secret_file_is_relative_to_the_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pw").write_text("beside\n")
+    monkeypatch.chdir("/")
+    assert load(tmp_path, "a: ${file:secrets/pw}\n", {}).data == {"a": "beside"}  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("text", "env", "words"),
     [
