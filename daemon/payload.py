@@ -8,6 +8,7 @@ import numpy as np
 import supervision as sv
 
 from daemon.frames import Frame, Message, Result, iso_utc
+from pipelines.jsonable import to_jsonable
 from pipelines.tracking.events import Event
 
 SCHEMA_VERSION = 1
@@ -63,11 +64,11 @@ def detection_records(detections: sv.Detections) -> list[dict[str, Any]]:
     return records
 
 
-def _opt_int(value: Any) -> int | None:
+def _opt_int(value: int | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _opt_round(value: Any) -> float | None:
+def _opt_round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
@@ -92,7 +93,7 @@ def _add_stages(record: dict[str, Any], detections: sv.Detections, stages: dict[
             if "match" in out[name] and record.get("match") is None:  # the first match found, else null
                 record["match"] = out[name]["match"]
         else:
-            out[name] = _jsonable(value)
+            out[name] = to_jsonable(value, ndigits=4)
         if kind == "classify":
             record.setdefault("classification", out[name])
         elif kind == "ocr":
@@ -102,7 +103,7 @@ def _add_stages(record: dict[str, Any], detections: sv.Detections, stages: dict[
         record["stages"] = out
 
 
-def _embed_entry(detections: sv.Detections, name: str, value: Any, i: int) -> dict[str, Any]:
+def _embed_entry(detections: sv.Detections, name: str, value: object, i: int) -> dict[str, Any]:
     """An embed stage's gallery match (dict or None) and, only when its stage asks, the raw vector.
 
     pipelines/stages.py describes each embed stage in metadata["embed"]; without that the vector stays out.
@@ -113,22 +114,8 @@ def _embed_entry(detections: sv.Detections, name: str, value: Any, i: int) -> di
         entry["embedding"] = np.round(np.asarray(value, dtype=float), 5).tolist()
     key = info.get("match")
     if key is not None and key in detections.data:
-        entry["match"] = _jsonable(detections.data[key][i])
+        entry["match"] = to_jsonable(detections.data[key][i], ndigits=4)
     return entry
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float):
-        return round(value, 4)
-    return value
 
 
 _TIMES = ("first_seen", "last_seen", "best_seen")  # epoch seconds in pipelines/tracking/events.py, ISO 8601 UTC here

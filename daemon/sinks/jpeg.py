@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 
 class SnapshotError(OSError):
@@ -19,16 +20,17 @@ def compact_utc(iso: str) -> str:
     return iso.replace("-", "").replace(":", "")
 
 
-def snapshot_name(payload: dict[str, Any]) -> str:
+def snapshot_name(payload: Mapping[str, object]) -> str:
     """<source>_<UTC time>_<track id>_<event type>.jpg from an event payload (daemon/payload.py).
 
     The time is the event's `timestamp` (capture time of the frame during which it fired), so a consumer
     can find the file from the event alone.
     """
-    return f"{payload['source_id']}_{compact_utc(payload['timestamp'])}_{payload['track_id']}_{payload['type']}.jpg"
+    when = compact_utc(str(payload["timestamp"]))
+    return f"{payload['source_id']}_{when}_{payload['track_id']}_{payload['type']}.jpg"
 
 
-def write_jpeg(path: Path, image: np.ndarray, quality: int) -> Path:
+def write_jpeg(path: Path, image: npt.NDArray[np.uint8], quality: int) -> Path:
     """Encode and write atomically (a reader never sees half a file); returns the path."""
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

@@ -21,10 +21,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, model_validator
 
 from daemon.frames import Message
@@ -332,13 +334,15 @@ class MqttSink(Sink):
                     return
                 self._acks.cond.wait(min(remaining, 0.1))
 
-    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, *_args: Any) -> None:
+    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, _reason: ReasonCode,
+                    _props: Properties) -> None:
         # Called with paho's message lock held: touch only _acks and the spool here, never _lock.
         handed = self._acks.acked(mid)
         if handed is not None and handed.spool_id is not None and self.sender is not None:
             self.sender.on_delivered(handed.spool_id)
 
-    def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.ConnectFlags, reason: ReasonCode,
+                    _props: Properties | None) -> None:
         if reason.is_failure:
             self._note_failure(f"broker refused the connection: {reason}")
             return
@@ -355,10 +359,11 @@ class MqttSink(Sink):
         self._failed_attempts = 0
         log.info("mqtt sink %s: connected to %s", self.options.id, self.broker)
 
-    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
         self._note_failure("cannot connect")
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags,
+                       reason: ReasonCode, _props: Properties | None) -> None:
         was_connected, self._connected = self._connected, False
         self._acks.forget_qos0()
         if self.sender is not None:

@@ -99,9 +99,8 @@ class Spool:
         self._lock_fd = self._take_file_lock()
         try:
             self._db = self._open(synchronous)
-            self._count, self._bytes = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
-            ).fetchone()
+            count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+            self._count, self._bytes = int(count), int(size)
         except sqlite3.Error as exc:
             os.close(self._lock_fd)
             raise SpoolError(f"spool {self.path}: cannot open: {exc}") from exc

@@ -16,6 +16,7 @@ import numpy as np
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.jsonable import to_jsonable
 from pipelines.labels import class_names
 from pipelines.models import Image
 from pipelines.tracking.state import Rows, TrackState, track_consensus
@@ -261,22 +262,10 @@ class EventGenerator:
             "entered_zones": list(state.entered_zones),
             "changes": list(changes),
             # label and text consensus only: embeddings and nested detections do not belong in an event
-            "stages": {name: _jsonable(c) for name, c in track_consensus(track).items() if isinstance(c, Mapping)},
+            "stages": {name: to_jsonable(c) for name, c in track_consensus(track).items() if isinstance(c, Mapping)},
         }
         state.changes = []
         self.counts[kind] += 1
         log.debug("source %s track %d: %s %s", track.source, track.track_id, kind, changes)
         return Event(kind, track.source, track.track_id, payload, best.crop)
 
-
-def _jsonable(value: Any) -> Any:
-    """Stage results as plain JSON values (numpy scalars and arrays become numbers and lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
