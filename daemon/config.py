@@ -12,7 +12,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
@@ -23,7 +22,7 @@ from daemon.sources.base import SourceOptions
 from daemon.vlm.stage import VlmStageOptions, check_vlm_options
 from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
 from pipelines.models import ModelOptions, UnknownTypeError
-from pipelines.stages import PipelineSpec
+from pipelines.stages import PipelineSpec, StageSpec
 
 # Every setting that names a file or folder, as a key path in which "*" is each item of a list or mapping
 # (plus each stage's match: gallery, at any depth). Relative values are made relative to the config file's
@@ -168,7 +167,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     return validate_config(src)
 
 
-def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], Any]:
+def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], PipelineSpec]:
     """Only `models:` and `pipeline:` of a file (for `edgewatch two-stage`), with the same checks and errors."""
     try:
         src = load_yaml(path)
@@ -184,6 +183,7 @@ def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], An
     models = _plugins_by_name(data["models"], errors)
     spec = _pipeline_spec(data["pipeline"], errors)
     errors.raise_if_any()
+    assert spec is not None  # raise_if_any() raised otherwise
     return models, spec
 
 
@@ -296,7 +296,7 @@ def _plugins_by_name(section: object, errors: _Errors) -> dict[str, ModelOptions
     return models
 
 
-def _pipeline_spec(section: Any, errors: _Errors) -> Any:
+def _pipeline_spec(section: object, errors: _Errors) -> PipelineSpec | None:
     try:
         return PipelineSpec.model_validate(section)
     except ValidationError as exc:
@@ -317,8 +317,8 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
 
 def _check_zone_sources(config: Config, errors: _Errors) -> None:
     """A zone under a source id that does not exist would silently never trigger."""
-    tracking = getattr(config.pipeline, "tracking", None)
-    zones = getattr(getattr(tracking, "events", None), "zones", None) or {}
+    tracking = config.pipeline.tracking
+    zones = tracking.events.zones if tracking is not None else {}
     known = {s.id for s in config.sources}
     for source_id in zones:
         if source_id not in known:
@@ -329,23 +329,21 @@ def _check_zone_sources(config: Config, errors: _Errors) -> None:
 def _check_stage_models(config: Config, errors: _Errors) -> None:
     """Every model a stage names must exist and be of a kind that fits its place in the chain."""
     spec = config.pipeline
-    first = getattr(spec, "detector", None)
-    if first is not None:
-        _check_model_ref(config, first, ("pipeline", "detector"), {"detect"}, errors)
+    _check_model_ref(config, spec.detector, ("pipeline", "detector"), {"detect"}, errors)
 
-    def walk(stages: Any, loc: Loc) -> None:
-        for i, stage in enumerate(stages or []):
+    def walk(stages: list[StageSpec], loc: Loc) -> None:
+        for i, stage in enumerate(stages):
             here = (*loc, "stages", i)
             _check_model_ref(config, stage.model, (*here, "model"), None, errors)
-            walk(getattr(stage, "stages", None), here)
+            walk(stage.stages, here)
 
-    walk(getattr(spec, "stages", None), ("pipeline",))
-    _check_match_stages(config, getattr(spec, "stages", None), ("pipeline",), errors)
+    walk(spec.stages, ("pipeline",))
+    _check_match_stages(config, spec.stages, ("pipeline",), errors)
 
 
-def _check_match_stages(config: Config, stages: Any, loc: Loc, errors: _Errors) -> None:
+def _check_match_stages(config: Config, stages: list[StageSpec], loc: Loc, errors: _Errors) -> None:
     """A stage's match: needs an embed model (whose vectors it compares) and an existing gallery folder."""
-    for i, stage in enumerate(stages or []):
+    for i, stage in enumerate(stages):
         here = (*loc, "stages", i)
         if stage.match is not None and stage.model in config.models:
             kind = registry.resolve("model", config.models[stage.model].type).kind
