@@ -28,8 +28,7 @@ class TlsOptions(BaseModel):
 
     @model_validator(mode="after")
     def _files_exist(self) -> TlsOptions:
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
+        for name, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file), ("key_file", self.key_file)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"tls.{name}: expected an existing file, got {path!r} (not found)")
         if (self.cert_file is None) != (self.key_file is None):
