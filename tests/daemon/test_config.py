@@ -168,6 +168,23 @@ def test_every_shipped_config_is_valid(path: Path, models_dir: Path, tmp_path: P
     assert config.sources, path
 
 
+
+@pytest.mark.parametrize("name", ["demo.yaml", "inference-api.yaml", "vehicle-plate-ocr.yaml",
+                                  "vehicle-plates-tracked.yaml"])
+def test_example_configs_write_to_the_checkouts_out_and_var(name: str, models_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the working directory: `make demo` writes out/demo-results.jsonl at the root, as the README says."""
+    monkeypatch.delenv("EDGEWATCH_OUT", raising=False)
+    monkeypatch.delenv("EDGEWATCH_STATE_DIR", raising=False)
+    monkeypatch.setenv("EDGEWATCH_DEMO_VIDEO", str(MEDIA / "london_street_TestV4.mp4"))
+    monkeypatch.chdir(tmp_path)
+    config = load_config(ROOT / "configs" / name)
+    assert Path(config.state_dir).resolve() == ROOT / "var"
+    files = [Path(sink.path).resolve() for sink in config.sinks if sink.type == "jsonl"]  # type: ignore[attr-defined]
+    assert files and all(f.parent == ROOT / "out" for f in files), files
+    if name == "demo.yaml":
+        assert files == [ROOT / "out" / "demo-results.jsonl"]
+
 def test_validate_command_exit_codes(tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from daemon.__main__ import main
 
