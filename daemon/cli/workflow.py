@@ -60,7 +60,7 @@ def cmd_workflow_run(args: argparse.Namespace) -> int:
         for batch in batches(image_files(args.images), BATCH):
             pictures = [read_image(path) for path in batch]
             run = pipeline.run(pictures)
-            outputs = compiled.outputs(run, pictures, [compiled.layout.graph.image] * len(pictures))
+            outputs = compiled.outputs(run, pictures, [compiled.image_input] * len(pictures))
             for i, (path, values) in enumerate(zip(batch, outputs, strict=True)):
                 print(json.dumps({"source": str(path), "outputs": values}), flush=True)
                 if args.annotate is not None:

@@ -42,6 +42,11 @@ class CompiledWorkflow:
     layout: Layout
 
     @property
+    def image_input(self) -> str:
+        """The name of the specification's image input (Roboflow's parent_id of a lone image)."""
+        return self.layout.graph.image
+
+    @property
     def model_ids(self) -> list[str]:
         return sorted({b.model_id for b in self.bindings.values() if isinstance(b, RegistryModel)})
 
@@ -152,21 +157,21 @@ def binding(node: Node, models: Mapping[str, RegistryEntry], ocr_model: str | No
         assert isinstance(step, ObjectDetection | Classification)  # the blocks of the detect and classify roles
         model_id = step.model_id
     kind = ROLE_KIND[node.role]
+    where = f"{node.where} {'(ocr_model)' if node.role == 'ocr' else 'field model_id'}"
     if model_id not in models:
         known = ", ".join(sorted(models)) or "none"
-        raise WorkflowError(f"{node.where} field model_id: model {model_id!r} is not in the model registry "
-                            f"(models: {known})")
+        raise WorkflowError(f"{where}: model {model_id!r} is not in the model registry (models: {known})")
     try:
         found, tunable = kind_of_entry(models[model_id])
     except UnknownTypeError as exc:
-        raise WorkflowError(f"{node.where} field model_id: model {model_id!r}: {exc}") from None
+        raise WorkflowError(f"{where}: model {model_id!r}: {exc}") from None
     if found != kind:
-        raise WorkflowError(f"{node.where} field model_id: model {model_id!r} has kind {found!r}; "
-                            f"this block needs a {kind} model")
+        raise WorkflowError(f"{where}: model {model_id!r} has kind {found!r}; "
+                            f"this block needs a model of kind {kind!r}")
     if isinstance(step, ObjectDetection):
         if not tunable:
-            raise WorkflowError(f"{node.where} field model_id: model {model_id!r} takes no per-call detection "
-                                "settings (confidence, iou_threshold, ...); use an edgewatch detector type")
+            raise WorkflowError(f"{where}: model {model_id!r} takes no per-call detection settings "
+                                "(confidence, iou_threshold, ...); use an edgewatch detector type")
         return RegistryModel(model_id, "detect", step.post_overrides())
     return RegistryModel(model_id, kind)
 

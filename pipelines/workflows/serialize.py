@@ -98,8 +98,12 @@ class Writer:
         node = self.graph.nodes[name]
         scope = node.name if node.role == "crop" else node.scope
         own = output.coordinates_system == "own"
-        return leaves(self.pictures(scope, image),
-                      lambda p: (lambda values: values if rest == "*" else values[rest])(self.values(node, p, own)))
+
+        def value(picture: Picture) -> Any:
+            values = self.values(node, picture, own)
+            return values if rest == "*" else values[rest]
+
+        return leaves(self.pictures(scope, image), value)
 
     # -- pictures -------------------------------------------------------------------------------------------
     def pictures(self, scope: str | None, image: int) -> Any:

@@ -10,6 +10,8 @@ import cv2
 import pytest
 
 from daemon.__main__ import main
+from daemon.cli.workflow import load_registry, read_spec
+from pipelines.workflows import compile_workflow
 from tests.pipelines.workflows.specs import class_filter, classify, crop, detect, spec, statement
 
 
@@ -73,3 +75,24 @@ def test_errors_are_one_line_on_stderr(tmp_path: Path, models_dir: Path, media_d
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip().endswith(message) and "edgewatch workflow run: " in captured.err
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "configs" / "workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_example_specifications_compile_against_the_example_models(example: Path, models_dir: Path) -> None:
+    registry = load_registry(example.parents[1] / "vehicle-plate-ocr.yaml")
+    compiled = compile_workflow(read_spec(example), registry)
+    assert set(compiled.model_ids) <= set(registry)
+
+
+def test_the_plate_example_reads_plates_on_buses(media_dir: Path, models_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    example = next(e for e in EXAMPLES if e.stem == "vehicle-plate-ocr")
+    code = main(["workflow", "run", str(example), str(media_dir / "three_buses.jpg"),
+                 "--models", str(example.parents[1] / "vehicle-plate-ocr.yaml")])
+    assert code == 0
+    outputs = json.loads(capsys.readouterr().out)["outputs"]
+    assert len(outputs["vehicles"]["predictions"]) == len(outputs["plates"]) == len(outputs["plate_text"]) >= 2
+    assert any(len(text) >= 5 for texts in outputs["plate_text"] for text in texts)

@@ -102,7 +102,7 @@ CASES: list[tuple[str, Any, str]] = [
      f"{DET} field model_id: model 'yolo' is not in the model registry (models: coco, reader, squeeze)"),
     ("model-of-wrong-kind", spec([classify(images="$inputs.image", model_id="coco")]),
      "step 'cls' (roboflow_core/roboflow_classification_model@v2) field model_id: model 'coco' has kind 'detect'; "
-     "this block needs a classify model"),
+     "this block needs a model of kind 'classify'"),
     ("value-out-of-range", spec([detect(confidence=1.5)]),
      f"{DET}: confidence: Input should be less than or equal to 1"),
     ("missing-field", spec([{"type": "roboflow_core/roboflow_object_detection_model@v2", "name": "det",
@@ -174,3 +174,28 @@ def test_a_parameter_value_is_checked_as_the_field_it_feeds() -> None:
     with pytest.raises(WorkflowError) as caught:
         compile_workflow(spec([detect(confidence="$inputs.conf")], inputs=[IMAGE, CONF]), registry(), {"conf": "high"})
     assert str(caught.value) == f"{DET}: confidence: Input should be a valid number, unable to parse string as a number"
+
+
+class PlainDetector:
+    """A detector that follows DetectModel but is no edgewatch Detector: it takes no per-call settings."""
+
+    kind = "detect"
+    name = "plain"
+
+    def detect(self, images: list[Any]) -> list[Any]:
+        return [None for _ in images]
+
+
+def test_detection_steps_need_a_detector_that_takes_their_settings() -> None:
+    with pytest.raises(WorkflowError) as caught:
+        compile_workflow(spec([detect(model_id="plain")]), {"plain": PlainDetector()})  # type: ignore[dict-item]
+    assert str(caught.value) == (f"{DET} field model_id: model 'plain' takes no per-call detection settings "
+                                 "(confidence, iou_threshold, ...); use an edgewatch detector type")
+
+
+def test_the_chosen_ocr_model_must_be_an_ocr_model() -> None:
+    with pytest.raises(WorkflowError) as caught:
+        compile_workflow(spec([{"type": OCR, "name": "text", "images": "$inputs.image"}]), registry(),
+                         ocr_model="coco")
+    assert str(caught.value) == ("step 'text' (roboflow_core/ocr_model@v1) (ocr_model): model 'coco' has kind "
+                                 "'detect'; this block needs a model of kind 'ocr'")
