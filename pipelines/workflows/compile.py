@@ -1,11 +1,4 @@
-"""compile_workflow: a checked Roboflow Workflow as a PipelineSpec (detector -> per-crop stages) plus its bindings.
-
-Steps on the input image become the first stage when they are exactly one detector (an object detection or
-vlm_as_detector step); otherwise a stand-in detector that finds the whole picture is the first stage and
-those steps run as its stages. A step on `$steps.<crop>.crops` becomes a stage of the detector whose
-predictions the crop cuts, with the class and confidence rules of the filters in between as its `on` and
-`min_parent_confidence`. Each stage is named after its step, and so is the model it calls.
-"""
+"""compile_workflow: a checked Roboflow Workflow as a PipelineSpec (detector -> per-crop stages) plus its bindings."""
 
 from __future__ import annotations
 
@@ -79,6 +72,12 @@ def compile_workflow(
     name: str = "workflow", ocr_model: str | None = None,
 ) -> CompiledWorkflow:
     """Check `spec` (a Roboflow Workflow specification, parsed JSON) and compile it; WorkflowError if it cannot run.
+
+    Steps on the input image become the first stage when they are exactly one detector (an object detection
+    or vlm_as_detector step); otherwise a stand-in detector that finds the whole picture is the first stage
+    and those steps run as its stages. A step on `$steps.<crop>.crops` becomes a stage of the detector whose
+    predictions the crop cuts, with the class and confidence rules of the filters in between as its `on` and
+    `min_parent_confidence`. Each stage is named after its step, and so is the model it calls.
 
     models: the registry, name (a step's model_id) -> loaded model or the ModelOptions it loads from; only
     kinds are read here, nothing is loaded. parameters: values of the spec's WorkflowParameter inputs

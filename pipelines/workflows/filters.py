@@ -1,9 +1,4 @@
-"""detections_filter steps as class and confidence rules: the part of Roboflow's query language a stage can express.
-
-A rule keeps detections whose class is in a set and whose confidence reaches a threshold: exactly what a
-second stage's `on` and `min_parent_confidence` select, so a filter between a detector and a crop compiles
-into the crop's stages, and the filter's own output is the same mask over the detector's detections.
-"""
+"""detections_filter steps as class and confidence rules: the part of Roboflow's query language a stage can express."""
 
 from __future__ import annotations
 
@@ -29,7 +24,9 @@ CONFIDENCE_COMPARATORS = ("(Number) >=", "(Number) >")
 class FilterRule:
     """Keep detections of these classes (None: any) with a confidence at or above `min_confidence`.
 
-    min_confidence is a float32 value: detectors give float32 confidences, and a float32 threshold compares
+    That is what a second stage's `on` and `min_parent_confidence` select, so a filter between a detector
+    and a crop compiles into the crop's stages, and the filter's own output is this mask over the detector's
+    detections. min_confidence is a float32 value: detectors give float32 confidences, and a float32 threshold compares
     with them exactly as Roboflow compares their float values with the threshold it was given.
     """
 

@@ -1,12 +1,4 @@
-"""A compiled workflow's run as Roboflow's server returns it: one dict per image, keyed by output name.
-
-Detections are Roboflow's prediction dicts (centre x, y, width, height, confidence, class_id, class,
-detection_id, parent_id) under {"image": {width, height}, "predictions": [...]}. A step that runs on crops
-gives a list with one value per crop (nested one level per crop step). With coordinates_system "parent"
-(the default) boxes are in input-image pixels and parent_id is the image's id; with "own" they are in the
-pixels of the picture the step ran on, parent_id is the cropped detection's id, with parent_origin,
-root_parent_id and root_parent_origin. An OCR step's `predictions` is the read picture's box, class "text".
-"""
+"""A compiled workflow's run as Roboflow's server returns it: one dict per image, keyed by output name."""
 
 from __future__ import annotations
 
@@ -65,6 +57,16 @@ class Picture:
 
 def serialize(layout: Layout, run: PipelineRun, images: Sequence[Image],
               image_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Each image's declared outputs.
+
+    Detections are Roboflow's prediction dicts (centre x, y, width, height, confidence, class_id, class,
+    detection_id, parent_id) under {"image": {width, height}, "predictions": [...]}. A step that runs on
+    crops gives a list with one value per crop (nested one level per crop step). With coordinates_system
+    "parent" (the default) boxes are in input-image pixels and parent_id is the image's id; with "own" they
+    are in the pixels of the picture the step ran on, parent_id is the cropped detection's id, with
+    parent_origin, root_parent_id and root_parent_origin. An OCR step's `predictions` is the read picture's
+    box, class "text" (the recogniser reads one line and finds no word boxes).
+    """
     if image_ids is None:
         name = layout.graph.image
         image_ids = [name] if len(images) == 1 else [f"{name}.[{i}]" for i in range(len(images))]
