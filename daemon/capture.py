@@ -10,13 +10,12 @@ import traceback
 from collections.abc import Callable
 from enum import Enum
 
-import numpy as np
-
 from daemon import registry
 from daemon.frames import Frame
 from daemon.queues import FrameQueue
 from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import ReconnectOptions, Source, SourceError, SourceOptions, mask_credentials
+from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ class Capture:
                 self._read_started = None
             self.source.close()
 
-    def _deliver(self, image: np.ndarray, pts: float | None, first: bool) -> None:
+    def _deliver(self, image: Image, pts: float | None, first: bool) -> None:
         now = time.monotonic()
         self.stats.last_frame_mono = now
         self.stats.captured += 1

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 from daemon.frames import Message
 from daemon.service.stats import SinkStats, Stats
@@ -69,7 +69,7 @@ class _SinkRunner:
         return self.sink.options.id
 
     def start(self) -> None:
-        error = self._call("start")
+        error = self._call("start", self.sink.start)
         if error is not None:  # one sink failing to start must not stop the others
             self.start_failed = True
             self.stats.last_error = f"start failed: {_describe(error)}"
@@ -115,24 +115,24 @@ class _SinkRunner:
                     dirty = True
             now = time.monotonic()
             if dirty and now - last_flush >= self.flush_every_s:
-                self._call("flush")
+                self._call("flush", self.sink.flush)
                 last_flush, dirty = now, False
             self.stats.connected = self.sink.connected
             if msg is None and self.closing.is_set() and self.queue.empty():
                 break
-        self._call("flush")
-        self._call("close")
+        self._call("flush", self.sink.flush)
+        self._call("close", self.sink.close)
         self.stats.connected = False
         self.finished.set()
 
     def _publish(self, msg: Message) -> None:
-        if self._call("publish", msg) is None:
+        if self._call("publish", lambda: self.sink.publish(msg)) is None:
             self.stats.published += 1
 
-    def _call(self, what: str, *args: Any) -> Exception | None:
-        """Call one sink method; its failure is logged and counted here and never reaches the caller."""
+    def _call(self, what: str, action: Callable[[], None]) -> Exception | None:
+        """Run one sink method (`what` names it in logs); its failure is logged and counted here, never raised."""
         try:
-            getattr(self.sink, what)(*args)
+            action()
         except Exception as exc:  # isolation boundary: the per-sink call (start, publish, flush, close)
             self._failed(what, exc)
             return exc

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
-import numpy as np
 import supervision as sv
+
+from pipelines.preprocess import Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +18,7 @@ class Frame:
 
     source_id: str
     seq: int  # per-source counter starting at 0, never reused within a run
-    image: np.ndarray  # HxWx3 uint8 BGR
+    image: Image  # HxWx3 uint8 BGR
     t_wall: float  # epoch seconds at capture (for the published timestamp)
     t_mono: float  # time.monotonic() at capture (for ages and latencies)
     pts: float | None = None  # stream presentation time in seconds, when the source knows it
@@ -45,7 +46,7 @@ class Result:
     pipeline: str
     detections: sv.Detections
     timings_ms: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)  # e.g. "best_crop": an event's crop (snapshots)
     stage_errors: dict[str, str] = field(default_factory=dict)  # stage path -> why it has no results here
 
 
@@ -59,5 +60,5 @@ class Message:
 
     kind: str
     source_id: str | None
-    payload: dict[str, Any]
+    payload: Mapping[str, object]
     result: Result | None = None  # the full Result for sinks that need pixels (snapshots, video)

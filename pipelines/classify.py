@@ -7,14 +7,15 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from pipelines.models import Model, ModelOptions
-from pipelines.preprocess import hwc_to_tensor
+from pipelines.preprocess import Floats, Image, as_image, hwc_to_tensor
 from pipelines.runtime.base import ModelLoadError, model_label
 from pipelines.runtime.open import open_runtime
 
@@ -141,7 +142,7 @@ class Classifier(Model):
             raise self._fail(f"{len(labels)} labels for an output of {math.prod(fixed)} classes {output.shape}")
         return labels
 
-    def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def preprocess(self, crops: Sequence[Image]) -> npt.NDArray[np.generic]:
         """The input tensor for a batch of BGR crops, in the model's layout and dtype.
 
         Only the resize is per crop; channel order, scaling, layout and dtype are done once on the batch.
@@ -166,21 +167,21 @@ class Classifier(Model):
             rgb=self.channels == 3 and self.opts.channel_order == "rgb",
         )
 
-    def _colour(self, crop: np.ndarray) -> np.ndarray:
+    def _colour(self, crop: Image) -> Image:
         """The crop as 3-channel BGR, or grey for a 1-channel model (RGB order is applied on the batch)."""
         if crop.ndim == 2:
-            crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+            crop = as_image(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR))
         if self.channels == 1:
-            return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+            return as_image(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY))
         return crop
 
-    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def probabilities(self, crops: Sequence[Image]) -> Floats:
         """Class probabilities [N, classes] for all crops, one runtime call."""
         outputs = self.runtime.run({self.input.name: self.preprocess(crops)})
         scores = np.asarray(outputs[0], dtype=np.float32).reshape(len(crops), -1)
         return activate(scores, self.opts.activation)
 
-    def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    def classify(self, crops: Sequence[Image]) -> list[dict[str, object]]:
         """One result per crop: {"class", "class_id", "confidence", "top"} (+ "classes" when multi-label)."""
         if len(crops) == 0:
             return []
@@ -190,7 +191,7 @@ class Classifier(Model):
         results = []
         for row, best in zip(probs, order, strict=True):
             top = [self._entry(int(i), float(row[i])) for i in best]
-            result: dict[str, Any] = {**top[0], "top": top}
+            result: dict[str, object] = {**top[0], "top": top}
             if self.opts.multi_label:
                 hits = np.flatnonzero(row >= self.opts.threshold)
                 hits = hits[np.argsort(-row[hits], kind="stable")]
@@ -198,12 +199,12 @@ class Classifier(Model):
             results.append(result)
         return results
 
-    def _entry(self, class_id: int, confidence: float) -> dict[str, Any]:
+    def _entry(self, class_id: int, confidence: float) -> dict[str, object]:
         name = self.labels[class_id] if self.labels and class_id < len(self.labels) else str(class_id)
         return {"class": name, "class_id": class_id, "confidence": confidence}
 
 
-def activate(scores: np.ndarray, activation: str) -> np.ndarray:
+def activate(scores: Floats, activation: str) -> Floats:
     """Scores [N, C] to probabilities by the named activation."""
     if activation == "auto":
         looks_like_probs = (
@@ -218,15 +219,15 @@ def activate(scores: np.ndarray, activation: str) -> np.ndarray:
     return scores
 
 
-def _fit(image: np.ndarray, size_wh: tuple[int, int], mode: str, pad_value: int) -> np.ndarray:
+def _fit(image: Image, size_wh: tuple[int, int], mode: str, pad_value: int) -> Image:
     w, h = size_wh
     ih, iw = image.shape[:2]
     if mode == "stretch":
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return as_image(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
     fit = min if mode == "letterbox" else max
     scale = fit(w / iw, h / ih)
     nw, nh = max(round(iw * scale), 1), max(round(ih * scale), 1)
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    resized = as_image(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR))
     if mode == "center_crop":
         top, left = (nh - h) // 2, (nw - w) // 2
         return resized[top : top + h, left : left + w]

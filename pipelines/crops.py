@@ -9,12 +9,16 @@ from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.preprocess import Floats, Image, as_image
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Matrix = npt.NDArray[np.floating]  # a 3x3 float64 homography, crop pixels -> source pixels
 
 
 class CropOptions(BaseModel):
@@ -50,12 +54,12 @@ class CropOptions(BaseModel):
 class Crop:
     """One crop and where it came from: `transform` maps crop pixels to source-image pixels (3x3)."""
 
-    image: np.ndarray
+    image: Image
     parent: int
     index: int
-    transform: np.ndarray
+    transform: Matrix
 
-    def to_source(self, points: np.ndarray) -> np.ndarray:
+    def to_source(self, points: npt.ArrayLike) -> Floats:
         """Map points [..., 2] in crop pixels to source-image pixels."""
         pts = np.asarray(points, dtype=np.float64)
         flat = pts.reshape(-1, 2)
@@ -63,19 +67,20 @@ class Crop:
         mapped = homo[:, :2] / homo[:, 2:3]
         return mapped.reshape(pts.shape).astype(np.float32)
 
-    def boxes_to_source(self, xyxy: np.ndarray) -> np.ndarray:
+    def boxes_to_source(self, xyxy: npt.ArrayLike) -> Floats:
         """Map boxes [N,4] in crop pixels to the source-image boxes that enclose their four mapped corners."""
-        xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-        corners = np.stack([xyxy[:, [0, 1]], xyxy[:, [2, 1]], xyxy[:, [2, 3]], xyxy[:, [0, 3]]], axis=1)  # [N,4,2]
+        boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [2, 3]], boxes[:, [0, 3]]], axis=1)  # [N,4,2]
         mapped = self.to_source(corners)
-        return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1).astype(np.float32)
+        boxes_out: Floats = np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1).astype(np.float32)
+        return boxes_out
 
 
-def translation(dx: float, dy: float) -> np.ndarray:
+def translation(dx: float, dy: float) -> Matrix:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
 
 
-def pad_box(xyxy: np.ndarray, options: CropOptions) -> np.ndarray:
+def pad_box(xyxy: npt.NDArray[np.generic], options: CropOptions) -> npt.NDArray[np.float64]:
     """The box grown by the padding fraction and pixels, and made square when aspect is square_expand."""
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     w, h = x2 - x1, y2 - y1
@@ -88,7 +93,7 @@ def pad_box(xyxy: np.ndarray, options: CropOptions) -> np.ndarray:
     return np.array([x1, y1, x2, y2])
 
 
-def crop_box(image: np.ndarray, xyxy: np.ndarray, options: CropOptions) -> tuple[np.ndarray, np.ndarray]:
+def crop_box(image: Image, xyxy: npt.NDArray[np.generic], options: CropOptions) -> tuple[Image, Matrix]:
     """Cut the padded box out of `image`; returns (crop, crop-to-source 3x3 transform).
 
     Parts of the box outside the picture are filled with pad_value so the crop keeps the box's proportions.
@@ -102,25 +107,25 @@ def crop_box(image: np.ndarray, xyxy: np.ndarray, options: CropOptions) -> tuple
     crop = image[cy1:cy2, cx1:cx2]
     border = (cy1 - y1, y2 - cy2, cx1 - x1, x2 - cx2)  # top, bottom, left, right
     if any(border):
-        crop = cv2.copyMakeBorder(crop, *border, cv2.BORDER_CONSTANT, value=_fill(image, options.pad_value))
+        crop = as_image(cv2.copyMakeBorder(crop, *border, cv2.BORDER_CONSTANT, value=_fill(image, options.pad_value)))
     if options.aspect == "square_pad":
         return square_pad(crop, translation(x1, y1), options.pad_value)
     return crop, translation(x1, y1)
 
 
-def square_pad(crop: np.ndarray, transform: np.ndarray, pad_value: int) -> tuple[np.ndarray, np.ndarray]:
+def square_pad(crop: Image, transform: Matrix, pad_value: int) -> tuple[Image, Matrix]:
     h, w = crop.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     if side == h and side == w:
         return crop, transform
-    padded = cv2.copyMakeBorder(
+    padded = as_image(cv2.copyMakeBorder(
         crop, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=_fill(crop, pad_value)
-    )
+    ))
     return padded, transform @ translation(-left, -top)
 
 
-def order_corners(points: np.ndarray) -> np.ndarray:
+def order_corners(points: npt.ArrayLike) -> Floats:
     """Order 4 points as top-left, top-right, bottom-right, bottom-left, whatever order they come in.
 
     Sorting by angle around the centroid gives a clockwise cycle on screen (y points down); the cycle then
@@ -134,7 +139,7 @@ def order_corners(points: np.ndarray) -> np.ndarray:
     return np.roll(cycle, -start, axis=0)
 
 
-def rectify(image: np.ndarray, corners: np.ndarray, options: CropOptions) -> tuple[np.ndarray, np.ndarray]:
+def rectify(image: Image, corners: npt.ArrayLike, options: CropOptions) -> tuple[Image, Matrix]:
     """Warp the quadrilateral `corners` (any order) to an upright rectangle; returns (crop, crop-to-source)."""
     tl, tr, br, bl = quad = order_corners(corners)
     width = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
@@ -147,21 +152,21 @@ def rectify(image: np.ndarray, corners: np.ndarray, options: CropOptions) -> tup
     dst = np.array([[px, py], [px + w, py], [px + w, py + h], [px, py + h]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(quad, dst)
     size = (max(round(w + 2 * px), 1), max(round(h + 2 * py), 1))
-    crop = cv2.warpPerspective(
+    crop = as_image(cv2.warpPerspective(
         image,
         matrix,
         size,
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=_fill(image, options.pad_value),
-    )
+    ))
     transform = np.linalg.inv(matrix.astype(np.float64))
     if options.aspect == "square_pad":
         return square_pad(crop, transform, options.pad_value)
     return crop, transform
 
 
-def keypoint_corners(detections: sv.Detections) -> np.ndarray | None:
+def keypoint_corners(detections: sv.Detections) -> npt.NDArray[np.generic] | None:
     """The [N,4,2] corner key points of `detections`, or None when they carry none."""
     points = detections.data.get("keypoints")
     if points is None:
@@ -172,14 +177,14 @@ def keypoint_corners(detections: sv.Detections) -> np.ndarray | None:
     return points
 
 
-def usable_quad(corners: np.ndarray) -> bool:
+def usable_quad(corners: npt.NDArray[np.generic]) -> bool:
     """Finite corners enclosing at least one square pixel (a collapsed quad has no perspective transform)."""
     if not np.all(np.isfinite(corners)):
         return False
     return bool(abs(cv2.contourArea(order_corners(corners))) >= 1.0)
 
 
-def crop_detection(image: np.ndarray, detections: sv.Detections, index: int, parent: int, options: CropOptions) -> Crop:
+def crop_detection(image: Image, detections: sv.Detections, index: int, parent: int, options: CropOptions) -> Crop:
     """The crop of detection `index`: rectified from its corners when asked and available, else its box."""
     corners = keypoint_corners(detections) if options.rectify_keypoints else None
     if corners is not None and usable_quad(corners[index]):
@@ -215,13 +220,13 @@ def batches(items: Sequence[T], max_batch_size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + max_batch_size]
 
 
-def _fill(image: np.ndarray, value: int) -> tuple[int, ...]:
+def _fill(image: Image, value: int) -> tuple[int, ...]:
     channels = 1 if image.ndim == 2 else image.shape[2]
     return (value,) * channels
 
 
-def large_enough(xyxy: np.ndarray, min_size: int) -> np.ndarray:
+def large_enough(xyxy: npt.ArrayLike, min_size: int) -> npt.NDArray[np.bool_]:
     """Mask of boxes [N,4] whose shorter side is at least `min_size` pixels."""
-    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     return np.asarray(sides >= min_size)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 
 
-def class_names(detections: sv.Detections, missing: str = "") -> np.ndarray:
+def class_names(detections: sv.Detections, missing: str = "") -> npt.NDArray[np.str_]:
     """data["class_name"] when the detector gave names, else the class ids as strings, else `missing`."""
     names = detections.data.get("class_name")
     if names is not None:

@@ -7,15 +7,17 @@ import logging
 import math
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator
 
 from pipelines.models import Model, ModelOptions
+from pipelines.preprocess import Image, as_image
 from pipelines.runtime.base import InferenceError, ModelLoadError, model_label
 from pipelines.runtime.inputs import check_input
 from pipelines.runtime.open import open_runtime
@@ -77,7 +79,7 @@ def character_table(lines: Sequence[str]) -> list[str]:
     return ["blank", *lines, " "]
 
 
-def ctc_greedy(probs: np.ndarray, table: Sequence[str]) -> list[tuple[str, list[float]]]:
+def ctc_greedy(probs: npt.NDArray[np.generic], table: Sequence[str]) -> list[tuple[str, list[float]]]:
     """Greedy CTC over [N, T, C] probabilities: best class per step, repeats and blanks dropped."""
     best = probs.argmax(axis=2)
     conf = np.take_along_axis(probs, best[..., None], axis=2)[..., 0]
@@ -127,12 +129,12 @@ class CtcOcr(Model):
             except OSError as exc:
                 raise self._fail(f"charset_file: {exc}") from exc
             return [line.rstrip("\r\n") for line in text.splitlines()]
-        metadata = model_metadata(self.runtime)
+        metadata = self.runtime.metadata
         if "character" not in metadata:
             raise self._fail("the model has no 'character' metadata field: set charset_file")
         return metadata["character"].splitlines()
 
-    def width_of(self, crop: np.ndarray) -> int:
+    def width_of(self, crop: Image) -> int:
         """Input width for a crop: its proportions at height 48, capped at max_width."""
         h, w = crop.shape[:2]
         return min(max(math.ceil(INPUT_HEIGHT * w / max(h, 1)), 1), self.opts.max_width)
@@ -140,18 +142,18 @@ class CtcOcr(Model):
     def bucket_of(self, width: int) -> int:
         return next(b for b in self.buckets if b >= width)
 
-    def preprocess(self, crops: Sequence[np.ndarray], bucket: int) -> np.ndarray:
+    def preprocess(self, crops: Sequence[Image], bucket: int) -> npt.NDArray[np.floating]:
         """[N,3,48,bucket] float input: resized to its own width, normalised, zero (mid-grey) padded right."""
         batch = np.zeros((len(crops), 3, INPUT_HEIGHT, bucket), dtype=np.float32)
         for i, crop in enumerate(crops):
             if crop.ndim == 2:
-                crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+                crop = as_image(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR))
             width = self.width_of(crop)
             resized = cv2.resize(crop[..., :3], (width, INPUT_HEIGHT), interpolation=cv2.INTER_LINEAR)
             batch[i, :, :, :width] = resized.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
         return batch.astype(self.input.dtype, copy=False)
 
-    def read(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    def read(self, crops: Sequence[Image]) -> list[dict[str, object]]:
         """One {"text", "confidence", "char_confidences"} per crop; one runtime call per width bucket."""
         for i, crop in enumerate(crops):
             if crop.size == 0:
@@ -159,7 +161,7 @@ class CtcOcr(Model):
         groups: dict[int, list[int]] = {}
         for i, crop in enumerate(crops):
             groups.setdefault(self.bucket_of(self.width_of(crop)), []).append(i)
-        results: list[dict[str, Any]] = [{} for _ in crops]
+        results: list[dict[str, object]] = [{} for _ in crops]
         for bucket, members in groups.items():
             probs = self.runtime.run({self.input.name: self.preprocess([crops[i] for i in members], bucket)})[0]
             for i, (text, confs) in zip(members, ctc_greedy(np.asarray(probs), self.table), strict=True):
@@ -167,7 +169,9 @@ class CtcOcr(Model):
         return results
 
 
-def finish_reading(text: str, confs: Sequence[float], options: Any) -> dict[str, Any]:
+def finish_reading(
+    text: str, confs: Sequence[float], options: CtcOcrOptions | TesseractOptions
+) -> dict[str, object]:
     """Apply uppercase, the allowed-character filter and min_confidence to one decoded reading."""
     if options.uppercase:
         text = text.upper()
@@ -179,12 +183,6 @@ def finish_reading(text: str, confs: Sequence[float], options: Any) -> dict[str,
     if confidence < options.min_confidence:
         text, char_confidences = "", []
     return {"text": text, "confidence": confidence, "char_confidences": char_confidences}
-
-
-def model_metadata(runtime: Any) -> Mapping[str, str]:
-    """Custom metadata of the runtime's model (ONNX metadata_props); empty when the runtime has none."""
-    metadata = getattr(runtime, "metadata", None)
-    return metadata if isinstance(metadata, Mapping) else {}
 
 
 class TesseractOptions(ModelOptions):
@@ -227,10 +225,10 @@ class TesseractOcr(Model):
             cmd += ["-c", f"tessedit_char_whitelist={self.opts.allowed_characters}"]
         return [*cmd, "tsv"]
 
-    def read(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    def read(self, crops: Sequence[Image]) -> list[dict[str, object]]:
         return [self._read_one(i, crop) for i, crop in enumerate(crops)]
 
-    def _read_one(self, index: int, crop: np.ndarray) -> dict[str, Any]:
+    def _read_one(self, index: int, crop: Image) -> dict[str, object]:
         ok, png = cv2.imencode(".png", crop)
         if not ok:
             raise ValueError(f"stage {self.name!r}: crop {index} {crop.shape} cannot be encoded")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import cv2
 import numpy as np
@@ -13,22 +13,26 @@ import supervision as sv
 
 from pipelines.build import build_pipeline
 from pipelines.crops import CropOptions
+from pipelines.detect.base import Detector
 from pipelines.labels import class_names
-from pipelines.models import MODEL_TYPES, load_model
-from pipelines.stages import PipelineSpec, StageSpec
+from pipelines.models import MODEL_TYPES, LoadedModel, load_model
+from pipelines.preprocess import Image, as_image
+from pipelines.stages import PipelineLike, PipelineSpec, StageSpec
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-ModelArg = Any  # a loaded model, a dict for load_model, or a path (with its type given beside it)
-ImageArg = np.ndarray | str | Path
+# a loaded model, a dict for load_model, or a path (with its type given beside it)
+ModelArg: TypeAlias = LoadedModel | Mapping[str, object] | str | Path
+ImageArg: TypeAlias = Image | str | Path
+Record: TypeAlias = dict[str, object]  # one detection of two_stage / two_stage_ocr, JSON-ready
 
 
-def resolve_model(model: ModelArg, type_name: str | None = None, name: str = "") -> Any:
+def resolve_model(model: ModelArg, type_name: str | None = None, name: str = "") -> LoadedModel:
     """A loaded model from a loaded model, a load_model dict, or a model file path plus its type."""
     if hasattr(model, "kind"):
-        return model
+        return cast(LoadedModel, model)
     if isinstance(model, Mapping):
         return load_model(dict(model), name)
     if isinstance(model, str | Path):
@@ -40,14 +44,14 @@ def resolve_model(model: ModelArg, type_name: str | None = None, name: str = "")
     raise TypeError(f"{name or 'model'}: expected a loaded model, a dict or a path, got {type(model).__name__}")
 
 
-def read_image(image: ImageArg) -> np.ndarray:
+def read_image(image: ImageArg) -> Image:
     """A BGR picture from an array or an image file."""
     if isinstance(image, np.ndarray):
         return image
     picture = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if picture is None:
         raise ValueError(f"cannot read an image from {image}")
-    return picture
+    return as_image(picture)
 
 
 def two_stage(
@@ -59,9 +63,9 @@ def two_stage(
     second_type: str = "classify",
     on: Sequence[str] | None = None,
     min_parent_confidence: float = 0.0,
-    crop: CropOptions | Mapping[str, Any] | None = None,
+    crop: CropOptions | Mapping[str, object] | None = None,
     max_batch_size: int = 32,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Detect, then classify every detection's crop: [{"bbox", "class", "class_id", "confidence", "classification"}].
 
     "classification" is the classifier's dict ({"class", "class_id", "confidence", "top"}), None for
@@ -87,9 +91,9 @@ def two_stage_ocr(
     ocr_type: str = "ocr",
     on: Sequence[str] | None = None,
     min_parent_confidence: float = 0.0,
-    crop: CropOptions | Mapping[str, Any] | None = None,
+    crop: CropOptions | Mapping[str, object] | None = None,
     max_batch_size: int = 32,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Detect, then read each detection's text.
 
     Returns [{"bbox", "class", "class_id", "confidence", "text", "text_confidence"}] per detection.
@@ -112,7 +116,7 @@ def two_stage_ocr(
 
 
 def _stage(
-    name: str, crop: CropOptions | Mapping[str, Any] | None, on: Sequence[str] | None, min_conf: float, batch: int
+    name: str, crop: CropOptions | Mapping[str, object] | None, on: Sequence[str] | None, min_conf: float, batch: int
 ) -> StageSpec:
     options = crop if isinstance(crop, CropOptions) else CropOptions.model_validate(dict(crop or {}))
     return StageSpec.model_validate({
@@ -121,14 +125,14 @@ def _stage(
     })
 
 
-def _run_two(image: np.ndarray, first: Any, second: Any, stage: StageSpec) -> sv.Detections:
+def _run_two(image: Image, first: LoadedModel, second: LoadedModel, stage: StageSpec) -> sv.Detections:
     spec = PipelineSpec.model_validate({"name": "two_stage", "detector": "first", "stages": [stage]})
     return build_pipeline(spec, {"first": first, "second": second}).run([image]).detections[0]
 
 
-def _base_records(detections: sv.Detections) -> list[dict[str, Any]]:
+def _base_records(detections: sv.Detections) -> list[Record]:
     names = class_names(detections)
-    records = []
+    records: list[Record] = []
     for i in range(len(detections)):
         records.append({
             "bbox": [round(float(v), 1) for v in detections.xyxy[i]],
@@ -139,10 +143,13 @@ def _base_records(detections: sv.Detections) -> list[dict[str, Any]]:
     return records
 
 
-def _runner(model: Any, overrides: Mapping[str, Any]) -> Callable[[list[np.ndarray]], list[sv.Detections]]:
+def _runner(
+    model: LoadedModel | PipelineLike, overrides: Mapping[str, object]
+) -> Callable[[list[Image]], list[sv.Detections]]:
     """Batch call: a Pipeline's run, or a detector's detect with per-call overrides."""
     if getattr(model, "kind", None) == "detect":
-        return lambda images: list(model.detect(images, **overrides))
+        detector = cast(Detector, model)  # every detect type is a Detector, the class that takes overrides
+        return lambda images: list(detector.detect(images, **overrides))
     if hasattr(model, "run") and not overrides:
         return lambda images: list(model.run(images).detections)
     raise TypeError(
@@ -150,13 +157,20 @@ def _runner(model: Any, overrides: Mapping[str, Any]) -> Callable[[list[np.ndarr
     )
 
 
+def _model_or_pipeline(model: ModelArg | PipelineLike, model_type: str | None) -> LoadedModel | PipelineLike:
+    """A pipeline (it has run) as it is; a loaded model, dict or path through resolve_model."""
+    if hasattr(model, "run"):
+        return cast(PipelineLike, model)
+    return resolve_model(model, model_type, "model")
+
+
 def infer(
-    model: ModelArg,
+    model: ModelArg | PipelineLike,
     source: ImageArg | Sequence[ImageArg],
     *,
     model_type: str | None = None,
     batch_size: int = 8,
-    **overrides: Any,
+    **overrides: Any,  # post-processing options, or infer_on_stream's keywords for a folder or video
 ) -> list[sv.Detections]:
     """Detections for an image array, an image path, a list of either, a folder of images, or a video."""
     if isinstance(source, np.ndarray) or (isinstance(source, str | Path) and Path(source).is_file()
@@ -165,7 +179,7 @@ def infer(
     if isinstance(source, str | Path):
         stream = infer_on_stream(model, source, model_type=model_type, batch_size=batch_size, **overrides)
         return [detections for _, _, detections in stream]
-    run = _runner(model if hasattr(model, "run") else resolve_model(model, model_type, "model"), overrides)
+    run = _runner(_model_or_pipeline(model, model_type), overrides)
     out: list[sv.Detections] = []
     items = list(source)
     for start in range(0, len(items), batch_size):
@@ -174,17 +188,17 @@ def infer(
 
 
 def infer_on_stream(
-    model: ModelArg,
+    model: ModelArg | PipelineLike,
     path: str | Path,
     *,
     model_type: str | None = None,
     image_ext: Sequence[str] = IMAGE_EXTS,
     batch_size: int = 1,
-    **overrides: Any,
-) -> Iterator[tuple[int | str, np.ndarray, sv.Detections]]:
+    **overrides: object,
+) -> Iterator[tuple[int | str, Image, sv.Detections]]:
     """Yield (file path or frame index, image, detections) over a folder (sorted by name) or a video."""
-    run = _runner(model if hasattr(model, "run") else resolve_model(model, model_type, "model"), overrides)
-    pending: list[tuple[int | str, np.ndarray]] = []
+    run = _runner(_model_or_pipeline(model, model_type), overrides)
+    pending: list[tuple[int | str, Image]] = []
     for reference, image in iter_source(path, image_ext):
         pending.append((reference, image))
         if len(pending) >= batch_size:
@@ -194,8 +208,8 @@ def infer_on_stream(
 
 
 def _flush(
-    run: Callable[[list[np.ndarray]], list[sv.Detections]], pending: list[tuple[int | str, np.ndarray]]
-) -> Iterator[tuple[int | str, np.ndarray, sv.Detections]]:
+    run: Callable[[list[Image]], list[sv.Detections]], pending: list[tuple[int | str, Image]]
+) -> Iterator[tuple[int | str, Image, sv.Detections]]:
     if not pending:
         return
     results = run([image for _, image in pending])
@@ -208,7 +222,7 @@ def list_images(folder: str | Path, image_ext: Sequence[str] = IMAGE_EXTS) -> li
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
-def iter_source(path: str | Path, image_ext: Sequence[str] = IMAGE_EXTS) -> Iterator[tuple[int | str, np.ndarray]]:
+def iter_source(path: str | Path, image_ext: Sequence[str] = IMAGE_EXTS) -> Iterator[tuple[int | str, Image]]:
     """(file path, image) over a folder's images, or (frame index, frame) over a video file."""
     path = Path(path)
     if path.is_dir():
@@ -229,7 +243,7 @@ def iter_source(path: str | Path, image_ext: Sequence[str] = IMAGE_EXTS) -> Iter
             ok, frame = capture.read()
             if not ok:
                 break
-            yield index, frame
+            yield index, as_image(frame)
             index += 1
     finally:
         capture.release()

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 Placement = Literal["top_left", "center", "stretch"]
 ChannelOrder = Literal["bgr", "rgb"]
+Image: TypeAlias = npt.NDArray[np.uint8]  # a picture or crop: H x W x 3 BGR (H x W grey, H x W x 4 BGRA on input)
+Floats: TypeAlias = npt.NDArray[np.float32]
+
+
+def as_image(mat: cv2.typing.MatLike) -> Image:
+    """An OpenCV result on a uint8 picture, typed as one: cv2's stubs give every result as any numeric array."""
+    return cast(Image, mat)
 
 
 @dataclass(frozen=True)
@@ -21,12 +29,13 @@ class Letterbox:
     offset_xy: tuple[float, float]
     source_wh: tuple[int, int]
 
-    def points_to_source(self, points: np.ndarray) -> np.ndarray:
+    def points_to_source(self, points: npt.ArrayLike) -> Floats:
         """Points [..., 2] in model-input pixels -> source pixels (not clipped: key points may lie outside)."""
         pts = np.asarray(points, dtype=np.float32)
-        return (pts - np.asarray(self.offset_xy, np.float32)) / np.asarray(self.scale_xy, np.float32)
+        mapped = (pts - np.asarray(self.offset_xy, np.float32)) / np.asarray(self.scale_xy, np.float32)
+        return np.asarray(mapped, np.float32)  # float32 already; numpy's stubs widen the division to float64
 
-    def boxes_to_source(self, xyxy: np.ndarray) -> np.ndarray:
+    def boxes_to_source(self, xyxy: npt.ArrayLike) -> Floats:
         """Boxes [N,4] in model-input pixels -> source pixels, clipped to the image."""
         boxes = self.points_to_source(np.asarray(xyxy, np.float32).reshape(-1, 2, 2)).reshape(-1, 4)
         w, h = self.source_wh
@@ -46,18 +55,18 @@ def placement(source_wh: tuple[int, int], input_wh: tuple[int, int], mode: Place
     return Letterbox((nw / sw, nh / sh), (float(ox), float(oy)), source_wh)
 
 
-def as_bgr(image: np.ndarray) -> np.ndarray:
+def as_bgr(image: Image) -> Image:
     """A 3-channel uint8 view/copy of a grey, BGR or BGRA picture."""
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return as_image(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return as_image(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR))
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an image of shape [H,W], [H,W,3] or [H,W,4]; got {image.shape}")
 
 
-def letterbox_into(image: np.ndarray, canvas: np.ndarray, box: Letterbox) -> None:
+def letterbox_into(image: Image, canvas: Image, box: Letterbox) -> None:
     """Resize `image` into `canvas` ([H,W,3] uint8, already filled with the pad value) where `box` says."""
     ox, oy = int(box.offset_xy[0]), int(box.offset_xy[1])
     ch, cw = canvas.shape[:2]
@@ -75,8 +84,8 @@ def letterbox_into(image: np.ndarray, canvas: np.ndarray, box: Letterbox) -> Non
 
 
 def letterbox_batch(
-    images: Sequence[np.ndarray], input_wh: tuple[int, int], mode: Placement, pad_value: int = 0
-) -> tuple[np.ndarray, list[Letterbox]]:
+    images: Sequence[Image], input_wh: tuple[int, int], mode: Placement, pad_value: int = 0
+) -> tuple[Image, list[Letterbox]]:
     """Place every image in an [N,H,W,3] uint8 batch of the model's input size."""
     iw, ih = input_wh
     batch = np.full((len(images), ih, iw, 3), pad_value, dtype=np.uint8)
@@ -101,7 +110,7 @@ class Normalizer:
         scale: float = 1.0,
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
-        dtype: np.dtype | type = np.float32,
+        dtype: npt.DTypeLike = np.float32,
     ) -> None:
         self.rgb = channel_order == "rgb"
         std_arr = np.asarray(std, dtype=np.float64)
@@ -113,7 +122,7 @@ class Normalizer:
         self.identity = bool(np.all(self.mul == 1) and np.all(self.add == 0))
         self.dtype = np.dtype(dtype)
 
-    def __call__(self, batch_hwc: np.ndarray) -> np.ndarray:
+    def __call__(self, batch_hwc: Image) -> npt.NDArray[np.floating]:
         src = batch_hwc[..., ::-1] if self.rgb else batch_hwc
         blob = src.transpose(0, 3, 1, 2).astype(np.float32)
         if not self.identity:
@@ -128,15 +137,15 @@ def multiple_of(value: float, base: int = 32) -> int:
 
 
 def hwc_to_tensor(
-    batch_hwc: np.ndarray,
+    batch_hwc: Image,
     layout: Literal["nchw", "nhwc"],
-    dtype: np.dtype | type,
+    dtype: npt.DTypeLike,
     *,
     scale: float = 1.0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     rgb: bool = False,
-) -> np.ndarray:
+) -> npt.NDArray[np.generic]:
     """[N,H,W,C] crops (uint8) -> one model tensor: channel flip, layout, then float32 (x * scale - mean) / std.
 
     Done once on the stacked batch rather than per crop. Every element goes through the same float32 steps
@@ -164,9 +173,9 @@ def hwc_to_tensor(
 
 
 def _normalise(
-    blob: np.ndarray, scale: float, mean: Sequence[float] | None, std: Sequence[float] | None,
+    blob: Floats, scale: float, mean: Sequence[float] | None, std: Sequence[float] | None,
     per_channel: tuple[int, ...],
-) -> np.ndarray:
+) -> Floats:
     """(blob * scale - mean) / std in place, in float32, skipping the steps that are exact identities."""
     if scale != 1.0:
         blob *= np.float32(scale)

@@ -22,9 +22,10 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def check_task(model_type: str, task_type: str, classes: Sequence[str] | None) -
         raise ValueError(f"model type {model_type!r} needs the list of classes (names -> class ids)")
 
 
-def extract_json(text: str) -> Any:
+def extract_json(text: str) -> object:
     """The JSON of the first ```json fence, or of the whole text when there is no fence."""
     fenced = JSON_FENCE.search(text)
     try:
@@ -91,7 +92,7 @@ def extract_json(text: str) -> Any:
 
 
 def parse_vlm_output(
-    vlm_output: Any,
+    vlm_output: object,
     *,
     model_type: ModelType,
     task_type: TaskType,
@@ -139,7 +140,7 @@ def _size(wh: tuple[int, int], name: str) -> tuple[int, int]:
     return int(wh[0]), int(wh[1])
 
 
-def _number(value: Any, what: str) -> float:
+def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise VlmFormatError(f"{what} must be a number, got {value!r:.40}")
     number = float(value)
@@ -148,26 +149,26 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def _label(entry: dict[str, Any]) -> str:
+def _label(entry: dict[str, object]) -> str:
     for key in ("class_name", "label", "class"):
         if entry.get(key) is not None:
             return str(entry[key])
     return "unknown"
 
 
-def _confidence(entry: dict[str, Any]) -> float:
+def _confidence(entry: dict[str, object]) -> float:
     value = entry.get("confidence")
     return 1.0 if value is None else min(max(_number(value, "confidence"), 0.0), 1.0)
 
 
-def _box(entry: dict[str, Any], key: str) -> list[float]:
+def _box(entry: dict[str, object], key: str) -> list[float]:
     box = entry[key]
     if not isinstance(box, list) or len(box) != 4:
         raise VlmFormatError(f"{key} must be a list of 4 numbers, got {box!r:.60}")
     return [_number(v, key) for v in box]
 
 
-def _entries(data: Any) -> list[dict[str, Any]]:
+def _entries(data: object) -> list[dict[str, object]]:
     entries = data.get("detections") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise VlmFormatError('expected {"detections": [...]} or a list of detections')
@@ -178,7 +179,7 @@ def _entries(data: Any) -> list[dict[str, Any]]:
 
 
 def _llm(
-    data: Any, model_type: str, classes: list[str], wh: tuple[int, int], sent_wh: tuple[int, int]
+    data: object, model_type: str, classes: list[str], wh: tuple[int, int], sent_wh: tuple[int, int]
 ) -> sv.Detections:
     entries = _entries(data)
     labels = [_label(e) for e in entries]
@@ -194,7 +195,9 @@ def _llm(
     return detections
 
 
-def _llm_xyxy(entries: list[dict[str, Any]], wh: tuple[int, int], sent_wh: tuple[int, int]) -> np.ndarray:
+def _llm_xyxy(
+    entries: list[dict[str, object]], wh: tuple[int, int], sent_wh: tuple[int, int]
+) -> npt.NDArray[np.float64]:
     """Normalised x_min.. keys scale by the image size; pixel box_2d by image size / uploaded size."""
     width, height = wh
     rows = []
@@ -209,11 +212,11 @@ def _llm_xyxy(entries: list[dict[str, Any]], wh: tuple[int, int], sent_wh: tuple
     return np.array(rows, dtype=np.float64)
 
 
-def _gemini_native(entries: list[dict[str, Any]], labels: list[str], wh: tuple[int, int]) -> sv.Detections:
+def _gemini_native(entries: list[dict[str, object]], labels: list[str], wh: tuple[int, int]) -> sv.Detections:
     """Gemini's [ymin, xmin, ymax, xmax] in 0-1000 (and optional PNG masks), read by supervision."""
     items = []
     for entry, label in zip(entries, labels, strict=True):
-        item: dict[str, Any] = {"box_2d": _box(entry, "box_2d"), "label": label}
+        item: dict[str, object] = {"box_2d": _box(entry, "box_2d"), "label": label}
         if "mask" in entry:
             item["mask"] = entry["mask"]
         items.append(item)
@@ -223,7 +226,7 @@ def _gemini_native(entries: list[dict[str, Any]], labels: list[str], wh: tuple[i
     return detections
 
 
-def _florence(data: Any, task_type: str, classes: Sequence[str] | None, wh: tuple[int, int]) -> sv.Detections:
+def _florence(data: object, task_type: str, classes: Sequence[str] | None, wh: tuple[int, int]) -> sv.Detections:
     token = FLORENCE_TASKS[task_type]
     if not isinstance(data, dict):
         raise VlmFormatError(f"Florence-2 {token} answer must be an object, got {type(data).__name__}")

@@ -7,8 +7,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.preprocess import Image
 
 QueuePolicy = Literal["drop_oldest", "drop_newest", "block"]
 SkipHook = Callable[[str, str], None]  # (reason, log-safe detail): a frame the source could not deliver
@@ -86,7 +87,7 @@ class Source(ABC):
         """Connect or open; raise SourceError with a clear reason (no credentials in it)."""
 
     @abstractmethod
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         """Next frame as (BGR image, pts seconds or None); None when a finite source has ended."""
 
     @abstractmethod

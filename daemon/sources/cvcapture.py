@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable
 
 import cv2
-import numpy as np
 
 from daemon.sources.base import SourceClosed
+from pipelines.preprocess import Image, as_image
 
 
 class CvCapture:
@@ -28,7 +28,7 @@ class CvCapture:
         self._reading = False
         self._closed = False
 
-    def read(self) -> np.ndarray | None:
+    def read(self) -> Image | None:
         """The next decoded frame, or None when the backend returned none (end of file, lost stream)."""
         with self._lock:
             if self._closed:
@@ -43,7 +43,7 @@ class CvCapture:
         if closed:
             self._cap.release()  # close() came while we were reading and left the release to us
             raise SourceClosed(f"{self._label} was closed while reading")
-        return image if ok and image is not None else None
+        return as_image(image) if ok and image is not None else None
 
     def get(self, prop: int) -> float:
         """A capture property; call it from the reading thread only."""

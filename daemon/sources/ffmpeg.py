@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions, mask_credentials
+from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class FfmpegSource(Source):
                     self._stderr.append(line)
                     log.debug("source %s: ffmpeg: %s", self.options.id, line)
 
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         with self._lock:
             proc = self._proc
             if self._closed or proc is None or proc.stdout is None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import cv2
-import numpy as np
 from pydantic import Field, model_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions
 from daemon.sources.cvcapture import CvCapture
+from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class FileSource(Source):
         self._index = self.opts.start_frame
         self._pass_frames = 0
 
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         if self._cv is None:
             raise SourceError(f"source {self.options.id}: read() before open()")
         while True:

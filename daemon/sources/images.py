@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import cv2
-import numpy as np
 from pydantic import Field, field_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions
+from pipelines.preprocess import Image, as_image
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ImagesSource(Source):
         self._closed = False
         log.info("source %s: %d image(s) in %s", self.options.id, len(self.files), self.opts.folder)
 
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         while True:
             if self._closed:
                 raise SourceClosed(f"source {self.options.id}: closed")
@@ -113,7 +113,7 @@ class ImagesSource(Source):
             if image is not None:
                 self._good_in_pass += 1
                 self.current = path
-                return image, None
+                return as_image(image), None
             log.warning("source %s: cannot decode image %s; skipped", self.options.id, path)
             self.skipped("unreadable", f"cannot decode image {path}")
 

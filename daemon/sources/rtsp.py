@@ -13,11 +13,11 @@ from typing import ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 import cv2
-import numpy as np
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from daemon.sources.base import Source, SourceError, SourceOptions, mask_credentials
 from daemon.sources.cvcapture import CvCapture
+from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class RtspSource(Source):
             int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         )
 
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         capture = self._cv
         if capture is None:
             raise SourceError(f"{self.describe()}: read() before open()")

@@ -9,11 +9,11 @@ import threading
 from typing import ClassVar
 
 import cv2
-import numpy as np
 from pydantic import Field, field_validator
 
 from daemon.sources.base import Source, SourceError, SourceOptions
 from daemon.sources.cvcapture import CvCapture
+from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class WebcamSource(Source):
                 self.opts.device, width, height, *wanted,
             )
 
-    def read(self) -> tuple[np.ndarray, float | None] | None:
+    def read(self) -> tuple[Image, float | None] | None:
         capture = self._cv
         if capture is None:
             raise SourceError(f"source {self.options.id}: read() before open()")

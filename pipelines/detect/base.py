@@ -5,14 +5,15 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.models import Model, ModelOptions
-from pipelines.preprocess import ChannelOrder, Letterbox, Normalizer, Placement, letterbox_batch
+from pipelines.preprocess import ChannelOrder, Floats, Image, Letterbox, Normalizer, Placement, letterbox_batch
 from pipelines.runtime.base import ModelLoadError, RuntimeLike, TensorInfo, model_label
 from pipelines.runtime.inputs import check_input
 from pipelines.runtime.open import open_runtime
@@ -133,7 +134,7 @@ class Detector(Model):
         count = self.setup()
         self.class_names = resolve_class_names(options.class_names, count, self.default_names(count), self.label)
         self._names_array = np.array(self.class_names, dtype=str)
-        self._allowed: dict[tuple[str, ...], np.ndarray] = {}
+        self._allowed: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
         self.allowed_classes(self.post)
 
     def setup(self) -> int | None:
@@ -163,7 +164,7 @@ class Detector(Model):
         """(width, height) for a model with a dynamic input size and no input_size option."""
         return (self.default_side, self.default_side)
 
-    def post_options(self, overrides: Mapping[str, Any]) -> PostOptions:
+    def post_options(self, overrides: Mapping[str, object]) -> PostOptions:
         """The post-processing options with per-call overrides applied (validated: unknown keys are errors)."""
         if not overrides:
             return self.post
@@ -171,7 +172,7 @@ class Detector(Model):
         self.allowed_classes(merged)
         return merged
 
-    def allowed_classes(self, post: PostOptions) -> np.ndarray | None:
+    def allowed_classes(self, post: PostOptions) -> npt.NDArray[np.bool_] | None:
         """Boolean mask over classes that class_filter keeps, or None when nothing is filtered."""
         if not post.class_filter:
             return None
@@ -184,7 +185,7 @@ class Detector(Model):
             self._allowed[key] = np.isin(self._names_array, key)
         return self._allowed[key]
 
-    def detect(self, images: Sequence[np.ndarray], **overrides: Any) -> list[sv.Detections]:
+    def detect(self, images: Sequence[Image], **overrides: object) -> list[sv.Detections]:
         """Detections per image, in source-image pixels; `overrides` replace post-processing options."""
         post = self.post_options(overrides)
         if len(images) == 0:
@@ -194,10 +195,10 @@ class Detector(Model):
         return self.decode([np.asarray(o, dtype=np.float32) for o in outputs], boxes, post)
 
     @abstractmethod
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         """Raw outputs of one batch -> one sv.Detections per image."""
 
-    def best_class(self, scores: np.ndarray, post: PostOptions) -> tuple[np.ndarray, np.ndarray]:
+    def best_class(self, scores: Floats, post: PostOptions) -> tuple[Floats, npt.NDArray[np.intp]]:
         """(confidence, class_id) of the best allowed class per row of `scores` [A, classes]."""
         allowed = self.allowed_classes(post)
         if allowed is not None:
@@ -207,22 +208,22 @@ class Detector(Model):
 
     def finish(
         self,
-        xyxy: np.ndarray,
-        confidence: np.ndarray,
-        class_id: np.ndarray,
+        xyxy: Floats,
+        confidence: Floats,
+        class_id: npt.NDArray[np.integer],
         box: Letterbox,
         post: PostOptions,
         *,
         nms: bool = True,
-        points: Mapping[str, np.ndarray] | None = None,
-        extra: Mapping[str, np.ndarray] | None = None,
+        points: Mapping[str, Floats] | None = None,
+        extra: Mapping[str, Floats] | None = None,
     ) -> sv.Detections:
         """Candidates (sorted best first, model-input pixels) -> NMS -> max_detections -> source pixels.
 
         `points` arrays ([M, K, 2], model-input pixels) are mapped to source pixels like the boxes;
         `extra` arrays ([M, ...]) are carried as they are.
         """
-        keep: np.ndarray = np.arange(len(xyxy))
+        keep: npt.NDArray[np.intp] = np.arange(len(xyxy))
         if nms and len(xyxy) > 1:
             labels = np.zeros_like(confidence) if post.class_agnostic_nms else class_id
             preds = np.column_stack([xyxy, confidence, labels]).astype(np.float32)
@@ -230,7 +231,10 @@ class Detector(Model):
         source_xyxy = box.boxes_to_source(xyxy[keep])
         visible = (source_xyxy[:, 2] > source_xyxy[:, 0]) & (source_xyxy[:, 3] > source_xyxy[:, 1])
         keep = keep[visible][: post.max_detections]
-        data: dict[str, Any] = {"class_name": self._names_array[class_id[keep].astype(np.intp)]}
+        # supervision's type for Detections.data (dict is invariant, so it is spelled out here)
+        data: dict[str, npt.NDArray[np.generic] | list[object]] = {
+            "class_name": self._names_array[class_id[keep].astype(np.intp)]
+        }
         for key, value in (points or {}).items():
             data[key] = box.points_to_source(value[keep]).astype(np.float32)
         for key, value in (extra or {}).items():
@@ -243,7 +247,7 @@ class Detector(Model):
         )
 
 
-def candidates(confidence: np.ndarray, post: PostOptions) -> np.ndarray:
+def candidates(confidence: Floats, post: PostOptions) -> npt.NDArray[np.intp]:
     """Indices of rows at or above the confidence threshold, best first, at most max_candidates."""
     index = np.flatnonzero(confidence >= post.confidence_threshold)
     if len(index) > post.max_candidates:
@@ -251,7 +255,7 @@ def candidates(confidence: np.ndarray, post: PostOptions) -> np.ndarray:
     return index[np.argsort(-confidence[index], kind="stable")]
 
 
-def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+def cxcywh_to_xyxy(boxes: Floats) -> Floats:
     half = boxes[:, 2:4] / 2
     return np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, cast
+from typing import ClassVar, Literal, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pyclipper
 import supervision as sv
 from pydantic import Field
 from shapely.geometry import Polygon
 
 from pipelines.detect.base import Detector, DetectorOptions, PostOptions
-from pipelines.preprocess import ChannelOrder, Letterbox, Placement, letterbox_batch, multiple_of
+from pipelines.preprocess import ChannelOrder, Floats, Image, Letterbox, Placement, letterbox_batch, multiple_of
 from pipelines.runtime.base import InferenceError
 
 
@@ -70,7 +71,7 @@ class DbText(Detector):
         side = multiple_of(self.options.limit_side_len)
         return (side, side)
 
-    def working_size(self, image: np.ndarray) -> tuple[int, int]:
+    def working_size(self, image: Image) -> tuple[int, int]:
         """(width, height) the picture is resized to: scaled by the limit, sides multiples of 32."""
         if self.fixed_wh is not None:
             return self.fixed_wh
@@ -79,7 +80,7 @@ class DbText(Detector):
         ratio = min(1.0, limit / max(h, w)) if self.options.limit_type == "max" else max(1.0, limit / min(h, w))
         return multiple_of(w * ratio), multiple_of(h * ratio)
 
-    def detect(self, images: Sequence[np.ndarray], **overrides: Any) -> list[sv.Detections]:
+    def detect(self, images: Sequence[Image], **overrides: object) -> list[sv.Detections]:
         post = self.post_options(overrides)
         post = cast(DbPostOptions, post)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -97,12 +98,12 @@ class DbText(Detector):
                 results[index] = self.decode_map(prob, box, post)
         return [r for r in results if r is not None]
 
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         post = cast(DbPostOptions, post)
         maps = outputs[0].reshape(len(boxes), *outputs[0].shape[-2:])
         return [self.decode_map(prob, box, post) for prob, box in zip(maps, boxes, strict=True)]
 
-    def decode_map(self, prob: np.ndarray, box: Letterbox, post: DbPostOptions) -> sv.Detections:
+    def decode_map(self, prob: Floats, box: Letterbox, post: DbPostOptions) -> sv.Detections:
         quads, scores = text_quads(prob, post)
         order = np.argsort(-scores, kind="stable")[: post.max_detections]
         quads, scores = quads[order], scores[order]
@@ -119,7 +120,7 @@ class DbText(Detector):
         )
 
 
-def text_quads(prob: np.ndarray, post: DbPostOptions) -> tuple[np.ndarray, np.ndarray]:
+def text_quads(prob: Floats, post: DbPostOptions) -> tuple[Floats, Floats]:
     """DB post-processing of one probability map: quadrilaterals [M, 4, 2] (map pixels) and scores [M]."""
     binary = (prob > post.mask_threshold).astype(np.uint8)
     mask = cv2.dilate(binary, np.ones((2, 2), np.uint8)) if post.use_dilation else binary
@@ -145,7 +146,7 @@ def text_quads(prob: np.ndarray, post: DbPostOptions) -> tuple[np.ndarray, np.nd
     return np.stack(quads).astype(np.float32), np.asarray(scores, np.float32)
 
 
-def min_area_quad(points: np.ndarray) -> tuple[np.ndarray, float]:
+def min_area_quad(points: npt.NDArray[np.generic]) -> tuple[Floats, float]:
     """The minimum-area rectangle around `points` as corners tl, tr, br, bl, and its shorter side."""
     rect = cv2.minAreaRect(points.astype(np.float32))
     corners = cv2.boxPoints(rect)
@@ -155,7 +156,7 @@ def min_area_quad(points: np.ndarray) -> tuple[np.ndarray, float]:
     return np.stack([left[0], right[0], right[1], left[1]]), float(min(rect[1]))
 
 
-def mean_inside(prob: np.ndarray, quad: np.ndarray) -> float:
+def mean_inside(prob: Floats, quad: Floats) -> float:
     """Mean probability inside the quadrilateral (PaddleOCR's "fast" box score)."""
     h, w = prob.shape
     limit = np.array([w - 1, h - 1])
@@ -166,7 +167,7 @@ def mean_inside(prob: np.ndarray, quad: np.ndarray) -> float:
     return float(np.asarray(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)).flat[0])
 
 
-def unclip(quad: np.ndarray, ratio: float) -> np.ndarray | None:
+def unclip(quad: Floats, ratio: float) -> Floats | None:
     """The quadrilateral grown outwards by area * ratio / perimeter (DB's shrink undone), or None."""
     poly = Polygon(quad)
     if poly.length == 0:

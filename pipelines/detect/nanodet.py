@@ -14,7 +14,7 @@ from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, output_index
 from pipelines.detect.yolox import grid_points
-from pipelines.preprocess import ChannelOrder, Letterbox, Placement
+from pipelines.preprocess import ChannelOrder, Floats, Letterbox, Placement
 from pipelines.runtime.base import InferenceError, ModelLoadError
 from pipelines.runtime.inputs import format_shape
 
@@ -78,7 +78,7 @@ class NanoDet(Detector):
                                  f"strides {strides} at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
         return count
 
-    def split(self, outputs: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, outputs: list[Floats], batch: int) -> tuple[Floats, Floats]:
         """(class scores [B, A, C], distributions [B, A, 4*bins]) over all strides."""
         if self.cls_idx:
             cls = np.concatenate([outputs[i].reshape(batch, -1, outputs[i].shape[-1]) for i in self.cls_idx], 1)
@@ -90,7 +90,7 @@ class NanoDet(Detector):
             raise InferenceError(f"{self.label}: outputs hold {cls.shape[1]} anchors, expected {len(self.grid)}")
         return cls, dis
 
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         cls, dis = self.split(outputs, len(boxes))
         project = np.arange(self.bins, dtype=np.float32)
         results = []

@@ -15,7 +15,7 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
-from pipelines.preprocess import Letterbox
+from pipelines.preprocess import Floats, Letterbox
 from pipelines.runtime.base import InferenceError, ModelLoadError
 from pipelines.runtime.inputs import format_shape
 
@@ -117,7 +117,7 @@ class Ultralytics(Detector):
         # End-to-end exports without metadata do not reveal the class count; Ultralytics' default is COCO.
         return COCO_CLASSES if count in (None, len(COCO_CLASSES)) else None
 
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         out = outputs[0]
         layout = self.layout or layout_of(out.shape, self.count, self.kp_values)
         if layout is None:
@@ -125,7 +125,7 @@ class Ultralytics(Detector):
         decode_one = self._decode_raw if layout == "raw" else self._decode_end2end
         return [decode_one(image, box, post) for image, box in zip(out, boxes, strict=True)]
 
-    def _decode_raw(self, image: np.ndarray, box: Letterbox, post: PostOptions) -> sv.Detections:
+    def _decode_raw(self, image: Floats, box: Letterbox, post: PostOptions) -> sv.Detections:
         count = len(self.class_names)
         scores = image[4 : 4 + count]
         rows = np.flatnonzero(scores.max(axis=0) >= post.confidence_threshold)
@@ -136,7 +136,7 @@ class Ultralytics(Detector):
         xyxy = cxcywh_to_xyxy(image[:4, rows].T)
         return self.finish(xyxy, confidence[pick], class_id[pick], box, post, points=points, extra=extra)
 
-    def _decode_end2end(self, image: np.ndarray, box: Letterbox, post: PostOptions) -> sv.Detections:
+    def _decode_end2end(self, image: Floats, box: Letterbox, post: PostOptions) -> sv.Detections:
         class_id = image[:, 5].astype(np.intp)
         confidence = image[:, 4].copy()
         unknown = (class_id < 0) | (class_id >= len(self.class_names))
@@ -155,7 +155,7 @@ class Ultralytics(Detector):
             image[rows, :4], confidence[rows], class_id[rows], box, post, nms=False, points=points, extra=extra
         )
 
-    def _keypoints(self, values: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def _keypoints(self, values: Floats) -> tuple[dict[str, Floats], dict[str, Floats]]:
         """Per-detection key-point values [M, K*D] -> points [M, K, 2] (+ confidences when D == 3)."""
         if not self.kpt:
             return {}, {}

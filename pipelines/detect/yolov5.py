@@ -14,7 +14,7 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
-from pipelines.preprocess import Letterbox
+from pipelines.preprocess import Floats, Letterbox
 from pipelines.runtime.base import ModelLoadError
 from pipelines.runtime.inputs import format_shape
 
@@ -61,7 +61,7 @@ class YoloV5(Detector):
         self.keypoint_columns = slice(start, start + k * dims)
         return count
 
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         k, dims = self.options.num_keypoints, 3 if self.options.keypoint_confidence else 2
         results = []
         for image, box in zip(outputs[0], boxes, strict=True):
@@ -69,7 +69,8 @@ class YoloV5(Detector):
             confidence, class_id = self.best_class(image[rows, self.class_columns] * image[rows, 4:5], post)
             pick = candidates(confidence, post)
             rows = rows[pick]
-            points, extra = {}, {}
+            points: dict[str, Floats] = {}
+            extra: dict[str, Floats] = {}
             if k:
                 kp = image[rows, self.keypoint_columns].reshape(-1, k, dims)
                 points["keypoints"] = kp[..., :2]

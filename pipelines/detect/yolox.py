@@ -9,7 +9,7 @@ import supervision as sv
 from pydantic import Field
 
 from pipelines.detect.base import COCO_CLASSES, Detector, DetectorOptions, PostOptions, candidates, cxcywh_to_xyxy
-from pipelines.preprocess import ChannelOrder, Letterbox, Placement
+from pipelines.preprocess import ChannelOrder, Floats, Letterbox, Placement
 from pipelines.runtime.base import ModelLoadError
 from pipelines.runtime.inputs import format_shape
 
@@ -53,7 +53,7 @@ class YoloX(Detector):
                                  f"at {self.input_wh[0]}x{self.input_wh[1]} give {len(self.grid)}")
         return out.shape[2] - 5
 
-    def decode(self, outputs: list[np.ndarray], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
+    def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:
         out = outputs[0]
         results = []
         for image, box in zip(out, boxes, strict=True):
@@ -71,7 +71,7 @@ class YoloX(Detector):
         return results
 
 
-def grid_points(input_wh: tuple[int, int], strides: list[int], offset: float) -> tuple[np.ndarray, np.ndarray]:
+def grid_points(input_wh: tuple[int, int], strides: list[int], offset: float) -> tuple[Floats, Floats]:
     """Cell coordinates [A, 2] (x, y; plus `offset`) and their strides [A], level by level, row-major."""
     cells, cell_strides = [], []
     for stride in strides:

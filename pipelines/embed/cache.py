@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipelines.preprocess import Floats, Image, as_image
+
 log = logging.getLogger(__name__)
 
 _SQL_CHUNK = 500  # keys per SELECT, far below SQLite's bound-parameter limit
@@ -28,7 +30,7 @@ class Embedder(Protocol):
     @property
     def identity(self) -> str: ...
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
+    def embed(self, crops: Sequence[Image]) -> Floats: ...
 
 
 def file_sha256(path: Path) -> str:
@@ -75,7 +77,8 @@ class EmbeddingCache:
         finally:
             db.close()
 
-    def _select(self, sql: str, first: list[Any], keys: list[str]) -> list[tuple[Any, ...]]:
+    def _select(self, sql: str, first: list[str], keys: list[str]) -> list[tuple[Any, ...]]:
+        """Rows of `sql` for `keys`, queried in chunks; untyped, as sqlite3 returns whatever the columns hold."""
         rows: list[tuple[Any, ...]] = []
         with self._db() as db:
             for start in range(0, len(keys), _SQL_CHUNK):
@@ -83,12 +86,12 @@ class EmbeddingCache:
                 rows += db.execute(sql.format(marks=",".join("?" * len(chunk))), [*first, *chunk]).fetchall()
         return rows
 
-    def get_many(self, model: str, digests: Iterable[str]) -> dict[str, np.ndarray]:
+    def get_many(self, model: str, digests: Iterable[str]) -> dict[str, Floats]:
         keys = list(dict.fromkeys(digests))
         sql = "SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})"
         return {sha: np.frombuffer(blob, dtype=np.float32) for sha, blob in self._select(sql, [model], keys)}
 
-    def put_many(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+    def put_many(self, model: str, vectors: dict[str, Floats]) -> None:
         rows = [(model, sha, np.asarray(v, dtype=np.float32).tobytes()) for sha, v in vectors.items()]
         with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO embeddings (model, sha256, vector) VALUES (?, ?, ?)", rows)
@@ -129,7 +132,7 @@ class EmbeddedFiles:
     """The readable files, their embeddings [N, D] in the same order, and how many were computed now."""
 
     paths: list[Path]
-    vectors: np.ndarray
+    vectors: Floats
     computed: int
     skipped: list[Path]
 
@@ -144,8 +147,10 @@ def list_images(folder: str | Path, extensions: str | Sequence[str]) -> list[Pat
     return sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith("."))
 
 
-def _read_batch(paths: Sequence[Path]) -> tuple[list[Path], list[np.ndarray], list[Path]]:
-    ok_paths, images, bad = [], [], []
+def _read_batch(paths: Sequence[Path]) -> tuple[list[Path], list[Image], list[Path]]:
+    ok_paths: list[Path] = []
+    images: list[Image] = []
+    bad: list[Path] = []
     for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
@@ -153,7 +158,7 @@ def _read_batch(paths: Sequence[Path]) -> tuple[list[Path], list[np.ndarray], li
             bad.append(path)
         else:
             ok_paths.append(path)
-            images.append(image)
+            images.append(as_image(image))
     return ok_paths, images, bad
 
 

@@ -12,15 +12,16 @@ from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
-from PIL import Image
+import numpy.typing as npt
+from PIL import Image as PilImage
 from pydantic import Field
 
 from pipelines.crops import batches
 from pipelines.embed.cache import file_sha256
 from pipelines.embed.tokenizer import CONTEXT_LENGTH, ClipTokenizer
 from pipelines.models import Model, ModelOptions
-from pipelines.preprocess import hwc_to_tensor
-from pipelines.runtime.base import ModelLoadError, TensorInfo
+from pipelines.preprocess import Floats, Image, as_image, hwc_to_tensor
+from pipelines.runtime.base import ModelLoadError, Tensor, TensorInfo
 from pipelines.runtime.onnx import Runtime
 
 log = logging.getLogger(__name__)
@@ -82,29 +83,29 @@ class ClipOptions(EmbedOptions):
     )
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: Floats) -> Floats:
     """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def as_bgr(image: np.ndarray) -> np.ndarray:
+def as_bgr(image: Image) -> Image:
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return as_image(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return as_image(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR))
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image.shape}")
     return image
 
 
-def _resize(image: np.ndarray, size_wh: tuple[int, int], interpolation: str) -> np.ndarray:
+def _resize(image: Image, size_wh: tuple[int, int], interpolation: str) -> Image:
     if interpolation == "pil_bicubic":
-        return np.asarray(Image.fromarray(image).resize(size_wh, Image.Resampling.BICUBIC))
-    return cv2.resize(image, size_wh, interpolation=_CV_INTERPOLATION[interpolation])
+        return np.asarray(PilImage.fromarray(image).resize(size_wh, PilImage.Resampling.BICUBIC))
+    return as_image(cv2.resize(image, size_wh, interpolation=_CV_INTERPOLATION[interpolation]))
 
 
-def fit_image(image: np.ndarray, size_wh: tuple[int, int], resize: str, interpolation: str) -> np.ndarray:
+def fit_image(image: Image, size_wh: tuple[int, int], resize: str, interpolation: str) -> Image:
     """The image resized to exactly size_wh: stretched, or short side scaled then centre-cropped (CLIP)."""
     width, height = size_wh
     if resize == "stretch":
@@ -121,8 +122,8 @@ def fit_image(image: np.ndarray, size_wh: tuple[int, int], resize: str, interpol
 
 
 def preprocess(
-    images: Sequence[np.ndarray], options: EmbedOptions, size_wh: tuple[int, int], layout: str, dtype: np.dtype
-) -> np.ndarray:
+    images: Sequence[Image], options: EmbedOptions, size_wh: tuple[int, int], layout: str, dtype: np.dtype[np.generic]
+) -> Tensor:
     """BGR uint8 images -> one input batch in the model's layout and dtype.
 
     Only the resize is per image; scaling, mean/std, layout and dtype are done once on the stacked batch.
@@ -194,7 +195,7 @@ class ImageEmbedder(Model):
     def _identity_files(self) -> list[Path]:
         return [Path(self.opts.path)]
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(self, crops: Sequence[Image]) -> Floats:
         """Embeddings float32 [N, D] for BGR crops, one runtime call per batch_size crops."""
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -202,7 +203,7 @@ class ImageEmbedder(Model):
         self.images_embedded += len(crops)
         return l2_normalize(vectors) if self.opts.normalize else vectors
 
-    def _run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def _run(self, crops: Sequence[Image]) -> Floats:
         chunks = []
         for chunk in batches(crops, self.opts.batch_size):
             tensor = preprocess(chunk, self.opts, self.input_size, self.layout, self.input.dtype)
@@ -254,20 +255,20 @@ class ClipModel(ImageEmbedder):
         files = [Path(self.opts.path)]
         return files + ([Path(self.clip_opts.text_path)] if self.clip_opts.text_path else [])
 
-    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def tokenize(self, texts: Sequence[str]) -> npt.NDArray[np.int64]:
         if self.tokenizer is None:
             raise ValueError(f"{self.name}: text embeddings need text_path (a CLIP text encoder .onnx)")
         return self.tokenizer.encode(texts)
 
-    def _text_feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+    def _text_feeds(self, ids: npt.NDArray[np.int64]) -> dict[str, Tensor]:
         assert self.text_runtime is not None and self.tokenizer is not None
-        feeds: dict[str, np.ndarray] = {}
+        feeds: dict[str, Tensor] = {}
         for info in self.text_runtime.inputs:
             values = self.tokenizer.attention_mask(ids) if "mask" in info.name.lower() else ids
             feeds[info.name] = values.astype(info.dtype)
         return feeds
 
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_text(self, texts: Sequence[str]) -> Floats:
         """Embeddings float32 [N, D] for texts (L2-normalised unless normalize is off)."""
         ids = self.tokenize(list(texts))
         if self.text_runtime is None or len(ids) == 0:

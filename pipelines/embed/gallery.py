@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.embed.cache import Embedder, EmbeddingCache, embed_files, list_images
 from pipelines.embed.similarity import cosine
+from pipelines.preprocess import Floats
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Match:
     image: str
     similarity: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "image": self.image, "similarity": round(self.similarity, 6)}
 
 
@@ -66,7 +67,7 @@ class Gallery:
         self.embedder = embedder
         self.progress = progress
         self.paths: list[Path] = []
-        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self.vectors: Floats = np.zeros((0, 0), dtype=np.float32)
         self.reload()
 
     def reload(self) -> int:
@@ -83,9 +84,10 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def best(self, embeddings: np.ndarray) -> list[Match | None]:
+    def best(self, embeddings: npt.ArrayLike) -> list[Match | None]:
         """For each row of embeddings [N, D]: the most similar reference, or None below the threshold."""
-        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+        rows = np.asarray(embeddings, dtype=np.float32)
+        embeddings = rows.reshape(len(rows), -1)
         if len(embeddings) == 0 or not self.paths:
             return [None] * len(embeddings)
         if embeddings.shape[1] != self.vectors.shape[1]:
@@ -123,7 +125,7 @@ def match_detections(detections: sv.Detections, gallery: Gallery) -> sv.Detectio
     return detections
 
 
-def best_match(detections: sv.Detections, name: str = "match") -> dict[str, Any] | None:
+def best_match(detections: sv.Detections, name: str = "match") -> dict[str, object] | None:
     """The single best match in a frame with the index of its detection, or None when nothing matched."""
     column = detections.data.get(name)
     if column is None:

@@ -5,35 +5,44 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from pipelines.embed.cache import Embedder, EmbeddingCache, embed_files, list_images
+from pipelines.preprocess import Floats, Image, as_image
 
 log = logging.getLogger(__name__)
 
 InputType = Literal["image", "text"]
-ImageRef = str | Path | np.ndarray
+ImageRef: TypeAlias = str | Path | Image
 
 
-class TextEmbedder(Embedder, Protocol):
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray: ...
+@runtime_checkable
+class TextEncoder(Protocol):
+    """A model that also embeds text (ClipModel with a text encoder); checked at run time by isinstance."""
+
+    def embed_text(self, texts: Sequence[str]) -> Floats: ...
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+class TextEmbedder(Embedder, TextEncoder, Protocol):
+    """Images and text into one embedding space."""
+
+
+def cosine(a: npt.ArrayLike, b: npt.ArrayLike) -> Floats:
     """Cosine similarity [N, M] between rows of a [N, D] and b [M, D] (any scale)."""
-    a = np.atleast_2d(np.asarray(a, dtype=np.float32))
-    b = np.atleast_2d(np.asarray(b, dtype=np.float32))
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"embedding sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    rows = np.atleast_2d(np.asarray(a, dtype=np.float32))
+    cols = np.atleast_2d(np.asarray(b, dtype=np.float32))
+    if rows.shape[1] != cols.shape[1]:
+        raise ValueError(f"embedding sizes differ: {rows.shape[1]} vs {cols.shape[1]}")
+    an = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    bn = cols / np.maximum(np.linalg.norm(cols, axis=1, keepdims=True), 1e-12)
     return np.asarray(an @ bn.T, dtype=np.float32)
 
 
-def rank(paths: Sequence[Path], vectors: np.ndarray, query: np.ndarray) -> list[dict[str, Any]]:
+def rank(paths: Sequence[Path], vectors: Floats, query: Floats) -> list[dict[str, object]]:
     """[{"image": path, "similarity": cosine}] best first; ties keep path order so output is stable."""
     if len(paths) == 0:
         return []
@@ -46,19 +55,19 @@ def _cache(cache_dir: str | Path | None) -> EmbeddingCache | None:
     return EmbeddingCache(cache_dir) if cache_dir is not None else None
 
 
-def _read_image(ref: ImageRef) -> np.ndarray:
+def _read_image(ref: ImageRef) -> Image:
     if isinstance(ref, np.ndarray):
         return ref
     image = cv2.imread(str(ref), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read image {ref}: missing or not a picture")
-    return image
+    return as_image(image)
 
 
-def _embed_images(model: Embedder, refs: Sequence[ImageRef], cache: EmbeddingCache | None) -> np.ndarray:
+def _embed_images(model: Embedder, refs: Sequence[ImageRef], cache: EmbeddingCache | None) -> Floats:
     """Embeddings for paths (through the cache) and arrays (always computed), in the given order."""
     paths = [Path(r) for r in refs if not isinstance(r, np.ndarray)]
-    by_path: dict[Path, np.ndarray] = {}
+    by_path: dict[Path, Floats] = {}
     if paths:
         done = embed_files(model, paths, cache)
         if done.skipped:
@@ -78,7 +87,7 @@ def clip_compare(
     text: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Rank every `*{image_ext}` image in `dir` by cosine similarity to `target_image`, best first.
 
     As Roboflow's `clip_compare(dir, image_ext, target_image)`, returning
@@ -100,16 +109,17 @@ def clip_compare(
 
 
 def _text_model(model: Embedder) -> TextEmbedder:
-    if not callable(getattr(model, "embed_text", None)):
+    if not isinstance(model, TextEncoder):
         raise ValueError(f"{type(model).__name__} embeds images only; text needs a CLIP text encoder")
-    return model  # type: ignore[return-value]
+    return model
 
 
-def _embed(model: Embedder, items: Sequence[Any], kind: InputType, cache: EmbeddingCache | None) -> np.ndarray:
+def _embed(model: Embedder, items: Sequence[ImageRef], kind: InputType, cache: EmbeddingCache | None) -> Floats:
     if kind == "text":
-        if not all(isinstance(t, str) for t in items):
+        texts = [t for t in items if isinstance(t, str)]
+        if len(texts) != len(items):
             raise ValueError("text inputs must be strings")
-        return _text_model(model).embed_text(list(items))
+        return _text_model(model).embed_text(texts)
     if kind == "image":
         return _embed_images(model, list(items), cache)
     raise ValueError(f"input type must be 'image' or 'text', got {kind!r}")
@@ -129,8 +139,11 @@ def clip_similarity(
     All four pairings work: image-text (default), image-image, text-image, text-text. Images are paths
     or BGR arrays. A single prompt gives a float, a list of prompts a list in the same order.
     """
-    single = isinstance(prompt, str | Path | np.ndarray)
-    prompts: list[Any] = [prompt] if single else list(prompt)  # type: ignore[arg-type]
+    prompts: list[ImageRef]
+    if isinstance(prompt, str | Path | np.ndarray):
+        single, prompts = True, [prompt]
+    else:
+        single, prompts = False, list(prompt)
     cache = _cache(cache_dir)
     subject_vec = _embed(model, [subject], subject_type, cache)
     if not prompts:

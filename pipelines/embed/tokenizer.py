@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class ClipTokenizer:
     def _pad_token(self, pad_id: int) -> str:
         return self.tokenizer.id_to_token(pad_id) or ""
 
-    def encode(self, texts: str | Sequence[str]) -> np.ndarray:
+    def encode(self, texts: str | Sequence[str]) -> npt.NDArray[np.int64]:
         """Token ids int64 [N, context_length] for one text or a list of texts."""
         batch = [texts] if isinstance(texts, str) else list(texts)
         # OpenAI's basic_clean also runs ftfy; html unescaping is the part that changes ordinary captions.
@@ -133,12 +134,12 @@ class ClipTokenizer:
         encodings = self.tokenizer.encode_batch(cleaned)
         return np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(batch), self.context_length)
 
-    def attention_mask(self, ids: np.ndarray) -> np.ndarray:
+    def attention_mask(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """1 up to and including the end token, 0 after it (for encoders that take a mask input)."""
         if self.end_id is None:
-            return (ids != 0).astype(np.int64)
+            return np.asarray(ids != 0, dtype=np.int64)
         ends = np.argmax(ids == self.end_id, axis=1)
-        return (np.arange(ids.shape[1])[None, :] <= ends[:, None]).astype(np.int64)
+        return np.asarray(np.arange(ids.shape[1])[None, :] <= ends[:, None], dtype=np.int64)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of one row of ids; padding after the end token is dropped."""

@@ -11,15 +11,19 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 Provider = Literal["tensorrt", "cuda", "cpu"]
+# A model input or output: its dtype is whatever the model file declares (float32, float16, int64, ...).
+Tensor: TypeAlias = npt.NDArray[np.generic]
+ProviderOptions: TypeAlias = dict[str, str | int | bool]  # one ONNX Runtime provider's option dict
 
 ORT_PROVIDER_NAMES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -33,7 +37,7 @@ ORT_ERRORS: tuple[type[BaseException], ...] = (
     ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
     ort_state.RuntimeException, ort_state.EPFail, ort_state.NotImplemented, ort_state.InvalidGraph, RuntimeError,
 )
-ORT_DTYPES: dict[str, np.dtype] = {
+ORT_DTYPES: dict[str, np.dtype[np.generic]] = {
     f"tensor({onnx})": np.dtype(numpy) for onnx, numpy in (
         ("float", "float32"), ("float16", "float16"), ("double", "float64"), ("uint8", "uint8"), ("int8", "int8"),
         ("int32", "int32"), ("int64", "int64"), ("bool", "bool"),
@@ -95,7 +99,7 @@ class TensorInfo:
 
     name: str
     shape: tuple[int | str | None, ...]
-    dtype: np.dtype
+    dtype: np.dtype[np.generic]
 
 
 class RuntimeLike(Protocol):
@@ -111,7 +115,7 @@ class RuntimeLike(Protocol):
     @property
     def batch_dynamic(self) -> bool: ...
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+    def run(self, feeds: dict[str, Tensor]) -> list[Tensor]: ...
 
 
 def model_label(stage: str, path: Path) -> str:
@@ -130,7 +134,7 @@ def trt_cache_dir(options: RuntimeOptions) -> Path:
     return (options.trt_cache_dir or default_cache_dir()).expanduser()
 
 
-def provider_options(name: Provider, options: RuntimeOptions) -> dict[str, Any]:
+def provider_options(name: Provider, options: RuntimeOptions) -> ProviderOptions:
     """ONNX Runtime's option dict for one of our provider names."""
     if name == "tensorrt":
         return {
@@ -147,7 +151,7 @@ def provider_options(name: Provider, options: RuntimeOptions) -> dict[str, Any]:
 
 def choose_providers(
     options: RuntimeOptions, available: Sequence[str], label: str = "model"
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, ProviderOptions]]:
     """The (ORT provider name, options) list to pass to ONNX Runtime, in the requested order.
 
     Pure: `available` is what `ort.get_available_providers()` says, so this is testable without a GPU.
@@ -182,10 +186,10 @@ def fixed_batch(inputs: Sequence[TensorInfo]) -> int | None:
 
 
 def run_batched(
-    run_once: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
-    feeds: dict[str, np.ndarray],
+    run_once: Callable[[dict[str, Tensor]], list[Tensor]],
+    feeds: dict[str, Tensor],
     batch: int | None,
-) -> list[np.ndarray]:
+) -> list[Tensor]:
     """Run `feeds` of batch N on a model fixed at `batch`: chunk (padding the last chunk) and concatenate.
 
     Outputs whose first axis is the batch are concatenated; a batch-1 model whose output has no batch
@@ -197,7 +201,7 @@ def run_batched(
     n = sizes.pop()
     if batch is None or n == batch:
         return run_once(feeds)
-    parts: list[list[np.ndarray]] = []
+    parts: list[list[Tensor]] = []
     batched: list[bool] = []
     for start in range(0, n, batch):
         count = min(batch, n - start)
@@ -215,16 +219,16 @@ def run_batched(
     return joined
 
 
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+def _pad_rows(array: Tensor, rows: int) -> Tensor:
     if array.shape[0] == rows:
         return array
     filler = np.repeat(array[-1:], rows - array.shape[0], axis=0)
     return np.concatenate([array, filler], axis=0)
 
 
-def warmup_feeds(inputs: Sequence[TensorInfo]) -> tuple[dict[str, np.ndarray], bool]:
+def warmup_feeds(inputs: Sequence[TensorInfo]) -> tuple[dict[str, Tensor], bool]:
     """Zeros of each input's shape, dynamic dims filled in (batch 1, others 64); and whether any was guessed."""
-    feeds: dict[str, np.ndarray] = {}
+    feeds: dict[str, Tensor] = {}
     guessed = False
     for info in inputs:
         shape = []
@@ -239,7 +243,7 @@ def warmup_feeds(inputs: Sequence[TensorInfo]) -> tuple[dict[str, np.ndarray], b
 
 
 def warm_up(
-    runtime: RuntimeLike, runs: int, skip_guessed: bool = False, feeds: dict[str, np.ndarray] | None = None
+    runtime: RuntimeLike, runs: int, skip_guessed: bool = False, feeds: dict[str, Tensor] | None = None
 ) -> None:
     """Run zeros through the model `runs` times so the first real frame pays no lazy-init cost.
 
@@ -265,7 +269,7 @@ def warm_up(
         log.warning("%s: warm-up with guessed input sizes failed: %s", label, exc)
 
 
-def ort_dtype(onnx_type: str) -> np.dtype:
+def ort_dtype(onnx_type: str) -> np.dtype[np.generic]:
     if onnx_type not in ORT_DTYPES:
         raise ModelLoadError(f"unsupported tensor type {onnx_type}; expected one of {sorted(ORT_DTYPES)}")
     return ORT_DTYPES[onnx_type]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import onnxruntime as ort
 
-from pipelines.runtime.base import ORT_ERRORS, ort_dtype
+from pipelines.runtime.base import ORT_ERRORS, Tensor, ort_dtype
 
 if TYPE_CHECKING:
     import onnx
@@ -34,6 +34,19 @@ TOLERANCE: dict[str, float] = {"float16": 1e-2, "float32": 1e-4, "float64": 1e-6
 # what a refused rewrite raises: ours and onnx's ValueErrors, an unreadable file, ONNX Runtime's own errors
 REWRITE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, *ORT_ERRORS)
 VERIFY_DYNAMIC_SIDE = 64  # other dynamic dims of the verification inputs (a multiple of 32, as detectors need)
+
+
+class NodeArg(Protocol):
+    """ONNX Runtime's description of a session input or output (onnxruntime ships no type hints)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> Sequence[int | str | None]: ...
+
+    @property
+    def type(self) -> str: ...
 
 
 class BatchRewriteError(ValueError):
@@ -84,7 +97,7 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _symbolic(dim: Any) -> None:
+def _symbolic(dim: onnx.TensorShapeProto.Dimension) -> None:
     dim.ClearField("dim_value")
     dim.dim_param = BATCH_DIM
 
@@ -103,7 +116,7 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     }
 
 
-def _batch_dependent(nodes: Iterable[Any], inputs: Iterable[str]) -> set[str]:
+def _batch_dependent(nodes: Iterable[onnx.NodeProto], inputs: Iterable[str]) -> set[str]:
     """Tensors computed from the graph inputs (ONNX nodes are stored in topological order)."""
     dependent = set(inputs)
     for node in nodes:
@@ -112,7 +125,7 @@ def _batch_dependent(nodes: Iterable[Any], inputs: Iterable[str]) -> set[str]:
     return dependent
 
 
-def _constants(graph: Any) -> dict[str, np.ndarray]:
+def _constants(graph: onnx.GraphProto) -> dict[str, Tensor]:
     """Values of initializers and Constant nodes, by tensor name."""
     from onnx import numpy_helper
 
@@ -123,7 +136,9 @@ def _constants(graph: Any) -> dict[str, np.ndarray]:
     return values
 
 
-def _replace_input(graph: Any, node: Any, slot: int, value: np.ndarray, constants: dict[str, np.ndarray]) -> None:
+def _replace_input(
+    graph: onnx.GraphProto, node: onnx.NodeProto, slot: int, value: Tensor, constants: dict[str, Tensor]
+) -> None:
     """Feed `node` input `slot` from a new initializer holding `value` (the old tensor may have other users)."""
     from onnx import numpy_helper
 
@@ -134,13 +149,13 @@ def _replace_input(graph: Any, node: Any, slot: int, value: np.ndarray, constant
     node.input[slot] = name
 
 
-def _attribute(node: Any, name: str, default: Any) -> Any:
+def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _free_reshape(graph: Any, node: Any, constants: dict[str, np.ndarray]) -> None:
+def _free_reshape(graph: onnx.GraphProto, node: onnx.NodeProto, constants: dict[str, Tensor]) -> None:
     if len(node.input) < 2 or _attribute(node, "allowzero", 0):
         return
     shape = constants.get(node.input[1])
@@ -151,7 +166,9 @@ def _free_reshape(graph: Any, node: Any, constants: dict[str, np.ndarray]) -> No
     _replace_input(graph, node, 1, freed, constants)
 
 
-def _free_reduce(graph: Any, node: Any, constants: dict[str, np.ndarray], rank: int | None) -> None:
+def _free_reduce(
+    graph: onnx.GraphProto, node: onnx.NodeProto, constants: dict[str, Tensor], rank: int | None
+) -> None:
     if not _attribute(node, "keepdims", 1):
         return  # the batch axis vanishes from the output: nothing to keep
     from_input = len(node.input) > 1 and node.input[1] != ""
@@ -161,7 +178,7 @@ def _free_reduce(graph: Any, node: Any, constants: dict[str, np.ndarray], rank: 
             return
         axes: list[int] | None = [int(a) for a in given.ravel()]
     else:
-        axes = _attribute(node, "axes", None)
+        axes = cast("list[int] | None", _attribute(node, "axes", None))  # an INTS attribute
     if axes is None or len(axes) == 0:
         if _attribute(node, "noop_with_empty_axes", 0) or rank is None:
             return
@@ -184,9 +201,9 @@ def _free_reduce(graph: Any, node: Any, constants: dict[str, np.ndarray], rank: 
     node.attribute.append(helper.make_attribute("axes", kept))
 
 
-def random_feeds(inputs: Sequence[Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_feeds(inputs: Sequence[NodeArg], rng: np.random.Generator) -> dict[str, Tensor]:
     """One random batch-1 input per ONNX Runtime input description (NodeArg): floats in [0,1), small ints."""
-    feeds: dict[str, np.ndarray] = {}
+    feeds: dict[str, Tensor] = {}
     for info in inputs:
         shape = [
             d if isinstance(d, int) and d > 0 else (1 if axis == 0 else VERIFY_DYNAMIC_SIDE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +15,9 @@ from pipelines.runtime.base import (
     InferenceError,
     ModelFile,
     ModelLoadError,
+    ProviderOptions,
     RuntimeOptions,
+    Tensor,
     TensorInfo,
     choose_providers,
     fixed_batch,
@@ -61,7 +62,7 @@ class Runtime(ModelFile):
         self.max_batch = fixed_batch(self.inputs)
         self._output_names = [o.name for o in self.outputs]
 
-    def _open(self, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
+    def _open(self, chosen: list[tuple[str, ProviderOptions]]) -> ort.InferenceSession:
         """A session on the first provider of `chosen` that really starts.
 
         ONNX Runtime, when a GPU provider fails to start (missing CUDA/TensorRT libraries), silently
@@ -91,7 +92,7 @@ class Runtime(ModelFile):
             )
         return session
 
-    def _session(self, so: ort.SessionOptions, chosen: list[tuple[str, dict[str, Any]]]) -> ort.InferenceSession:
+    def _session(self, so: ort.SessionOptions, chosen: list[tuple[str, ProviderOptions]]) -> ort.InferenceSession:
         try:
             return ort.InferenceSession(
                 str(self.path),
@@ -104,7 +105,7 @@ class Runtime(ModelFile):
         except ORT_ERRORS as exc:
             raise ModelLoadError(f"{self.label}: ONNX Runtime cannot load it: {exc}") from exc
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, Tensor]) -> list[Tensor]:
         """Outputs in model order; any batch size, looped inside when the model's batch axis is fixed."""
         typed = {
             info.name: np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
@@ -116,7 +117,7 @@ class Runtime(ModelFile):
             raise InferenceError(f"{self.label}: missing inputs {missing}")
         return run_batched(self._run_once, typed, self.max_batch)
 
-    def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run_once(self, feeds: dict[str, Tensor]) -> list[Tensor]:
         try:
             return list(self.session.run(self._output_names, feeds))
         except ORT_ERRORS as exc:

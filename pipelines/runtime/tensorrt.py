@@ -7,6 +7,7 @@ touch them; without them every entry point raises TensorRTUnavailableError sayin
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from pipelines.runtime.base import (
     ModelFile,
     ModelLoadError,
     RuntimeOptions,
+    Tensor,
     TensorInfo,
     fixed_batch,
     run_batched,
@@ -43,9 +46,9 @@ class TensorRTUnavailableError(ModelLoadError):
     """TensorRT or cuda-python is not installed (or too old) on this machine."""
 
 
-def import_tensorrt() -> Any:
+def import_tensorrt() -> ModuleType:
     try:
-        import tensorrt as trt
+        trt = importlib.import_module("tensorrt")
     except ImportError as exc:
         raise TensorRTUnavailableError(f"TensorRT is not installed ({exc}); {INSTALL_HINT}") from exc
     major = int(str(trt.__version__).split(".")[0])
@@ -54,26 +57,29 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def import_cudart() -> Any:
+def import_cudart() -> ModuleType:
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        cudart = importlib.import_module("cuda.bindings.runtime")  # cuda-python >= 12.6
     except ImportError:
         try:
-            from cuda import cudart  # older cuda-python layout
+            cudart = importlib.import_module("cuda.cudart")  # older cuda-python layout
         except ImportError as exc:
             raise TensorRTUnavailableError(f"cuda-python is not installed ({exc}); {INSTALL_HINT}") from exc
     return cudart
 
 
-def cuda_check(result: Sequence[Any], what: str) -> Any:
-    """cuda-python returns (error, value...): raise on an error, else return the value(s)."""
+def cuda_check(result: Sequence[object], what: str) -> Any:
+    """cuda-python returns (error, value...): raise on an error, else return the value(s).
+
+    Untyped: the values are cuda-python's own (pointers, handles, property structs), shipped without hints.
+    """
     error = result[0]
     if getattr(error, "value", error) != 0:
         raise InferenceError(f"CUDA {what} failed: {getattr(error, 'name', error)}")
     return result[1] if len(result) == 2 else tuple(result[1:])
 
 
-def gpu_name(cudart: Any, device_id: int) -> str:
+def gpu_name(cudart: ModuleType, device_id: int) -> str:
     props = cuda_check(cudart.cudaGetDeviceProperties(device_id), f"cudaGetDeviceProperties({device_id})")
     name = props.name
     return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00").strip()
@@ -143,12 +149,14 @@ class ProgressPrinter:
                 self.report(f"{'  ' * depth}{phase_name} done")
 
 
-def progress_monitor(trt: Any, printer: ProgressPrinter) -> Any:
+def progress_monitor(trt: ModuleType, printer: ProgressPrinter) -> object:
     """A trt.IProgressMonitor that forwards to `printer` (defined here because trt is imported lazily)."""
 
-    class Monitor(trt.IProgressMonitor):
+    base: Any = trt.IProgressMonitor  # tensorrt ships no type hints, so mypy cannot know its classes
+
+    class Monitor(base):  # type: ignore[misc]
         def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
+            base.__init__(self)
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             printer.phase_start(phase_name, parent_phase, num_steps)
@@ -215,7 +223,7 @@ def build_engine(
 
 
 def serialize_network(
-    trt: Any,
+    trt: ModuleType,
     onnx_path: Path,
     model_bytes: bytes,
     fp16: bool,
@@ -278,7 +286,7 @@ class TrtRuntime(ModelFile):
         log.info("%s runs on tensorrt (engine, TensorRT %s)", self.label, trt.__version__)
         warm_up(self, self.options.warmup_runs, feeds=self._profile_feeds())
 
-    def _tensors(self, trt: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    def _tensors(self, trt: ModuleType) -> tuple[list[TensorInfo], list[TensorInfo]]:
         inputs: list[TensorInfo] = []
         outputs: list[TensorInfo] = []
         for index in range(self.engine.num_io_tensors):
@@ -295,8 +303,8 @@ class TrtRuntime(ModelFile):
             return self.max_batch
         return int(self.engine.get_tensor_profile_shape(self.inputs[0].name, 0)[which][0])
 
-    def _profile_feeds(self) -> dict[str, np.ndarray]:
-        feeds = {}
+    def _profile_feeds(self) -> dict[str, Tensor]:
+        feeds: dict[str, Tensor] = {}
         for info in self.inputs:
             if all(isinstance(d, int) for d in info.shape):
                 shape = tuple(int(d or 0) for d in info.shape)
@@ -315,7 +323,7 @@ class TrtRuntime(ModelFile):
             log.warning("%s: ignoring unreadable metadata file %s: %s", self.label, sidecar, exc)
             return {}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, Tensor]) -> list[Tensor]:
         typed = {i.name: np.ascontiguousarray(feeds[i.name], dtype=i.dtype) for i in self.inputs if i.name in feeds}
         if len(typed) != len(self.inputs):
             raise InferenceError(f"{self.label}: missing inputs {sorted({i.name for i in self.inputs} - set(typed))}")
@@ -335,7 +343,7 @@ class TrtRuntime(ModelFile):
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
-    def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run_once(self, feeds: dict[str, Tensor]) -> list[Tensor]:
         cudart, h2d = self.cudart, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         for info in self.inputs:
             array = feeds[info.name]
@@ -347,7 +355,7 @@ class TrtRuntime(ModelFile):
             ptr = self._device(info.name, array.nbytes)
             cuda_check(cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, h2d, self.stream), "copy in")
             self.context.set_tensor_address(info.name, ptr)
-        results = []
+        results: list[Tensor] = []
         for info in self.outputs:
             shape = tuple(self.context.get_tensor_shape(info.name))
             if any(d < 0 for d in shape):

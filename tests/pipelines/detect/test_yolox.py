@@ -48,7 +48,7 @@ def test_batch_of_real_pictures_equals_one_by_one(yolox: YoloX, media_dir: Path)
         cv2.imread(str(media_dir / f))
         for f in ("three_buses.jpg", "times_square_cars_people.jpg", "crosswalk_people.jpg")
     ]
-    assert yolox.runtime.batch_dynamic  # fixed at batch 1 in the file; made dynamic at load (pipelines/runtime/batching.py)
+    assert yolox.runtime.batch_dynamic  # batch 1 in the file, made dynamic at load (pipelines/runtime/batching.py)
     together = yolox.detect(images)
     for image, batched in zip(images, together, strict=True):
         single = yolox.detect([image])[0]
