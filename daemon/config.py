@@ -140,6 +140,8 @@ class _Errors:
         self.items: list[str] = []
 
     def add(self, loc: Loc, message: str) -> None:
+        if self.src.is_unresolved(loc):
+            return  # the value is still a ${...} (validate --allow-missing-secrets): reported as a note instead
         line = self.src.line_of(loc)
         where = _loc_str(loc) or "top level"
         self.items.append(f"{where}{f' (line {line})' if line else ''}: {message}")
@@ -165,6 +167,41 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     except YamlError as exc:
         raise ConfigError(str(exc)) from None
     return validate_config(src)
+
+
+def check_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Validate with unavailable ${VAR}/${cred:}/${file:} kept as notes (one per reference) instead of errors.
+
+    Every other setting is still checked; values that kept a ${...} skip their own checks.
+    """
+    try:
+        src = load_yaml(path, env, allow_unresolved=True)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    notes = [note for notes in src.unresolved.values() for note in notes]
+    try:
+        config = validate_config(src)
+    except ConfigError as exc:
+        raise ConfigError(str(exc) + "".join(f" Also: {note}" for note in notes)) from None
+    return config, notes
+
+
+def effective_config(config: Config) -> dict[str, object]:
+    """The validated config with defaults filled in, as plain data, with every secret masked (for printing)."""
+    data = config.model_dump(mode="json", serialize_as_any=True)  # serialize_as_any: each plug-in's own options
+    masked = _masked(data, "")
+    assert isinstance(masked, dict)
+    return masked
+
+
+def _masked(value: object, key: str) -> object:
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, str) and value and any(w in key.lower() for w in _SECRET_WORDS):
+        return "***"
+    return _USERINFO.sub(r"\1***@", value) if isinstance(value, str) else value
 
 
 def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], PipelineSpec]:

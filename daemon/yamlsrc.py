@@ -28,6 +28,13 @@ class YamlError(ValueError):
     """A YAML file that cannot be read, parsed or substituted; the message is ready for the user."""
 
 
+class UnresolvedReference(YamlError):
+    """A well-formed ${...} whose value is not available here (unset variable, no credentials, unreadable secret).
+
+    `edgewatch validate` can report these as notes and check the rest: a secret may only exist under the unit.
+    """
+
+
 @dataclass
 class LoadedYaml:
     """Parsed data plus where each value came from, so errors can name the line."""
@@ -36,6 +43,13 @@ class LoadedYaml:
     data: object
     lines: dict[Loc, int] = field(default_factory=dict)
     secret_locs: set[Loc] = field(default_factory=set)  # values that came from ${...}: never echo them
+    # With load_yaml(..., allow_unresolved=True): each value left with an unresolved ${...} -> why, per reference.
+    unresolved: dict[Loc, list[str]] = field(default_factory=dict)
+    allow_unresolved: bool = False
+
+    def is_unresolved(self, loc: Loc) -> bool:
+        """loc, or a value it lies under, kept an unresolved ${...}: its checks are meaningless."""
+        return any(loc[:cut] in self.unresolved for cut in range(len(loc), -1, -1))
 
     def line_of(self, loc: Loc) -> int | None:
         """Line of the deepest known ancestor of loc (pydantic locations can be deeper than the YAML)."""
@@ -45,7 +59,8 @@ class LoadedYaml:
         return None
 
 
-def load_yaml(path: str | Path, env: dict[str, str] | None = None) -> LoadedYaml:
+def load_yaml(path: str | Path, env: Mapping[str, str] | None = None, allow_unresolved: bool = False) -> LoadedYaml:
+    """Parse and substitute; allow_unresolved keeps unavailable ${...} as written and records them in .unresolved."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -58,7 +73,7 @@ def load_yaml(path: str | Path, env: dict[str, str] | None = None) -> LoadedYaml
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise YamlError(f"{path}{where}: not valid YAML: {problem}.") from exc
-    loaded = LoadedYaml(path, None)
+    loaded = LoadedYaml(path, None, allow_unresolved=allow_unresolved)
     if node is None:
         loaded.data = {}
         return loaded
@@ -88,7 +103,14 @@ def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Mapping[str, str])
 
 def _substitute(value: str, loc: Loc, out: LoadedYaml, env: Mapping[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
-        return resolve_reference(match.group(1), env, out.path.parent, where=f"{out.path} (line {out.lines[loc]})")
+        where = f"{out.path} (line {out.lines[loc]})"
+        try:
+            return resolve_reference(match.group(1), env, out.path.parent, where=where)
+        except UnresolvedReference as exc:
+            if not out.allow_unresolved:
+                raise
+            out.unresolved.setdefault(loc, []).append(str(exc))
+            return match.group(0)  # kept as written: checks on this value are skipped, the note says why
 
     return _VAR.sub(replace, value)
 
@@ -104,7 +126,8 @@ def resolve_reference(ref: str, env: Mapping[str, str], base_dir: Path, where: s
     if sep and scheme == "cred":
         cred_dir = env.get("CREDENTIALS_DIRECTORY")
         if not cred_dir:
-            raise YamlError(f"{where}: ${{{ref}}} needs $CREDENTIALS_DIRECTORY (set by systemd LoadCredential=).")
+            raise UnresolvedReference(
+                f"{where}: ${{{ref}}} needs $CREDENTIALS_DIRECTORY (set by systemd LoadCredential=).")
         return _read_secret(Path(cred_dir) / rest, where, ref)
     if sep and scheme == "package":
         return str(_package_file(rest, where, ref))
@@ -116,14 +139,14 @@ def resolve_reference(ref: str, env: Mapping[str, str], base_dir: Path, where: s
         return str(env[name])
     if ":-" in ref:
         return default
-    raise YamlError(f"{where}: environment variable {name} is not set (used as ${{{ref}}}).")
+    raise UnresolvedReference(f"{where}: environment variable {name} is not set (used as ${{{ref}}}).")
 
 
 def _read_secret(path: Path, where: str, ref: str) -> str:
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        raise YamlError(f"{where}: cannot read ${{{ref}}}: {exc.strerror or exc}.") from exc
+        raise UnresolvedReference(f"{where}: cannot read ${{{ref}}}: {exc.strerror or exc}.") from exc
 
 
 def _package_file(rest: str, where: str, ref: str) -> Path:

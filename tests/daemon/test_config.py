@@ -306,3 +306,50 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+UNRESOLVED = replace(
+    "    port: 1883\n", "    port: 1883\n    username: ew\n    password: ${{cred:mqtt_password}}\n"
+).replace("rtsp://user:hunter2@", "rtsp://user:${{CAM_PW}}@")
+
+
+def test_check_config_notes_unresolved_references_and_checks_the_rest(tmp_path: Path, models_dir: Path) -> None:
+    from daemon.config import check_config
+
+    config, notes = check_config(write(tmp_path, UNRESOLVED), env={})
+    assert len(notes) == 2 and "CAM_PW" in notes[0] and "cred:mqtt_password" in notes[1]
+    assert len(config.sinks) == 2
+    bad = write(tmp_path, UNRESOLVED.replace("    port: 1883\n", "    port: many\n"))
+    with pytest.raises(ConfigError, match=r"sinks\[1\]\.port.*Also: .*cred:mqtt_password"):
+        check_config(bad, env={})
+
+
+def test_effective_config_masks_secrets(tmp_path: Path, models_dir: Path) -> None:
+    from daemon.config import effective_config
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("topsecret")
+    config = load_config(write(tmp_path, UNRESOLVED), env={"CREDENTIALS_DIRECTORY": str(creds), "CAM_PW": "hunter2"})
+    data = effective_config(config)
+    text = str(data)
+    assert "topsecret" not in text and "hunter2" not in text
+    assert data["sinks"][1]["password"] == "***"  # type: ignore[index]
+    assert data["sources"][1]["url"] == "rtsp://***@127.0.0.1:8554/cam"  # type: ignore[index]
+    assert data["models"]["det"]["confidence_threshold"] is not None  # type: ignore[index]  # defaults filled in
+
+
+def test_validate_missing_secrets_flag_and_show_effective(tmp_path: Path, models_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.__main__ import main
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("CAM_PW", raising=False)
+    path = write(tmp_path, UNRESOLVED)
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "note:" in err and "--allow-missing-secrets" in err
+    assert main(["validate", "--allow-missing-secrets", "--show-effective", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 unresolved references noted" in out and "type: yolox" in out and "hunter2" not in out

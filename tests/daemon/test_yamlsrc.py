@@ -75,3 +75,21 @@ def test_line_numbers_are_recorded(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(YamlError, match="cannot read"):
         load_yaml(tmp_path / "absent.yaml")
+
+
+def test_allow_unresolved_keeps_the_reference_and_records_why(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\nb: ${cred:pw}\nc: x-${NOPE}\nd: ${file:absent}\ne: ${OK}\n")
+    loaded = load_yaml(path, {"OK": "yes"}, allow_unresolved=True)
+    assert loaded.data == {"a": 1, "b": "${cred:pw}", "c": "x-${NOPE}", "d": "${file:absent}", "e": "yes"}
+    assert set(loaded.unresolved) == {("b",), ("c",), ("d",)}
+    assert "CREDENTIALS_DIRECTORY" in loaded.unresolved[("b",)][0] and "NOPE" in loaded.unresolved[("c",)][0]
+    assert loaded.is_unresolved(("b", "deeper")) and not loaded.is_unresolved(("e",))
+
+
+def test_allow_unresolved_still_rejects_bad_syntax_and_missing_packages(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    for text in ("a: ${bad ref}", "a: ${package:no_such_pkg_zz/x}"):
+        path.write_text(text)
+        with pytest.raises(YamlError):
+            load_yaml(path, {}, allow_unresolved=True)
