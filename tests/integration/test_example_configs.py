@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 # Every shipped example, as a fresh clone sees it: no EDGEWATCH_* variables and no systemd credentials.
 # Unresolved secrets in these files are notes (they exist only on a user's box); everything else must be valid.
 EXAMPLES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
-EXPECTED_NOTES = {"cameras-mqtt.yaml": 3, "demo.yaml": 1}
+EXPECTED_NOTES = {"cameras-mqtt.yaml": 3, "carpark.yaml": 5, "demo.yaml": 1}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -30,6 +30,24 @@ def test_every_example_config_validates_as_shipped(name: str, models_dir: Path) 
     assert proc.returncode == 0, proc.stderr
     assert f"configs/{name}: valid" in proc.stdout
     assert proc.stderr.count("note: ") == EXPECTED_NOTES.get(name, 0), proc.stderr
+
+
+def test_carpark_config_with_its_credentials(tmp_path: Path, models_dir: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    for name in ("camera_password", "mqtt_password"):
+        (creds / name).write_text(f"{name}-value\n")
+    config = load_config(ROOT / "configs" / "carpark.yaml",
+                         env={"CREDENTIALS_DIRECTORY": str(creds), "EDGEWATCH_MODELS": str(models_dir)})
+    assert [s.type for s in config.sources] == ["rtsp"] * 4
+    assert all(s.password.get_secret_value() == "camera_password-value" for s in config.sources)  # type: ignore[attr-defined]
+    assert config.models["vehicles"].class_agnostic_nms  # type: ignore[attr-defined]
+    assert Path(config.models["plates"].path) == models_dir / "plate_det_y5fu_640.onnx"
+    tracking = config.pipeline.tracking
+    assert tracking is not None
+    known = tracking.schedule.consensus.known
+    assert {k.allow for k in known} == {True, False}
+    assert {s.type for s in config.sinks} == {"mqtt", "snapshots", "jsonl"}
 
 
 def test_vehicle_plate_ocr_config_runs_on_the_london_video(tmp_path: Path, models_dir: Path, media_dir: Path,
