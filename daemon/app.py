@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from daemon import registry
 from daemon.capture import Capture, make_capture
@@ -18,7 +17,7 @@ from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
 from daemon.payload import event_message, result_payload
 from daemon.reload import Fingerprint, PreparedReload, fingerprints, prepare, restart_only
-from daemon.service.health import HealthRules, HealthServer, progress_problems
+from daemon.service.health import HealthRules, progress_problems
 from daemon.service.memory import keep_frame_buffers
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier, Watchdog, watchdog_interval
@@ -28,6 +27,9 @@ from daemon.sinks.base import Sink, SinkContext
 from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
+from daemon.web.app import ApiServer, start_endpoints
+from daemon.web.health import health_routes
+from daemon.web.server import WebServer
 from daemon.worker import Worker
 from pipelines.build import build_pipeline
 from pipelines.models import LoadedModel, ModelOptions, load_model
@@ -54,7 +56,7 @@ class Daemon:
         self.captures: dict[str, Capture] = {}
         self.worker: Worker | None = None
         self.vlm: VlmStages | None = None
-        self.api: Any = None  # daemon.http_api.ApiServer when config.api.enabled
+        self.api: ApiServer | None = None  # when config.api.enabled (daemon/web/app.py)
         self._closing = False
         self.pipeline: PipelineLike | None = None  # built by start()
         self._stop = threading.Event()
@@ -66,7 +68,7 @@ class Daemon:
             required_sources=frozenset(s.id for s in config.sources if s.required),
             required_sinks=frozenset(s.id for s in config.sinks if s.required),
         )
-        self.health: HealthServer | None = None
+        self.health: WebServer | None = None  # when config.http.enabled on an address of its own
         # unset=True: ffmpeg and other children must not inherit the socket and speak for us
         self.notifier = Notifier.from_env(unset=True)
         self.watchdog: Watchdog | None = None
@@ -87,10 +89,6 @@ class Daemon:
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
-        if self.config.api.enabled:
-            from daemon.web.app import start_api
-
-            self.api = start_api(self.config.api, self.models, self.config.models, self.worker)
         self._start_service_endpoints()
         log.info(
             "edgewatch running pipeline %s: %d source(s), %d sink(s)",
@@ -98,11 +96,12 @@ class Daemon:
         )
 
     def _start_service_endpoints(self) -> None:
-        """Health endpoint and systemd notify: READY only now that models are loaded and sinks started."""
-        if self.config.http.enabled:
-            self.health = HealthServer(self.stats, self.rules, self.metrics, self.config.http.host,
-                                       self.config.http.port)
-            self.health.start()
+        """http: and api: on the one web stack, then systemd READY: only now are models loaded and sinks started."""
+        assert self.worker is not None
+        health = health_routes(self.stats, self.rules, self.metrics)
+        endpoints = start_endpoints(self.config.http, self.config.api, health, self.models, self.config.models,
+                                    self.worker)
+        self.health, self.api = endpoints.health, endpoints.api  # api also serves health on a shared address
         self.notifier.ready(self.status_text())
         interval = watchdog_interval()
         if interval is not None:
@@ -289,7 +288,7 @@ class Daemon:
         clean = True
         self.notifier.stopping("stopping: draining queues and flushing sinks")
         if self.api is not None:  # before the worker: requests in flight finish, new ones get 503
-            clean &= bool(self.api.stop(timeout=max(0.1, (deadline - time.monotonic()) / 4)))
+            clean &= self.api.stop(timeout=max(0.1, (deadline - time.monotonic()) / 4))
         if self.watchdog is not None:
             self.watchdog.stop()
         for capture in self.captures.values():

@@ -1,30 +1,16 @@
-"""Health of a running daemon: per-stage checks from Stats, the /healthz + /metrics HTTP endpoint.
+"""Health of a running daemon: per-stage checks from Stats, the verdict behind /healthz and the watchdog.
 
 Health is computed from the same Stats the threads already update, on request; nothing here runs on the
-frame path. Metrics come from daemon/service/metrics.py (a scrape-time view of Stats plus latency histograms).
+frame path. The HTTP side (/healthz, /metrics on the one web stack) is daemon/web/health.py.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import socket
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 
-from prometheus_client.exposition import choose_encoder
-
-from daemon.service.metrics import Metrics
 from daemon.service.stats import SinkStats, SourceStats, Stats
-
-log = logging.getLogger(__name__)
-
-
-class HealthServerError(RuntimeError):
-    """The health endpoint could not start (address in use, bad host)."""
 
 
 @dataclass(frozen=True)
@@ -143,90 +129,3 @@ def progress_problems(stats: Stats, rules: HealthRules, now: float | None = None
             if source.state == "streaming" and now - since > rules.capture_stall_s:
                 problems.append(f"source {sid}: streaming but no frame for {now - since:.1f}s")
     return problems
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "edgewatch"
-
-    def do_GET(self) -> None:
-        owner = cast(_Server, self.server).owner
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            report = evaluate(owner.stats, owner.rules)
-            body = json.dumps(report.to_dict(), indent=2).encode() + b"\n"
-            self._reply(200 if report.healthy else 503, "application/json", body)
-        elif path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._reply(200, content_type, encoder(owner.metrics.registry))
-        else:
-            self._reply(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
-
-    def _reply(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.client_address[0], *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a slow scraper never holds up shutdown
-    owner: HealthServer
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class HealthServer:
-    """Serves /healthz and /metrics from its own thread; bound to loopback unless told otherwise."""
-
-    def __init__(
-        self, stats: Stats, rules: HealthRules, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108
-    ) -> None:
-        self.stats = stats
-        self.rules = rules
-        self.metrics = metrics
-        self.host = host
-        self.requested_port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        try:
-            server_cls = _Server6 if ":" in self.host else _Server
-            server = server_cls((self.host, self.requested_port), _Handler)
-        except OSError as exc:
-            raise HealthServerError(
-                f"health endpoint: cannot listen on {self.host}:{self.requested_port}: {exc.strerror or exc}"
-            ) from exc
-        server.owner = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="health-http", daemon=True)
-        self._thread.start()
-        log.info("health endpoint on %s (/healthz, /metrics)", self.url)
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            return self.requested_port
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def stop(self, timeout: float = 2.0) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._server = None
-        self._thread = None

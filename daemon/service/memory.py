@@ -31,7 +31,7 @@ def keep_frame_buffers() -> bool:
         return False
     gnu_get_libc_version.restype = ctypes.c_char_p
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    applied = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD,
-                                                                               TRIM_THRESHOLD_BYTES) == 1
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+                   and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)
     log.debug("glibc %s: frame buffers kept between frames: %s", gnu_get_libc_version().decode(), applied)
     return applied

@@ -1,211 +1,48 @@
-"""The Roboflow-compatible inference HTTP API (Starlette app on a uvicorn thread) that inference_sdk talks to.
+"""The daemon's web endpoints: which route groups the `http:` and `api:` options put on which socket.
 
-Routes and shapes follow what `inference_sdk.InferenceHTTPClient` (API v1) sends and parses: /info,
-/model/registry|add|remove|clear, /infer/object_detection, /infer/classification, the OCR routes of
-ocr_image(), and /clip/embed_image|embed_text|compare. Every model call runs on the daemon's single
-inference worker (daemon/web/inference.py), batched across concurrent requests (daemon/web/batch.py).
+One stack (daemon/web/server.py): `http:` serves the health group (/healthz, /metrics, daemon/web/health.py),
+`api:` the inference API group (daemon/web/api.py). Each option gets its own server on its own address, so
+an API bound to a public address never exposes /metrics, and a scrape address never exposes the API; when
+both are on and name the same host:port, one server serves both groups. A new group (e.g. UI pages) is one
+more RouteGroup in the list handed to WebServer.serving().
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import importlib.metadata
-import json
 import logging
-import math
 import socket
-import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from daemon.config import ApiOptions
+from daemon.config import ApiOptions, BatchOptions, HttpOptions
+from daemon.web.api import ApiService, api_routes
 from daemon.web.batch import Submitter
 from daemon.web.images import Limits
 from daemon.web.inference import Inference
 from daemon.web.models import ApiError, ModelRegistry
+from daemon.web.server import RouteGroup, WebServer, listen
 from pipelines.models import ModelOptions
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-OCR_ROUTES = ("/doctr/ocr", "/ocr/pp-ocr", "/ocr/trocr", "/easy_ocr/ocr")
-JSON_PARSE_IN_THREAD_BYTES = 256 * 1024
 
+class ApiWorker(Submitter, Protocol):
+    """What the API needs from daemon.worker.Worker: submit() and its batch options (the largest batch)."""
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("edgewatch")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message, "status": status}, status_code=status)
-
-
-class ApiService:
-    """Request handling shared by all routes: body limits, API key, errors as JSON, model management."""
-
-    def __init__(self, options: ApiOptions, registry: ModelRegistry, inference: Inference) -> None:
-        self.options = options
-        self.registry = registry
-        self.inference = inference
-        self.uuid = str(uuid.uuid4())
-        # an empty key (e.g. ${EDGEWATCH_API_KEY:-} with the variable unset) means no key check
-        self._key = (options.api_key.get_secret_value() or None) if options.api_key is not None else None
-        per_image = math.ceil(options.max_image_bytes * 4 / 3) + 1024  # base64 plus its JSON wrapping
-        self.max_body = options.max_batch * per_image + (1 << 20)
-
-    def endpoint(self, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
-            t0 = time.perf_counter()
-            try:
-                body = await self.read_json(request)
-                if auth:
-                    self.check_key(request, body)
-                response: Response = JSONResponse(await handler(body))
-            except ApiError as exc:
-                response = error_response(exc.status, str(exc))
-            except Exception as exc:  # isolation boundary: one request fails, the server and worker go on
-                log.exception("api: %s %s failed", request.method, request.url.path)
-                response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-            # the path only: the query string may carry the api_key
-            log.debug("api: %s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code,
-                      (time.perf_counter() - t0) * 1000.0)
-            return response
-
-        return run
-
-    async def read_json(self, request: Request) -> dict[str, Any]:
-        if request.method != "POST":
-            return {}
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
-            raise ApiError(f"request body of {length} bytes exceeds the {self.max_body} bytes that api.max_batch and "
-                           "api.max_image_bytes allow", 413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise ApiError(f"request body exceeds {self.max_body} bytes", 413)
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
-        try:
-            data = await asyncio.to_thread(json.loads, raw) if size > JSON_PARSE_IN_THREAD_BYTES else json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(f"request body must be a JSON object, got {type(data).__name__}")
-        return data
-
-    def check_key(self, request: Request, body: Mapping[str, Any]) -> None:
-        """api_key from the Authorization: Bearer header, the query string or the JSON body (as the client sends)."""
-        if self._key is None:
-            return
-        supplied = [request.query_params.get("api_key"), body.get("api_key")]
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            supplied.append(auth[7:].strip())
-        # inference_sdk without a key puts the string "None" in the registry URL: that is no key, not a wrong one
-        candidates = [k for k in supplied if isinstance(k, str) and k and k != "None"]
-        if not candidates:
-            raise ApiError("missing api_key: this server requires one (body or query api_key, or "
-                           "Authorization: Bearer)", 401)
-        expected = self._key.encode()
-        if not any(hmac.compare_digest(k.encode(), expected) for k in candidates):
-            raise ApiError("invalid api_key", 403)
-
-    # -- routes without a model call --------------------------------------------------------------------
-    async def info(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return {"name": "edgewatch", "version": _version(), "uuid": self.uuid}
-
-    async def model_registry(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return self.registry.describe()
-
-    async def model_add(self, body: dict[str, Any]) -> dict[str, Any]:
-        model_type = body.get("model_type")
-        await asyncio.to_thread(self.registry.add, body.get("model_id"),
-                                model_type if isinstance(model_type, str) else None)
-        return self.registry.describe()
-
-    async def model_remove(self, body: dict[str, Any]) -> dict[str, Any]:
-        model_id = body.get("model_id")
-        if not isinstance(model_id, str) or not model_id:
-            raise ApiError("model_id is missing")
-        self.registry.remove(model_id)
-        return self.registry.describe()
-
-    async def model_clear(self, _body: dict[str, Any]) -> dict[str, Any]:
-        self.registry.clear()
-        return self.registry.describe()
-
-
-def build_app(service: ApiService) -> Starlette:
-    inf = service.inference
-    post: dict[str, Handler] = {
-        "/model/add": service.model_add,
-        "/model/remove": service.model_remove,
-        "/model/clear": service.model_clear,
-        "/infer/object_detection": inf.detect,
-        "/infer/classification": inf.classify,
-        "/clip/embed_image": inf.embed_image,
-        "/clip/embed_text": inf.embed_text,
-        "/clip/compare": inf.compare,
-        **dict.fromkeys(OCR_ROUTES, inf.ocr),
-    }
-    routes = [
-        # the client sends no key with /info; it tells nothing but name and version
-        Route("/info", service.endpoint(service.info, auth=False), methods=["GET"]),
-        Route("/model/registry", service.endpoint(service.model_registry), methods=["GET"]),
-        *(Route(path, service.endpoint(handler), methods=["POST"]) for path, handler in post.items()),
-    ]
-
-    async def http_error(_request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        served = ", ".join(sorted(["/info", "/model/registry", *post]))
-        return error_response(status, f"{detail}: this server serves {served}")
-
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    batch: BatchOptions
 
 
 class ApiServer:
-    """uvicorn serving the app on its own thread and event loop; `port` is the bound port."""
+    """The server that carries the inference API (and the health group too when http: shares its address)."""
 
-    def __init__(self, app: Starlette, inference: Inference, host: str, port: int) -> None:
+    def __init__(self, server: WebServer, inference: Inference) -> None:
+        self.server = server
         self.inference = inference
-        self.app = app
-        self._socket = _bind(host, port)
-        self.host = host
-        self.port = int(self._socket.getsockname()[1])
-        config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, http="h11", ws="none",
-                                loop="asyncio", server_header=False, timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
-
-    def _serve(self) -> None:
-        self._server.run(sockets=[self._socket])
+        self.host, self.port = server.host, server.port
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"api: the HTTP server on {self.host}:{self.port} did not start")
-            time.sleep(0.01)
-        log.info("api: inference HTTP API on http://%s:%d", self.host, self.port)
+        self.server.start(timeout)
 
     def update_models(self, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions]) -> None:
         """Call after a config reload swapped the daemon's models, so the API serves the new ones."""
@@ -213,37 +50,106 @@ class ApiServer:
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop accepting; running requests get half of `timeout` to finish, then what still waits fails (503)."""
-        self._server.config.timeout_graceful_shutdown = max(1, math.ceil(timeout))
-        self._server.should_exit = True
-        self._thread.join(timeout / 2)
-        if self._thread.is_alive():  # requests wait on a busy or stopped worker: answer them now
-            self.inference.fail_pending(ApiError("the server is stopping", 503))
-            self._thread.join(timeout / 2 + 1.0)
-        self._socket.close()
-        return not self._thread.is_alive()
+        return self.server.stop(timeout, on_slow=self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        # requests wait on a busy or stopped worker: answer them now
+        self.inference.fail_pending(ApiError("the server is stopping", 503))
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"api: cannot bind {host}:{port}: {exc.strerror or exc}") from None
-    return sock
+def api_service(
+    options: ApiOptions, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions], worker: ApiWorker
+) -> ApiService:
+    """The API over the daemon's models (`models`: loaded, shared, never reloaded here) and its worker."""
+    batch = worker.batch.max_size
+    registry = ModelRegistry(options, models, model_options, batch_size=batch)
+    limits = Limits(options.max_image_bytes, options.max_image_pixels, options.max_batch)
+    return ApiService(options, registry, Inference(registry, worker, limits, max_images=batch))
 
 
 def start_api(
-    options: ApiOptions, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions], worker: Submitter
+    options: ApiOptions, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions], worker: ApiWorker
 ) -> ApiServer:
-    """Serve the inference API for the daemon: `models` are its loaded models (shared, never reloaded)."""
-    batch = getattr(getattr(worker, "batch", None), "max_size", 8)
-    registry = ModelRegistry(options, models, model_options, batch_size=batch)
-    limits = Limits(options.max_image_bytes, options.max_image_pixels, options.max_batch)
-    inference = Inference(registry, worker, limits, max_images=batch)
-    service = ApiService(options, registry, inference)
-    server = ApiServer(build_app(service), inference, options.host, options.port)
+    """Serve the inference API alone on options.host:port (tests, benchmarks); the daemon uses start_endpoints."""
+    service = api_service(options, models, model_options, worker)
+    server = ApiServer(WebServer.serving([api_routes(service)], listen("api", options.host, options.port), "api"),
+                       service.inference)
     server.start()
     return server
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One socket to open: the option(s) it comes from, its address, and which groups it serves."""
+
+    option: str  # "http", "api" or "http and api": named in the log and in a bind error
+    host: str
+    port: int
+    health: bool
+    api: bool
+
+
+def shares_address(http: HttpOptions, api: ApiOptions) -> bool:
+    """Both on and naming one host:port; port 0 asks each for a free port of its own, so two zeros never share."""
+    return http.enabled and api.enabled and api.port != 0 and (http.host, http.port) == (api.host, api.port)
+
+
+def listeners(http: HttpOptions, api: ApiOptions) -> list[Listener]:
+    if shares_address(http, api):
+        return [Listener("http and api", api.host, api.port, health=True, api=True)]
+    wanted = [Listener("api", api.host, api.port, health=False, api=True)] if api.enabled else []
+    if http.enabled:
+        wanted.append(Listener("http", http.host, http.port, health=True, api=False))
+    return wanted
+
+
+@dataclass
+class Endpoints:
+    """The running servers: `api` carries the health group too when `health` is None but http: is on."""
+
+    health: WebServer | None = None
+    api: ApiServer | None = None
+
+    def stop(self) -> bool:
+        clean = self.api.stop() if self.api is not None else True
+        return (self.health.stop() if self.health is not None else True) and clean
+
+
+def start_endpoints(
+    http: HttpOptions, api: ApiOptions, health: RouteGroup, models: Mapping[str, Any],
+    model_options: Mapping[str, ModelOptions], worker: ApiWorker,
+) -> Endpoints:
+    """Bind every configured address first (a ListenError before anything serves), then start the servers."""
+    wanted = listeners(http, api)
+    sockets = _listen_all(wanted)
+    service = api_service(api, models, model_options, worker) if api.enabled else None
+    endpoints = Endpoints()
+    try:
+        for listener, sock in zip(wanted, sockets, strict=True):
+            groups = [api_routes(service)] if listener.api and service is not None else []
+            if listener.health:
+                groups.append(health)
+            server = WebServer.serving(groups, sock, listener.option)
+            if listener.api and service is not None:
+                endpoints.api = ApiServer(server, service.inference)
+            else:
+                endpoints.health = server
+            server.start()
+    except BaseException:
+        endpoints.stop()
+        for sock in sockets:
+            sock.close()
+        raise
+    return endpoints
+
+
+def _listen_all(wanted: Sequence[Listener]) -> list[socket.socket]:
+    bound: list[socket.socket] = []
+    try:
+        for listener in wanted:
+            bound.append(listen(listener.option, listener.host, listener.port))
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound

@@ -5,20 +5,24 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 
 from pipelines.labels import class_names
+from pipelines.preprocess import Image
+
+Vectors: TypeAlias = npt.NDArray[np.float32]  # one embedding per row
 
 
-def image_info(image: np.ndarray) -> dict[str, int]:
+def image_info(image: Image) -> dict[str, int]:
     return {"width": int(image.shape[1]), "height": int(image.shape[0])}
 
 
-def _base(image: np.ndarray, seconds: float) -> dict[str, Any]:
+def _base(image: Image, seconds: float) -> dict[str, Any]:
     return {
         "inference_id": str(uuid.uuid4()),
         "frame_id": None,
@@ -57,12 +61,12 @@ def predictions(detections: sv.Detections) -> list[dict[str, Any]]:
 
 
 def detection_response(
-    image: np.ndarray, detections: sv.Detections, seconds: float, visualization: str | None = None
+    image: Image, detections: sv.Detections, seconds: float, visualization: str | None = None
 ) -> dict[str, Any]:
     return {**_base(image, seconds), "visualization": visualization, "predictions": predictions(detections)}
 
 
-def visualize(image: np.ndarray, detections: sv.Detections, labels: bool, stroke: int) -> str:
+def visualize(image: Image, detections: sv.Detections, labels: bool, stroke: int) -> str:
     """The picture with its boxes (and class labels) drawn, as base64 JPEG (Roboflow's `visualization`)."""
     canvas = sv.BoxAnnotator(thickness=stroke).annotate(image.copy(), detections)
     if labels and len(detections):
@@ -75,7 +79,7 @@ def visualize(image: np.ndarray, detections: sv.Detections, labels: bool, stroke
 
 
 def classification_response(
-    image: np.ndarray, result: dict[str, Any], seconds: float, confidence: float | None
+    image: Image, result: dict[str, Any], seconds: float, confidence: float | None
 ) -> dict[str, Any]:
     """Single-label: predictions best first plus top/confidence. Multi-label: the dict form Roboflow uses."""
     top = result.get("top") or [{k: result[k] for k in ("class", "class_id", "confidence")}]
@@ -110,7 +114,7 @@ def reading_order(detections: sv.Detections) -> list[int]:
 
 
 def ocr_response(
-    image: np.ndarray, texts: Sequence[dict[str, Any]], boxes: sv.Detections | None, seconds: float,
+    image: Image, texts: Sequence[dict[str, Any]], boxes: sv.Detections | None, seconds: float,
     with_boxes: bool,
 ) -> dict[str, Any]:
     """Roboflow's OCR response: `result` is the text; `predictions` the word boxes when asked for."""
@@ -133,7 +137,7 @@ def ocr_response(
     return response
 
 
-def embedding_response(vectors: np.ndarray, seconds: float) -> dict[str, Any]:
+def embedding_response(vectors: Vectors, seconds: float) -> dict[str, Any]:
     return {
         "inference_id": str(uuid.uuid4()),
         "frame_id": None,
@@ -142,7 +146,7 @@ def embedding_response(vectors: np.ndarray, seconds: float) -> dict[str, Any]:
     }
 
 
-def cosine(subject: np.ndarray, prompts: np.ndarray) -> list[float]:
+def cosine(subject: Vectors, prompts: Vectors) -> list[float]:
     a = np.asarray(subject, dtype=np.float64).reshape(-1)
     b = np.asarray(prompts, dtype=np.float64).reshape(len(prompts), -1)
     denom = np.linalg.norm(a) * np.linalg.norm(b, axis=1)

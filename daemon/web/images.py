@@ -13,9 +13,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 
 from daemon.web.models import ApiError
+from pipelines.preprocess import Image, as_image
 
 URL_TIMEOUT_S = 10.0
 
@@ -49,7 +51,7 @@ def image_refs(value: Any, field: str = "image", max_images: int | None = None) 
     return refs
 
 
-def decode_ref(ref: dict[str, Any], index: int, limits: Limits) -> np.ndarray:
+def decode_ref(ref: dict[str, Any], index: int, limits: Limits) -> Image:
     """One reference to an HxWx3 uint8 BGR array; blocking (run it off the event loop)."""
     kind = str(ref.get("type") or "base64").lower()
     value = ref.get("value")
@@ -96,7 +98,7 @@ def fetch_url(value: Any, index: int, limits: Limits) -> bytes:
     request = urllib.request.Request(value, headers={"User-Agent": "edgewatch"})
     try:
         with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
-            data = response.read(limits.max_bytes + 1)
+            data: bytes = response.read(limits.max_bytes + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ApiError(f"image {index}: cannot fetch {_safe_url(value)}: {reason}") from None
@@ -107,7 +109,7 @@ def fetch_url(value: Any, index: int, limits: Limits) -> bytes:
     return data
 
 
-def decode_bytes(data: bytes, index: int, limits: Limits) -> np.ndarray:
+def decode_bytes(data: bytes, index: int, limits: Limits) -> Image:
     """Encoded image bytes to BGR, refusing oversized pictures from their header, before decoding them."""
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(
@@ -116,21 +118,21 @@ def decode_bytes(data: bytes, index: int, limits: Limits) -> np.ndarray:
     if not data:
         raise ApiError(f"image {index}: empty image data")
     _check_header_size(data, index, limits)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
         raise ApiError(f"image {index}: cannot decode {len(data)} bytes as an image (expected JPEG, PNG, BMP, ...)")
-    _check_pixels(image.shape[1], image.shape[0], index, limits)
-    return image
+    _check_pixels(decoded.shape[1], decoded.shape[0], index, limits)
+    return as_image(decoded)
 
 
 def _check_header_size(data: bytes, index: int, limits: Limits) -> None:
     """Width x height from the file header (no pixel decoding), so a decompression bomb is never decoded."""
     try:
-        with Image.open(io.BytesIO(data)) as picture:
+        with PILImage.open(io.BytesIO(data)) as picture:
             width, height = picture.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return  # not a format Pillow knows; OpenCV decides below
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError):
         raise ImageTooLargeError(
             f"image {index}: more pixels than api.max_image_pixels={limits.max_pixels}"
         ) from None

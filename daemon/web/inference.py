@@ -15,10 +15,12 @@ from pydantic import ValidationError
 
 from daemon.web import format as fmt
 from daemon.web.batch import BatchCall, Coalescer, Submitter
+from daemon.web.format import Vectors
 from daemon.web.images import Limits, decode_ref, image_refs
 from daemon.web.models import TASK_TYPES, ApiError, ApiModel, ModelRegistry, UnknownModelError, WrongTaskError
 from pipelines.crops import CropOptions, crop_detection
 from pipelines.models import ModelOptions, model_class
+from pipelines.preprocess import Image
 
 # InferenceConfiguration field (as the client sends it) -> detector override name
 DETECT_PARAMS = {
@@ -61,7 +63,7 @@ class Inference:
                                  f"{fmt_task(kind)} (use {other} for this model)")
         return entry
 
-    async def images(self, value: Any, field: str = "image") -> tuple[list[np.ndarray], bool]:
+    async def images(self, value: Any, field: str = "image") -> tuple[list[Image], bool]:
         """Decoded images and whether the request sent a list (the response mirrors it)."""
         refs = image_refs(value, field, self.limits.max_images)
         decoded = await asyncio.to_thread(lambda: [decode_ref(r, i, self.limits) for i, r in enumerate(refs)])
@@ -90,7 +92,7 @@ class Inference:
         except ValueError as exc:  # the model refused this input (shape, empty crop, ...)
             raise ApiError(f"cannot process the request: {exc}", 422) from None
 
-    async def run_batched(self, entry: ApiModel, slot: Hashable, call: BatchCall, images: list[np.ndarray],
+    async def run_batched(self, entry: ApiModel, slot: Hashable, call: BatchCall, images: list[Image],
                           params: Mapping[str, Any]) -> list[Any]:
         self.check_worker()
         coalescer = self.coalescer(entry, slot, call)
@@ -246,7 +248,7 @@ class Inference:
         return images
 
 
-def _embed(model: Any, items: list[Any], kind: str) -> np.ndarray:
+def _embed(model: Any, items: list[Any], kind: str) -> Vectors:
     return np.asarray(model.embed_text(items) if kind == "text" else model.embed(items))
 
 
@@ -307,7 +309,7 @@ def _texts(value: Any, field: str, limit: int) -> list[str]:
     return texts
 
 
-def read_text(detector: Any, reader: Any, images: list[np.ndarray]) -> list[tuple[sv.Detections, list[Any]]]:
+def read_text(detector: Any, reader: Any, images: list[Image]) -> list[tuple[sv.Detections, list[Any]]]:
     """Text boxes per image, then every box read in one recogniser call (crops rectified from quadrilaterals)."""
     found = list(detector.detect(images))
     crops, owners = [], []

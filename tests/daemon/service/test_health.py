@@ -1,27 +1,10 @@
-"""Health rules over hand-built Stats, and the real /healthz + /metrics HTTP endpoint."""
+"""Health rules over hand-built Stats (the HTTP side is tests/daemon/web/test_health.py)."""
 
 from __future__ import annotations
 
-import json
-import socket
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.service.health import (
-    HealthRules,
-    HealthServer,
-    HealthServerError,
-    evaluate,
-    progress_problems,
-    sink_check,
-    source_check,
-)
-from daemon.service.metrics import Metrics
+from daemon.service.health import HealthRules, evaluate, progress_problems, sink_check, source_check
 from daemon.service.stats import SinkStats, SourceStats, Stats
 
 NOW = 10_000.0
@@ -122,84 +105,3 @@ def test_progress_problems_ignore_outages_but_catch_wedged_threads() -> None:
         "source cam2: streaming but no frame for 90.0s",
     ]
     assert progress_problems(stats, HealthRules(worker_stall_s=60), now=NOW) == []  # capture not judged
-
-
-@pytest.fixture
-def live_stats() -> Stats:
-    now = time.monotonic()
-    stats = Stats()
-    cam = stats.source("cam1")
-    cam.set_state("streaming")
-    cam.last_frame_mono = now
-    cam.captured, cam.processed = 120, 118
-    cam.dropped["queue_full"] = 2
-    stats.sink("mqtt").connected = True
-    return stats
-
-
-@pytest.fixture
-def server(live_stats: Stats) -> Iterator[HealthServer]:
-    rules = HealthRules(required_sources=frozenset({"cam1"}), required_sinks=frozenset({"mqtt"}))
-    srv = HealthServer(live_stats, rules, Metrics(live_stats), port=0)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def get(url: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.headers["Content-Type"], resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.headers["Content-Type"], exc.read().decode()
-
-
-def test_healthz_200_then_503_with_reasons(server: HealthServer, live_stats: Stats) -> None:
-    assert server.url.startswith("http://127.0.0.1:") and server.port > 0
-    code, ctype, body = get(server.url + "/healthz")
-    assert (code, ctype) == (200, "application/json")
-    report = json.loads(body)
-    assert report["healthy"] is True
-    assert report["sources"]["cam1"]["healthy"] is True
-    assert report["sinks"]["mqtt"] == {"healthy": True, "reason": "connected", "required": True}
-
-    live_stats.sources["cam1"].set_state("reconnecting")
-    live_stats.sources["cam1"].last_error = "rtsp://cam1: connection refused"
-    live_stats.sinks["mqtt"].connected = False
-    code, _, body = get(server.url + "/healthz")
-    report = json.loads(body)
-    assert code == 503 and report["healthy"] is False
-    assert report["sources"]["cam1"]["reason"].startswith("reconnecting for ")
-    assert report["sources"]["cam1"]["reason"].endswith(": rtsp://cam1: connection refused")
-    assert "nothing spooled" in report["sinks"]["mqtt"]["reason"]
-
-
-def test_metrics_endpoint_parses_and_follows_stats(server: HealthServer, live_stats: Stats) -> None:
-    code, ctype, body = get(server.url + "/metrics")
-    assert code == 200 and ctype.startswith("text/plain")
-    families = {f.name: f for f in text_string_to_metric_families(body)}
-    assert {"edgewatch_frames_captured", "edgewatch_source_state", "process_cpu_seconds"} <= set(families)
-    live_stats.sources["cam1"].captured = 121  # no second counter to keep in step: the scrape reads Stats
-    _, _, body = get(server.url + "/metrics")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(body)
-        for s in f.samples
-    }
-    assert samples[("edgewatch_frames_captured_total", (("source", "cam1"),))] == 121
-
-
-def test_unknown_path_is_404(server: HealthServer) -> None:
-    code, _, body = get(server.url + "/nope")
-    assert code == 404 and "/healthz" in body
-
-
-def test_port_in_use_is_a_clear_error(live_stats: Stats) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        srv = HealthServer(live_stats, HealthRules(), Metrics(live_stats), port=port)
-        with pytest.raises(HealthServerError, match=f"cannot listen on 127.0.0.1:{port}"):
-            srv.start()
