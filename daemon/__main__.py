@@ -1,4 +1,5 @@
-"""The `edgewatch` command line: run | validate | bench | infer | two-stage | workflow | clip-compare | build-engine.
+"""The `edgewatch` command line: run | validate | doctor | bench | infer | two-stage | workflow | clip-compare |
+build-engine.
 
 Exit codes: 0 success; 1 invalid config, bad input or startup failure (one-paragraph message on stderr);
 2 usage error; 3 ran but did not shut down cleanly within shutdown_timeout_s; 130 forced by a second signal.
@@ -17,7 +18,8 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
 
 # Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
 COMMAND_MODULES = (
-    "daemon.cli.models", "daemon.cli.embed", "daemon.cli.engine", "daemon.cli.workflow", "daemon.bench.main",
+    "daemon.cli.models", "daemon.cli.embed", "daemon.cli.engine", "daemon.cli.workflow", "daemon.cli.doctor",
+    "daemon.bench.main",
 )
 
 
