@@ -24,7 +24,7 @@ SHARED = Path(os.environ.get("EDGEWATCH_SHARED", ROOT.parent / "shared"))
 
 
 def register(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, api, soak")
+    bench = subparsers.add_parser("bench", help="benchmarks: overhead, two-stage, tracks, plates, api, soak")
     which = bench.add_subparsers(dest="bench", required=True)
     overhead = which.add_parser("overhead", help="daemon fps vs raw decode and vs the model alone")
     overhead.add_argument("--video", default=str(SHARED / "media" / "london_street_TestV4.mp4"))
@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
     for name, module, summary in (
         ("two-stage", "daemon.bench.stages", "second stages batched vs one call per crop, same results"),
         ("tracks", "daemon.bench.tracks", "second-stage calls and fps with per-track scheduling off vs on"),
+        ("plates", "daemon.bench.plates", "vehicles read exactly, false plates, split tracks, read latency"),
         ("api", "daemon.bench.api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
         ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
     ):
@@ -49,6 +50,14 @@ def register(subparsers: Any) -> None:
     soak = which.choices["soak"]
     soak.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
     soak.set_defaults(func=_delegate("daemon.bench.soak", "seconds"))
+    plates = which.choices["plates"]
+    plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")
+    plates.add_argument("--chains", default="plate,text", help="comma-separated: plate (plate detector), text")
+    plates.add_argument("--cache", default=None, help="where rendered streets are kept (default ~/.cache/edgewatch)")
+    plates.add_argument("--no-photos", dest="photos", action="store_false", help="skip the real photos")
+    plates.add_argument("--no-example", dest="example", action="store_false",
+                        help="skip the example tracked config on the London video and the demo street")
+    plates.set_defaults(func=_delegate("daemon.bench.plates", "seeds", "chains", "cache", "photos", "example"))
 
 
 def _delegate(module: str, *options: str) -> Any:
