@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class Observer(Protocol):
-    """Optional metrics hooks (daemon/service/health.py implements them)."""
+    """Optional metrics hooks (daemon/service/metrics.py implements them)."""
 
     def observe_inference(self, stage: str, seconds: float) -> None: ...
 

@@ -16,7 +16,7 @@ from pipelines.crops import CropOptions
 from pipelines.detect.base import Detector
 from pipelines.labels import class_names
 from pipelines.models import MODEL_TYPES, LoadedModel, load_model
-from pipelines.preprocess import Image, as_image
+from pipelines.preprocess import Image, ImageArg, as_image, read_image
 from pipelines.stages import PipelineLike, PipelineSpec, StageSpec
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 # a loaded model, a dict for load_model, or a path (with its type given beside it)
 ModelArg: TypeAlias = LoadedModel | Mapping[str, object] | str | Path
-ImageArg: TypeAlias = Image | str | Path
 Record: TypeAlias = dict[str, object]  # one detection of two_stage / two_stage_ocr, JSON-ready
 
 
@@ -43,15 +42,6 @@ def resolve_model(model: ModelArg, type_name: str | None = None, name: str = "")
         return load_model({"type": type_name, "path": str(model)}, name)
     raise TypeError(f"{name or 'model'}: expected a loaded model, a dict or a path, got {type(model).__name__}")
 
-
-def read_image(image: ImageArg) -> Image:
-    """A BGR picture from an array or an image file."""
-    if isinstance(image, np.ndarray):
-        return image
-    picture = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if picture is None:
-        raise ValueError(f"cannot read an image from {image}")
-    return as_image(picture)
 
 
 def two_stage(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeAlias, cast
 
 import cv2
@@ -19,6 +20,19 @@ Floats: TypeAlias = npt.NDArray[np.float32]
 def as_image(mat: cv2.typing.MatLike) -> Image:
     """An OpenCV result on a uint8 picture, typed as one: cv2's stubs give every result as any numeric array."""
     return cast(Image, mat)
+
+
+ImageArg: TypeAlias = "Image | str | Path"  # a decoded picture, or the path of an image file
+
+
+def read_image(image: ImageArg) -> Image:
+    """A BGR picture from an array (returned as is) or an image file; the error names the file."""
+    if isinstance(image, np.ndarray):
+        return image
+    picture = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if picture is None:
+        raise ValueError(f"cannot read image {image}: missing or not a picture")
+    return as_image(picture)
 
 
 @dataclass(frozen=True)

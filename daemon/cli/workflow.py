@@ -18,7 +18,8 @@ from daemon.cli.models import annotate_picture
 from daemon.config import resolve_config_paths
 from daemon.yamlsrc import YamlError, load_yaml
 from pipelines.models import Image, ModelOptions, UnknownTypeError, load_model, model_class
-from pipelines.oneshot import IMAGE_EXTS, list_images, read_image
+from pipelines.oneshot import IMAGE_EXTS, list_images
+from pipelines.preprocess import read_image
 from pipelines.runtime.base import InferenceError, ModelLoadError
 from pipelines.stages import PipelineRun
 from pipelines.workflows import CompiledWorkflow, compile_workflow

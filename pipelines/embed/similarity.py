@@ -7,17 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from pipelines.embed.cache import Embedder, EmbeddingCache, embed_files, list_images
-from pipelines.preprocess import Floats, Image, as_image
+from pipelines.preprocess import Floats, ImageArg
 
 log = logging.getLogger(__name__)
 
 InputType = Literal["image", "text"]
-ImageRef: TypeAlias = str | Path | Image
+ImageRef: TypeAlias = ImageArg
 
 
 @runtime_checkable
@@ -54,14 +53,6 @@ def rank(paths: Sequence[Path], vectors: Floats, query: Floats) -> list[dict[str
 def _cache(cache_dir: str | Path | None) -> EmbeddingCache | None:
     return EmbeddingCache(cache_dir) if cache_dir is not None else None
 
-
-def _read_image(ref: ImageRef) -> Image:
-    if isinstance(ref, np.ndarray):
-        return ref
-    image = cv2.imread(str(ref), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {ref}: missing or not a picture")
-    return as_image(image)
 
 
 def _embed_images(model: Embedder, refs: Sequence[ImageRef], cache: EmbeddingCache | None) -> Floats:
