@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,9 +125,12 @@ def start_endpoints(
     sockets = _listen_all(wanted)
     service = api_service(api, models, model_options, worker) if api.enabled else None
     endpoints = Endpoints()
-    try:
+    with ExitStack() as undo:  # a server that fails to start stops the ones already serving, closes every socket
+        for sock in sockets:
+            undo.callback(sock.close)
+        undo.callback(endpoints.stop)  # last in, first out: servers stop before their sockets close
         for listener, sock in zip(wanted, sockets, strict=True):
-            groups = [api_routes(service)] if listener.api and service is not None else []
+            groups = api_groups(service) if listener.api and service is not None else []
             if listener.health:
                 groups.append(health)
             server = WebServer.serving(groups, sock, listener.option)
@@ -135,11 +139,7 @@ def start_endpoints(
             else:
                 endpoints.health = server
             server.start()
-    except BaseException:
-        endpoints.stop()
-        for sock in sockets:
-            sock.close()
-        raise
+        undo.pop_all()
     return endpoints
 
 
