@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -21,8 +21,10 @@ from daemon.sinks.base import SinkOptions
 from daemon.sources.base import SourceOptions
 from daemon.vlm.stage import VlmStageOptions, check_vlm_options
 from daemon.yamlsrc import LoadedYaml, Loc, YamlError, load_yaml
-from pipelines.models import ModelOptions, UnknownTypeError
+from pipelines.models import LoadedModel, ModelOptions, UnknownTypeError
 from pipelines.stages import PipelineSpec, StageSpec
+from pipelines.workflows import WorkflowError
+from pipelines.workflows.section import TrackingError, WorkflowPipelineSpec
 
 # Every setting that names a file or folder, as a key path in which "*" is each item of a list or mapping
 # (plus each stage's match: gallery, at any depth). Relative values are made relative to the config file's
@@ -36,6 +38,7 @@ CONFIG_PATHS: tuple[str, ...] = (
     "sources.*.path", "sources.*.folder",
     "sinks.*.path", "sinks.*.dir", "sinks.*.spool.path",
     "sinks.*.tls.ca_file", "sinks.*.tls.cert_file", "sinks.*.tls.key_file",
+    "pipeline.workflow", "api.workflows_dir",
 )
 _STAGE_PATHS = ("match.folder", "match.cache_dir")
 _PLUGIN_LISTS: tuple[tuple[str, registry.Kind], ...] = (("sources", "source"), ("sinks", "sink"))
@@ -85,6 +88,10 @@ class ApiOptions(BaseModel):
     model_dirs: list[str] = Field(
         default_factory=list, description="Folders from which /model/add may load a model file given by path."
     )
+    workflows_dir: str | None = Field(
+        None, description="Folder of Roboflow Workflow specifications run by workspace and id: "
+        "POST /{workspace}/workflows/{id} reads {workspace}/{id}.json, else {id}.json, in it.",
+    )
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
     max_batch: int = Field(32, ge=1, description="Most images in one request.")
@@ -96,8 +103,9 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, ge=1, le=1, description="Config format version; only 1 exists.")
-    pipeline: PipelineSpec = Field(
-        ..., description="The model chain: a first-stage detector and second stages per crop."
+    pipeline: PipelineSpec | WorkflowPipelineSpec = Field(
+        ..., description="The model chain: a first-stage detector and second stages per crop, or a Roboflow "
+        "Workflow specification file (`workflow:`) compiled into one.",
     )
     models: dict[str, ModelOptions] = Field(..., description="Models by name; stages refer to these names.")
     sources: list[SourceOptions] = Field(..., min_length=1, description="Cameras, files and folders to watch.")
@@ -205,11 +213,18 @@ def _masked(value: object, key: str) -> object:
 
 
 def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], PipelineSpec]:
-    """Only `models:` and `pipeline:` of a file (for `edgewatch two-stage`), with the same checks and errors."""
+    """Only `models:` and `pipeline:` of a file (for `edgewatch two-stage`), with the same checks and errors.
+
+    Secrets of the other sections (camera and broker passwords) need not resolve: they are not used.
+    """
     try:
-        src = load_yaml(path)
+        src = load_yaml(path, allow_unresolved=True)
     except YamlError as exc:
         raise ConfigError(str(exc)) from None
+    needed = [note for loc, notes in src.unresolved.items() if loc[:1] in (("models",), ("pipeline",))
+              for note in notes]
+    if needed:
+        raise ConfigError(" ".join(needed))
     errors = _Errors(src)
     data = src.data if isinstance(src.data, dict) else {}
     for key in ("models", "pipeline"):
@@ -222,6 +237,15 @@ def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], Pi
     errors.raise_if_any()
     assert spec is not None  # raise_if_any() raised otherwise
     return models, spec
+
+
+def pipeline_to_build(config: Config, models: Mapping[str, LoadedModel]) -> tuple[PipelineSpec, dict[str, LoadedModel]]:
+    """The spec and models pipelines.build runs for this config: `pipeline:` on the loaded models, or the
+    workflow compiled at load on the models its steps call (named after the steps)."""
+    if isinstance(config.pipeline, WorkflowPipelineSpec):
+        compiled = config.pipeline.compiled
+        return compiled.spec, compiled.models(models)
+    return config.pipeline, dict(models)
 
 
 def validate_config(src: LoadedYaml) -> Config:
@@ -237,7 +261,9 @@ def validate_config(src: LoadedYaml) -> Config:
     for section, kind in _PLUGIN_LISTS:
         if section in data:
             data[section] = _plugins_in_list(data[section], section, kind, errors)
-    if data.get("pipeline") is not None:
+    if isinstance(data.get("pipeline"), dict) and "workflow" in data["pipeline"]:
+        data["pipeline"] = _workflow_spec(data["pipeline"], data.get("models"), errors)
+    elif data.get("pipeline") is not None:
         data["pipeline"] = _pipeline_spec(data["pipeline"], errors)
     reported = frozenset(str(item.partition("[")[0].partition(".")[0].partition(" ")[0]) for item in errors.items)
     config = None
@@ -341,6 +367,21 @@ def _pipeline_spec(section: object, errors: _Errors) -> PipelineSpec | None:
         return None
 
 
+def _workflow_spec(section: dict[str, object], models: object, errors: _Errors) -> WorkflowPipelineSpec | None:
+    """A `pipeline: {workflow: ...}` section, its file compiled against the models (errors at its `workflow:` line)."""
+    try:
+        spec = WorkflowPipelineSpec.model_validate(section)
+    except ValidationError as exc:
+        errors.add_validation(("pipeline",), exc, WorkflowPipelineSpec)
+        return None
+    try:
+        spec.compile(models if isinstance(models, dict) else {})
+    except WorkflowError as exc:
+        errors.add(("pipeline", "tracking" if isinstance(exc, TrackingError) else "workflow"), str(exc))
+        return None
+    return spec
+
+
 def _check_semantics(config: Config, errors: _Errors) -> None:
     for section, ids in (("sources", [s.id for s in config.sources]), ("sinks", [s.id for s in config.sinks])):
         counts = Counter(ids)
@@ -366,6 +407,8 @@ def _check_zone_sources(config: Config, errors: _Errors) -> None:
 def _check_stage_models(config: Config, errors: _Errors) -> None:
     """Every model a stage names must exist and be of a kind that fits its place in the chain."""
     spec = config.pipeline
+    if isinstance(spec, WorkflowPipelineSpec):
+        return  # compiling the workflow checked its steps' models
     _check_model_ref(config, spec.detector, ("pipeline", "detector"), {"detect"}, errors)
 
     def walk(stages: list[StageSpec], loc: Loc) -> None:

@@ -17,9 +17,10 @@ from tqdm import tqdm
 from daemon.config import ConfigError, load_pipeline_section
 from daemon.payload import detection_records
 from pipelines.build import build_pipeline
+from pipelines.detect.hint import suggest_family
 from pipelines.models import MODEL_TYPES, load_model
 from pipelines.oneshot import IMAGE_EXTS, count_frames, iter_source
-from pipelines.runtime.base import InferenceError
+from pipelines.runtime.base import ORT_ERRORS, InferenceError, ModelLoadError
 from pipelines.stages import PipelineLike, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,23 @@ class TwoStageConfigError(ValueError):
 
 
 def register(subparsers: Any) -> None:
-    infer = subparsers.add_parser("infer", help="run one detector on an image, a folder or a video")
-    infer.add_argument("model", help="model file (.onnx or TensorRT engine)")
-    infer.add_argument("input", help="image file, folder of images, or video file")
+    infer = subparsers.add_parser(
+        "infer", help="run one detector on an image, a folder or a video",
+        description="`infer MODEL INPUT` with --type and the type's options, or `infer --config CONFIG --model NAME "
+        "INPUT` to run a model exactly as a pipeline config defines it.")
+    infer.add_argument("paths", nargs="+", metavar="[MODEL] INPUT",
+                       help="model file (.onnx or TensorRT engine; omitted with --config) and the image file, "
+                       "folder of images, or video file")
     infer.add_argument("--type", default="yolox", choices=sorted(MODEL_TYPES), help="model type (default yolox)")
     infer.add_argument("--conf", type=float, default=None, help="confidence threshold (the model's default if unset)")
+    infer.add_argument("--num-keypoints", type=int, default=None,
+                       help="yolov5: key points per box (4 for the corner points of plate detectors)")
+    infer.add_argument("--class-names", default=None, help="comma-separated class names, in the model's order")
+    infer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other option of the type (YAML value), e.g. --set pad_value=0 --set "
+                       "class_agnostic_nms=true; repeatable")
+    infer.add_argument("--config", type=Path, default=None, help="pipeline YAML whose models: defines the model")
+    infer.add_argument("--model", dest="model_name", default=None, help="with --config: the model's name in it")
     infer.add_argument("--json", action="store_true", help="print one JSON object per image/frame")
     infer.add_argument(
         "--annotate", type=Path, default=None, help="write annotated picture(s): a file for one image, else a folder"
@@ -53,19 +66,78 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {"type": args.type, "path": args.model}
-    if args.conf is not None:
-        options["confidence_threshold"] = args.conf
     try:
-        model = load_model(options, name=Path(args.model).stem)
-        if model.kind != "detect":
-            raise TwoStageConfigError(f"model type {args.type!r} has kind {model.kind!r}; infer runs detectors")
-        spec = PipelineSpec.model_validate({"name": "infer", "detector": "model"})
-        pipeline = build_pipeline(spec, {"model": model})
-        return _run(pipeline, args.input, args.annotate, as_json=args.json)
-    except (ValueError, LookupError, OSError, InferenceError) as exc:
+        options, source = infer_options(args)
+    except (ValueError, ConfigError) as exc:
         print(f"edgewatch infer: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        model = load_model(options, name=Path(options["path"]).stem)
+        if model.kind != "detect":
+            raise TwoStageConfigError(f"model type {options['type']!r} has kind {model.kind!r}; infer runs detectors")
+        spec = PipelineSpec.model_validate({"name": "infer", "detector": "model"})
+        pipeline = build_pipeline(spec, {"model": model})
+        return _run(pipeline, source, args.annotate, as_json=args.json)
+    except (ModelLoadError, InferenceError) as exc:  # outputs that do not fit the type show up here
+        hint = _family_hint(Path(options["path"]), str(options["type"]))
+        print(f"edgewatch infer: {exc}" + (f". The outputs fit type {hint}" if hint else ""), file=sys.stderr)
+        return EXIT_ERROR
+    except (ValueError, LookupError, OSError) as exc:
+        print(f"edgewatch infer: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def infer_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The model's options (from the command line, or from --config/--model) and the input path."""
+    wanted = 1 if args.config is not None else 2
+    if len(args.paths) != wanted:
+        raise ValueError("give MODEL INPUT, or --config CONFIG --model NAME INPUT")
+    if args.config is not None:
+        if args.model_name is None:
+            raise ValueError("--config needs --model NAME (a name under the config's models:)")
+        models, _ = load_pipeline_section(args.config)
+        if args.model_name not in models:
+            raise ValueError(f"{args.config} has no model {args.model_name!r}; it has {', '.join(sorted(models))}")
+        options = models[args.model_name].model_dump()
+    else:
+        options = {"type": args.type, "path": args.paths[0]}
+    options.update(_option_flags(args))
+    return options, args.paths[-1]
+
+
+def _option_flags(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    flags: dict[str, Any] = {}
+    if args.conf is not None:
+        flags["confidence_threshold"] = args.conf
+    if args.num_keypoints is not None:
+        flags["num_keypoints"] = args.num_keypoints
+    if args.class_names is not None:
+        flags["class_names"] = [n.strip() for n in args.class_names.split(",") if n.strip()]
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        flags[key.strip()] = yaml.safe_load(value)
+    return flags
+
+
+def _family_hint(path: Path, chosen: str) -> str | None:
+    """The detector family this model's output shapes fit, unless it is the one already chosen."""
+    import onnxruntime as ort
+
+    if path.suffix.lower() != ".onnx":
+        return None
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except ORT_ERRORS:
+        return None  # not a loadable model at all: the original error says so
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    hint = suggest_family((int(shape[2]), int(shape[3])), [o.shape for o in session.get_outputs()])
+    return hint if hint is not None and not hint.startswith(chosen + " ") else None
 
 
 def cmd_two_stage(args: argparse.Namespace) -> int:
@@ -78,9 +150,15 @@ def cmd_two_stage(args: argparse.Namespace) -> int:
 
 
 def load_two_stage(path: Path) -> PipelineLike:
-    """Models and pipeline from a YAML (a whole daemon config works too: other sections are ignored)."""
+    """Models and pipeline from a YAML (a whole daemon config works too: other sections are ignored).
+
+    Tracking is turned off: on single images every stage runs on every detection instead of per track.
+    """
     try:
         options, spec = load_pipeline_section(path)
+        if spec.tracking is not None:
+            log.warning("%s: tracking is off in two-stage: every stage runs on every detection of each image", path)
+            spec = spec.model_copy(update={"tracking": None})
         return build_pipeline(spec, {name: load_model(o, name=name) for name, o in options.items()})
     except ConfigError as exc:
         raise TwoStageConfigError(str(exc)) from exc
