@@ -23,6 +23,7 @@ from daemon.web.images import Limits
 from daemon.web.inference import Inference
 from daemon.web.models import ApiError, ModelRegistry
 from daemon.web.server import RouteGroup, WebServer, listen
+from daemon.web.workflows import workflow_routes
 from pipelines.models import ModelOptions
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class ApiServer:
         self.inference.fail_pending(ApiError("the server is stopping", 503))
 
 
+def api_groups(service: ApiService) -> list[RouteGroup]:
+    """The route groups of the inference API: the model routes and the Roboflow Workflow routes."""
+    return [api_routes(service), workflow_routes(service)]
+
+
 def api_service(
     options: ApiOptions, models: Mapping[str, Any], model_options: Mapping[str, ModelOptions], worker: ApiWorker
 ) -> ApiService:
@@ -73,7 +79,7 @@ def start_api(
 ) -> ApiServer:
     """Serve the inference API alone on options.host:port (tests, benchmarks); the daemon uses start_endpoints."""
     service = api_service(options, models, model_options, worker)
-    server = ApiServer(WebServer.serving([api_routes(service)], listen("api", options.host, options.port), "api"),
+    server = ApiServer(WebServer.serving(api_groups(service), listen("api", options.host, options.port), "api"),
                        service.inference)
     server.start()
     return server

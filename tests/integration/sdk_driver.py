@@ -139,8 +139,37 @@ def load(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
     return {"latencies_ms": latencies, "errors": errors}
 
 
+def workflow(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
+    """run_workflow with an inline and a stored specification, one image and a batch, current and legacy routes."""
+    spec, paths, stored = p["spec"], p["paths"], {"workspace_name": p["workspace"], "workflow_id": p["workflow_id"]}
+    return {
+        "batch": client.run_workflow(specification=spec, images={"image": paths}),
+        "single": client.run_workflow(specification=spec, images={"image": paths[0]}),
+        "excluded": client.run_workflow(specification=spec, images={"image": paths[0]}, excluded_fields=["classes"]),
+        "legacy": client.infer_from_workflow(specification=spec, images={"image": paths[0]}),
+        "stored": client.run_workflow(**stored, images={"image": paths}),
+        "stored_legacy": client.infer_from_workflow(workspace_name=p["workspace"], workflow_name=p["workflow_id"],
+                                                    images={"image": paths[0]}),
+        "stored_missing": _error(lambda: client.run_workflow(workspace_name=p["workspace"], workflow_id="no-such",
+                                                             images={"image": paths[0]})),
+        "invalid": _error(lambda: client.run_workflow(specification=p["invalid"], images={"image": paths[0]})),
+    }
+
+
+def workflow_cases(client: InferenceHTTPClient, p: dict[str, Any]) -> dict[str, Any]:
+    """run_workflow once per case (a specification and its parameters); an HTTP error is kept, not raised."""
+    out: dict[str, Any] = {}
+    for name, case in p["cases"].items():
+        try:
+            out[name] = client.run_workflow(specification=case["spec"], images={"image": p["path"]},
+                                            parameters=case["parameters"])
+        except HTTPCallErrorError as exc:
+            out[name] = {"status": exc.status_code, "message": exc.api_message}
+    return out
+
+
 SCENARIOS: dict[str, Callable[[InferenceHTTPClient, dict[str, Any]], dict[str, Any]]] = {
-    f.__name__: f for f in (info, models, infer, classify, ocr, clip, errors, auth, load)
+    f.__name__: f for f in (info, models, infer, classify, ocr, clip, errors, auth, load, workflow, workflow_cases)
 }
 
 
