@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := mosquitto ffmpeg tesseract-ocr libgl1 libglib2.0-0 openssl py
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint system-deps clean
+.PHONY: setup demo test lint system-deps clean gpu-check
 
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: setup system-deps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+
+# On a machine with an NVIDIA GPU and onnxruntime-gpu (and tensorrt + cuda-python for the engine checks);
+# elsewhere every check is skipped and -rs prints why.
+gpu-check: setup
+	$(VENV)/bin/pytest -q -rs -m gpu tests/gpu
 
 lint: setup
 	$(VENV)/bin/ruff check daemon pipelines tests
