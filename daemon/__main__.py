@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from daemon.service.statusline import CLEAR_LINE
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
 
 # Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
@@ -34,6 +36,11 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(CLEAR_LINE)  # a live status line may be on screen: the log line replaces it
+        super().emit(record)
 
 
 def setup_logging(level: str) -> None:
@@ -79,7 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import Daemon
-    from daemon.cli.demo import demo_config_path
+    from daemon.cli.demo import demo_config_path, demo_report, results_files
     from daemon.config import ConfigError, load_config
 
     try:
@@ -94,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if args.status_interval is not None:
         config.status_interval_s = args.status_interval
+    demo_files = results_files(config) if not args.config else {}
     daemon = Daemon(config, config_path=path)
     daemon.install_signal_handlers()
     try:
@@ -106,6 +114,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     clean = daemon.stop()
     for line in daemon.summary():
         print(line, file=sys.stderr)
+    if not args.config:  # the built-in demo: what it read, per plate
+        for line in demo_report(demo_files):
+            print(line, file=sys.stderr)
     return EXIT_OK if clean else EXIT_UNCLEAN
 
 

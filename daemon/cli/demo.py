@@ -6,13 +6,18 @@ PP-OCR text detector and recogniser that ship inside the rapidocr_onnxruntime wh
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from daemon.config import Config
+from daemon.sinks.jsonl import JsonlOptions
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +112,45 @@ def _draw_car(frame: np.ndarray, car: Car, index: int) -> None:
     cv2.rectangle(frame, (px, py), (px + 150, py + 40), (255, 255, 255), -1)
     cv2.rectangle(frame, (px, py), (px + 150, py + 40), (0, 0, 0), 2)
     cv2.putText(frame, car.plate, (px + 8, py + 29), cv2.FONT_HERSHEY_SIMPLEX, 0.85, (0, 0, 0), 2, cv2.LINE_AA)
+
+
+def results_files(config: Config) -> dict[Path, int]:
+    """The config's JSONL files and their current sizes: the demo appends, and its report reads only this run."""
+    files = [Path(sink.path) for sink in config.sinks if isinstance(sink, JsonlOptions) and "{" not in sink.path]
+    return {path: path.stat().st_size if path.is_file() else 0 for path in files}
+
+
+def demo_report(files: dict[Path, int]) -> list[str]:
+    """After the demo: one line per track (each stage's voted text, reads, agreement, format), and where the
+    results are. Read back from the JSONL file (from where this run began), the record a user would look at."""
+    lines = []
+    for path, start in files.items():
+        lines += track_lines(path, start)
+        lines.append(f"results: {path.resolve()}")
+    return lines
+
+
+def track_lines(path: Path, start: int = 0) -> list[str]:
+    """The last event of each track in a JSONL results file, one line each, in the order the tracks began."""
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        with path.open(encoding="utf-8") as lines:
+            lines.seek(start)
+            for line in lines:
+                record = json.loads(line)
+                if record.get("kind") == "event":
+                    last[(record["source_id"], record["track_id"])] = record
+    except (OSError, ValueError) as exc:
+        return [f"cannot read the track events in {path}: {exc}"]
+    return [_track_line(source, track, event) for (source, track), event in last.items()]
+
+
+def _track_line(source: str, track: int, event: dict[str, Any]) -> str:
+    reads = []
+    for stage, vote in sorted(event.get("stages", {}).items()):
+        text = vote.get("text") or vote.get("class") or "?"
+        agreement = vote.get("agreement")
+        reads.append(f"{stage} {text!r}: {vote.get('reads', 0)} reads, agreement "
+                     f"{'-' if agreement is None else f'{agreement:.0%}'}, format {vote.get('format') or 'none'}")
+    return f"track {source}/{track} ({event.get('label')}, {event.get('frames')} frames): " + (
+        "; ".join(reads) or "no reads")

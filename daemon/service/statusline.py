@@ -8,9 +8,12 @@ from typing import Any, TextIO
 
 from daemon.service.stats import Stats
 
+CLEAR_LINE = "\r\x1b[2K"  # back to column 0 and erase: the status line, or a log line, starts clean
+
 
 class StatusLine:
-    """Rewrites one terminal line (or prints a line per interval when not a TTY)."""
+    """Rewrites one terminal line; nothing at all when the output is not a terminal (a journal, a file, a pipe),
+    where a line per second would bury the logs (the retained stats and /metrics serve those instead)."""
 
     def __init__(self, stats: Stats, captures: Mapping[str, Any], out: TextIO) -> None:
         self.stats = stats
@@ -21,14 +24,10 @@ class StatusLine:
 
     def maybe_print(self, interval: float) -> None:
         now = time.monotonic()
-        if now - self._last < interval:
+        if not self.tty or now - self._last < interval:
             return
         self._last = now
-        line = self.render(now)
-        if self.tty:
-            self.out.write("\r\x1b[2K" + line)
-        else:
-            self.out.write(line + "\n")
+        self.out.write(CLEAR_LINE + self.render(now))
         self.out.flush()
 
     def render(self, now: float) -> str:
@@ -36,10 +35,12 @@ class StatusLine:
         for sid, source in self.stats.sources.items():
             capture = self.captures.get(sid)
             depth = len(capture.queue) if capture is not None else 0
-            drops = sum(source.dropped.values())
+            # fps-cap skips are by design (the `fps:` setting); drop= counts only frames lost to overload
+            skipped = source.dropped.get("fps_cap", 0)
+            drops = sum(source.dropped.values()) - skipped
             parts.append(
                 f"{sid} {source.state} {source.process_rate.per_second(now):.1f}fps "
-                f"det={source.detections} q={depth} drop={drops}"
+                f"det={source.detections} q={depth} drop={drops} skip={skipped}"
             )
         sinks = " ".join(f"{s.sink_id}:{s.published}" + (f"!{s.failed}" if s.failed else "")
                          for s in self.stats.sinks.values())

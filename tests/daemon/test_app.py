@@ -10,7 +10,7 @@ import pytest
 
 from daemon.__main__ import main
 from daemon.app import Daemon
-from daemon.cli.demo import PLATES, demo_config_path
+from daemon.cli.demo import PLATES, demo_config_path, track_lines
 from daemon.config import load_config
 
 
@@ -33,9 +33,15 @@ def test_builtin_demo_reads_the_plates(tmp_path: Path, monkeypatch: pytest.Monke
     assert daemon.stop()
     results = [m for m in read_jsonl(tmp_path / "out" / "demo-results.jsonl") if m["kind"] == "result"]
     assert len(results) == 100
+    # the demo tracks its plates: each detection carries its track's voted text, normalised without spaces
     texts = {d.get("text") for m in results for d in m["detections"]}  # type: ignore[attr-defined]
-    seen = [plate for plate in PLATES[:3] if plate in texts]
+    seen = [plate for plate in PLATES[:3] if plate.replace(" ", "") in texts]
     assert len(seen) == 3, texts
+    events = [m for m in read_jsonl(tmp_path / "out" / "demo-results.jsonl") if m["kind"] == "event"]
+    lines = track_lines(tmp_path / "out" / "demo-results.jsonl")
+    assert events and all(line.startswith("track street/") for line in lines)
+    for plate in PLATES[:3]:  # one summary line per track, with the voted text, reads, agreement and format
+        assert any(f"'{plate.replace(' ', '')}'" in line and "format uk" in line for line in lines), lines
 
 
 def images_config(tmp_path: Path, media_dir: Path, models_dir: Path, **extra: object) -> Path:
