@@ -221,7 +221,8 @@ class Scheduler:
             if kind == "label":
                 votes = LabelVotes(options.consensus.max_history)
             elif kind == "text":
-                votes = TextVotes(options.consensus.max_history, options.consensus.normalize)
+                consensus = options.consensus
+                votes = TextVotes(consensus.max_history, consensus.normalize, consensus.unknown_character)
             st = track.stages[stage] = StageTrack(kind, votes)
         st.runs += 1
         st.last_run_frame, st.last_run_area = frame, track.area
