@@ -115,6 +115,7 @@ def detect_read(children: sv.Detections, vote: tuple[str, str] | None) -> dict[s
 class _Clock:
     frame_index: int = -1
     timestamp: float | None = None
+    from_pts: bool = False  # stream time or the monotonic clock: the tracker compares times of one kind only
 
 
 class TrackRunner:
@@ -174,13 +175,21 @@ class TrackRunner:
         else:
             index, wall = info.seq, info.t_wall
             timestamp = info.pts if info.pts is not None else info.t_mono
+        from_pts = info is not None and info.pts is not None
         ended: list[Event] = []
+        started = clock.frame_index >= 0
+        # An RTSP session's first frame has no pts (the monotonic clock stands in): when stream time appears the
+        # time base changes, which is no restart to report, but the tracker needs times of one kind, so it restarts.
+        rebased = started and from_pts != clock.from_pts
         back_in_time = timestamp is not None and clock.timestamp is not None and timestamp < clock.timestamp
-        if clock.frame_index >= 0 and (index <= clock.frame_index or back_in_time):
-            log.info("source %s restarted (frame %d after %d): ending its tracks", key, index, clock.frame_index)
+        if started and (index <= clock.frame_index or back_in_time or rebased):
+            if rebased and index > clock.frame_index:
+                log.debug("source %s: time base changed at frame %d; the tracker restarts on it", key, index)
+            else:
+                log.info("source %s restarted (frame %d after %d): ending its tracks", key, index, clock.frame_index)
             ended = self.finish(key)
             clock = self._clocks.setdefault(key, _Clock())
-        clock.frame_index, clock.timestamp = index, timestamp
+        clock.frame_index, clock.timestamp, clock.from_pts = index, timestamp, from_pts
         self.tracking.track(key, detections, index, timestamp, wall)
         return ended
 

@@ -6,6 +6,8 @@ Real models on real video run in tests/pipelines/tracking/test_layer.py and the 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,6 +113,18 @@ def test_a_stream_restart_ends_the_old_tracks() -> None:
     run = pipeline.run([scene(0, (60,))[0]], [info(0)])  # seq back to 0: a new stream
     types = [e.type for _, e in run.events]
     assert types == ["end"] and pipeline.tracking is not None and pipeline.tracking.counters["tracks"] == {"cam": 0}
+
+
+def test_a_first_frame_without_pts_is_no_restart(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline, _, _ = make([{"name": "plate", "model": "reader"}])
+    first = dataclasses.replace(info(0), pts=None)  # RTSP: FFmpeg knows no time for a session's first frame
+    events = []
+    with caplog.at_level(logging.INFO, logger="pipelines.tracking.runner"):
+        for f in range(8):
+            events += [e for _, e in pipeline.run([scene(f, (60,))[0]], [first if f == 0 else info(f)]).events]
+    assert "restarted" not in caplog.text
+    types = [e.type for e in events]
+    assert types.count("new") == 1 and "end" not in types  # one track, on stream time from frame 1
 
 
 def test_late_frames_shed_second_stage_work() -> None:
