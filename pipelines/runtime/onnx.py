@@ -37,7 +37,8 @@ class Runtime(ModelFile):
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
         super().__init__(path, options, stage)
-        chosen = choose_providers(self.options, ort.get_available_providers(), self.label)
+        available = ort.get_available_providers()
+        chosen = choose_providers(self.options, available, self.label)
         self.session = self._open(chosen)
         self.provider = provider_name(self.session.get_providers()[0])
         requested = [ORT_PROVIDER_NAMES[p] for p in self.options.providers]
@@ -47,6 +48,11 @@ class Runtime(ModelFile):
                 f"ONNX Runtime fell back to {self.session.get_providers()} (check the CUDA/TensorRT libraries)"
             )
         log.info("%s runs on %s (requested %s)", self.label, self.provider, ", ".join(self.options.providers))
+        missing = [p for p in self.options.providers if p != "cpu" and ORT_PROVIDER_NAMES[p] not in available]
+        if missing:  # a GPU box on the CPU build of ONNX Runtime: say so loudly, with the fix
+            log.warning("%s: this ONNX Runtime has no %s provider, so it runs on %s; install onnxruntime-gpu "
+                        "(x86_64 with an NVIDIA GPU) or NVIDIA's onnxruntime-gpu wheel for your JetPack "
+                        "(docs/MODELS.md, `edgewatch doctor`)", self.label, " or ".join(missing), self.provider)
         self._describe()
         if self.max_batch == 1 and self.options.dynamic_batch == "auto" and self.provider != "tensorrt":
             session = dynamic_batch_session(self.path, self.session, self.label)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from pipelines.runtime.base import (
@@ -221,3 +222,15 @@ def test_spin_wait_setting_runs_the_same(models_dir: Path, spin_wait: bool) -> N
     feed = {runtime.inputs[0].name: np.full((1, 3, 96, 96), 0.5, np.float32)}
     reference = Runtime(models_dir / "plate_color_cls_96.onnx", RuntimeOptions(warmup_runs=0)).run(feed)
     np.testing.assert_allclose(runtime.run(feed)[0], reference[0], rtol=1e-5)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this ONNX Runtime has CUDA")
+def test_a_requested_gpu_provider_that_is_missing_is_a_warning_with_the_fix(
+    models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = RuntimeOptions(providers=["tensorrt", "cuda", "cpu"], intra_op_threads=1, dynamic_batch="off")
+    with caplog.at_level(logging.INFO, logger="pipelines.runtime.onnx"):
+        rt = Runtime(models_dir / "yolox_nano.onnx", options, stage="cars")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert rt.provider == "cpu" and len(warnings) == 1
+    assert "no tensorrt or cuda provider" in warnings[0] and "onnxruntime-gpu" in warnings[0]
