@@ -12,7 +12,7 @@ from types import FrameType
 
 from daemon import registry
 from daemon.capture import Capture, make_capture
-from daemon.config import Config
+from daemon.config import Config, pipeline_to_build
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
 from daemon.payload import event_message, result_payload
@@ -133,7 +133,7 @@ class Daemon:
         """The configured models, loaded, and the pipeline over them (pipelines/build.py: plain or tracked)."""
         self.models = {name: load_model(options, name) for name, options in self.config.models.items()}
         self.model_fingerprints = fingerprints(self.config.models)
-        return build_pipeline(self.config.pipeline, self.models, isolate_stage_errors=True)
+        return build_pipeline(*pipeline_to_build(self.config, self.models), isolate_stage_errors=True)
 
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:

@@ -16,11 +16,12 @@ from typing import TypeAlias
 
 from pydantic import BaseModel
 
-from daemon.config import Config, ConfigError, load_config
+from daemon.config import Config, ConfigError, load_config, pipeline_to_build
 from pipelines.build import build_pipeline
 from pipelines.models import LoadedModel, ModelOptions, load_model
 from pipelines.runtime.base import ModelLoadError
 from pipelines.stages import PipelineLike
+from pipelines.workflows.section import WorkflowPipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,17 @@ def make_plan(old: Config, new: Config, prints: Mapping[str, Fingerprint]) -> Re
         sources_changed=[sid for sid in new_sources if sid in old_sources and old_sources[sid] != new_sources[sid]],
         models_changed=models_changed,
         pipeline_changed=bool(models_changed) or _dump(old.pipeline) != _dump(new.pipeline)
-        or set(old.models) != set(new.models),
+        or set(old.models) != set(new.models) or _workflow(old) != _workflow(new),
         sinks_changed=[s.model_dump_json() for s in old.sinks] != [s.model_dump_json() for s in new.sinks],
         vlm_changed=[v.model_dump_json() for v in old.vlm] != [v.model_dump_json() for v in new.vlm],
         batch_changed=_dump(old.batch) != _dump(new.batch),
         need_restart=[name for name in RESTART_ONLY if _dump(old_kept[name]) != _dump(new_kept[name])],
     )
+
+
+def _workflow(config: Config) -> object:
+    """A workflow's compiled chain and bindings: its file or a model's settings may change under the same path."""
+    return config.pipeline.compiled.key if isinstance(config.pipeline, WorkflowPipelineSpec) else None
 
 
 def _dump(value: object) -> str:
@@ -135,7 +141,7 @@ def prepare(
     if plan.pipeline_changed:
         try:
             loaded = load_changed_models(models, new.models, plan.models_changed)
-            pipeline = build_pipeline(new.pipeline, loaded, isolate_stage_errors=True)
+            pipeline = build_pipeline(*pipeline_to_build(new, loaded), isolate_stage_errors=True)
         except (ModelLoadError, ValueError, OSError) as exc:
             log.error("reload rejected, keeping the running pipeline: %s", exc)
             return None
