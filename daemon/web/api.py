@@ -30,7 +30,7 @@ from daemon.web.server import RouteGroup, error_response
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]  # (body, **path parameters) -> JSON-able answer
 OCR_ROUTES = ("/doctr/ocr", "/ocr/pp-ocr", "/ocr/trocr", "/easy_ocr/ocr")
 JSON_PARSE_IN_THREAD_BYTES = 256 * 1024
 
@@ -62,9 +62,9 @@ class ApiService:
                 body = await self.read_json(request)
                 if auth:
                     self.check_key(request, body)
-                response: Response = JSONResponse(await handler(body))
+                response: Response = JSONResponse(await handler(body, **request.path_params))
             except ApiError as exc:
-                response = error_response(exc.status, str(exc))
+                response = JSONResponse(exc.body(), status_code=exc.status)
             except Exception as exc:  # isolation boundary: one request fails, the server and worker go on
                 log.exception("api: %s %s failed", request.method, request.url.path)
                 response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")

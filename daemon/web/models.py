@@ -36,6 +36,10 @@ class ApiError(Exception):
         if status is not None:
             self.status = status
 
+    def body(self) -> dict[str, Any]:
+        """The JSON the client gets: {"message", "status"} as Roboflow's server answers."""
+        return {"message": str(self), "status": self.status}
+
 
 class UnknownModelError(ApiError):
     status = 404

@@ -13,24 +13,20 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from daemon.web.api import ApiService
 from daemon.web.models import ApiError, UnknownModelError
-from daemon.web.server import RouteGroup, error_response
+from daemon.web.server import RouteGroup
 from pipelines.models import LoadedModel, ModelOptions, model_class
 from pipelines.workflows import WorkflowError, compile_workflow
 from pipelines.workflows.section import read_specification
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], Mapping[str, str]], Awaitable[dict[str, Any]]]
 INLINE_ROUTES = ("/workflows/run", "/infer/workflows")
 STORED_ROUTES = ("/{workspace}/workflows/{workflow_id}", "/infer/workflows/{workspace}/{workflow_id}")
 STORED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # no path separators, no leading dot
@@ -44,19 +40,32 @@ INPUT_CONTEXT = "workflow_execution | runtime_input_validation"
 class WorkflowInputError(ApiError):
     """The request's inputs do not fit its specification (Roboflow's RuntimeInputError)."""
 
+    def body(self) -> dict[str, Any]:
+        return roboflow_body(str(self), self.status, "RuntimeInputError", INPUT_CONTEXT, type(self).__name__)
 
-def roboflow_error(exc: Exception, error_type: str, context: str, status: int = 400) -> JSONResponse:
+
+class WorkflowRefused(ApiError):
+    """A specification edgewatch cannot run (Roboflow's WorkflowDefinitionError), naming the step at fault."""
+
+    def __init__(self, error: WorkflowError) -> None:
+        super().__init__(str(error), 400)
+        self.inner_type = type(error).__name__
+
+    def body(self) -> dict[str, Any]:
+        return roboflow_body(str(self), self.status, "WorkflowDefinitionError", COMPILE_CONTEXT, self.inner_type)
+
+
+def roboflow_body(message: str, status: int, error_type: str, context: str, inner_type: str) -> dict[str, Any]:
     """A refused workflow as Roboflow's server answers: message, error type, context and the step at fault."""
-    message = str(exc)
     body: dict[str, Any] = {"message": message, "status": status, "error_type": error_type, "context": context,
-                            "inner_error_type": type(exc).__name__, "inner_error_message": message}
+                            "inner_error_type": inner_type, "inner_error_message": message}
     found = STEP_MESSAGE.match(message)
     if found:
         body["blocks_errors"] = [{
             "block_id": found["step"], "block_type": found["type"],
             "property_name": found["field"] or found["loc"], "property_details": message,
         }]
-    return JSONResponse(body, status_code=status)
+    return body
 
 
 class Workflows:
@@ -69,35 +78,19 @@ class Workflows:
         folder = service.options.workflows_dir
         self.folder = Path(folder) if folder else None
 
-    def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """The API's body limits and key check, then the handler; workflow errors in Roboflow's shape."""
-        async def run(request: Request) -> Response:
-            try:
-                body = await self.service.read_json(request)
-                self.service.check_key(request, body)
-                return JSONResponse(await handler(body, request.path_params))
-            except WorkflowInputError as exc:
-                return roboflow_error(exc, "RuntimeInputError", INPUT_CONTEXT, exc.status)
-            except WorkflowError as exc:
-                return roboflow_error(exc, "WorkflowDefinitionError", COMPILE_CONTEXT)
-            except ApiError as exc:
-                return error_response(exc.status, str(exc))
-            except Exception as exc:  # isolation boundary: one request fails, the server and worker go on
-                log.exception("api: %s %s failed", request.method, request.url.path)
-                return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-
-        return run
-
     # -- routes -----------------------------------------------------------------------------------------
-    async def run_inline(self, body: dict[str, Any], _path: Mapping[str, str]) -> dict[str, Any]:
+    async def run_inline(self, body: dict[str, Any]) -> dict[str, Any]:
         spec = body.get("specification")
         if not isinstance(spec, dict):
             raise ApiError("specification: expected the workflow specification (a JSON object with version, "
                            f"inputs, steps, outputs), got {type(spec).__name__}", 422)
         return await self.run(spec, body)
 
-    async def run_stored(self, body: dict[str, Any], path: Mapping[str, str]) -> dict[str, Any]:
-        spec = await asyncio.to_thread(self.stored, path["workspace"], path["workflow_id"])
+    async def run_stored(self, body: dict[str, Any], workspace: str, workflow_id: str) -> dict[str, Any]:
+        try:
+            spec = await asyncio.to_thread(self.stored, workspace, workflow_id)
+        except WorkflowError as exc:
+            raise WorkflowRefused(exc) from exc
         return await self.run(spec, body)
 
     def stored(self, workspace: str, workflow_id: str) -> Any:
@@ -117,6 +110,13 @@ class Workflows:
         raise UnknownModelError(f"workflow {workspace}/{workflow_id} not found: no {looked} in api.workflows_dir")
 
     async def run(self, spec: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Compile, check the inputs, run in worker jobs; a WorkflowError anywhere is the client's 400."""
+        try:
+            return await self._run(spec, body)
+        except WorkflowError as exc:
+            raise WorkflowRefused(exc) from exc
+
+    async def _run(self, spec: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         inputs = body.get("inputs", {})
         if not isinstance(inputs, dict):
             raise WorkflowInputError(f"inputs: expected an object of input name -> value, got {type(inputs).__name__}")
@@ -128,7 +128,7 @@ class Workflows:
             raise WorkflowInputError(f"inputs: the specification's image input {name!r} was not given; send "
                                      f"inputs.{name} (run_workflow(images={{{name!r}: ...}}))")
         loaded = {model_id: await self.model(aliases.get(model_id, model_id)) for model_id in compiled.model_ids}
-        pipeline = compiled.build(loaded)
+        pipeline = compiled.build(loaded)  # a class filter naming classes the model lacks raises WorkflowError
         images, _ = await self.inference.images(inputs[name], f"inputs.{name}")
         ids = [name] if len(images) == 1 else [f"{name}.[{i}]" for i in range(len(images))]
         outputs: list[dict[str, Any]] = []
@@ -188,8 +188,8 @@ def excluded_fields(value: Any) -> frozenset[str]:
 def workflow_routes(service: ApiService) -> RouteGroup:
     """The workflow run routes inference_sdk's run_workflow calls (inline and stored, current and legacy)."""
     workflows = Workflows(service)
-    inline = workflows.endpoint(workflows.run_inline)
-    stored = workflows.endpoint(workflows.run_stored)
+    inline = service.endpoint(workflows.run_inline)
+    stored = service.endpoint(workflows.run_stored)
     routes = [*(Route(path, inline, methods=["POST"]) for path in INLINE_ROUTES),
               *(Route(path, stored, methods=["POST"]) for path in STORED_ROUTES)]
     return RouteGroup("workflows", routes)
