@@ -21,6 +21,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
 # Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
 COMMAND_MODULES = (
     "daemon.cli.models", "daemon.cli.embed", "daemon.cli.engine", "daemon.cli.workflow", "daemon.cli.doctor",
+    "daemon.cli.modelcmd",
     "daemon.bench.main",
 )
 
