@@ -8,15 +8,22 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from daemon import registry
 from daemon.config import Config, ConfigError, check_config
+from daemon.sinks.base import SinkOptions
+from daemon.sources.base import Source, SourceOptions, mask_credentials
 from pipelines.models import ModelOptions
+
+if TYPE_CHECKING:
+    from daemon.sinks.mqtt import MqttOptions
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -24,6 +31,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 PACKAGES = ("edgewatch", "onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python", "opencv-python-headless",
             "rapidocr_onnxruntime", "supervision", "pydantic", "paho-mqtt", "tensorrt", "cuda-python")
 MIN_FREE_MB = 500  # the MQTT spool and snapshots live in state_dir
+SOURCE_TIMEOUT_S = 15.0  # open plus first frame; a camera slower than this is a problem in itself
 
 # How to get each GPU execution provider; printed with every missing one.
 GPU_FIX = (
@@ -49,11 +57,13 @@ def register(subparsers: Any) -> None:
     doctor = subparsers.add_parser("doctor", help="check this box (and a config): packages, GPU, models, state_dir")
     doctor.add_argument("config", nargs="?", type=Path, help="pipeline YAML to check as well")
     doctor.add_argument("--json", action="store_true", help="one JSON object instead of the human report")
+    doctor.add_argument("--no-connect", action="store_true",
+                        help="do not open the sources or connect to the broker (a box prepared before its cameras)")
     doctor.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    checks = run_checks(args.config)
+    checks = run_checks(args.config, connect=not args.no_connect)
     if args.json:
         print(json.dumps({"ok": all(c.status != "fail" for c in checks), "checks": [asdict(c) for c in checks]},
                          indent=2))
@@ -67,7 +77,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_FAIL if any(c.status == "fail" for c in checks) else EXIT_OK
 
 
-def run_checks(config_path: Path | None) -> list[Check]:
+def run_checks(config_path: Path | None, connect: bool = True) -> list[Check]:
     checks = [check_python(), check_packages(), check_opencv(), check_gpu_visible()]
     available = _ort_providers()
     config: Config | None = None
@@ -77,8 +87,16 @@ def run_checks(config_path: Path | None) -> list[Check]:
     requested = sorted({p for m in config.models.values() for p in m.runtime.providers}) if config else []
     checks += check_providers(available, requested)
     checks += check_tensorrt(requested)
-    if config is not None:
+    if config is not None and config_path is not None:
+        waiting = unresolved_entries(config_path) if connect else {
+            **{("sources", i): [] for i in range(len(config.sources))},
+            **{("sinks", i): [] for i, o in enumerate(config.sinks) if o.type == "mqtt"}}
+        checks += check_sources([o for i, o in enumerate(config.sources) if ("sources", i) not in waiting])
+        checks += [not_probed("source", o.id, waiting[("sources", i)])
+                   for i, o in enumerate(config.sources) if ("sources", i) in waiting]
         checks += check_models(config)
+        checks += [not_probed("sink", o.id, waiting[("sinks", i)]) if ("sinks", i) in waiting
+                   else check_sink(o, Path(config.state_dir)) for i, o in enumerate(config.sinks)]
         checks.append(check_state_dir(Path(config.state_dir)))
     return checks
 
@@ -220,3 +238,151 @@ def check_state_dir(path: Path) -> Check:
     return Check("state_dir", status, f"{path}: writable, {free_mb} MB free",
                  "" if status == "ok" else f"free some space: the MQTT spool and snapshots need more than "
                  f"{MIN_FREE_MB} MB")
+
+
+def unresolved_entries(path: Path) -> dict[tuple[str, int], list[str]]:
+    """The sources and sinks (by section and index) whose settings still hold an unresolved ${...} here,
+    with those settings' names: opening them would test a placeholder, not the user's secret."""
+    from daemon.yamlsrc import YamlError, load_yaml
+
+    try:
+        src = load_yaml(path, allow_unresolved=True)
+    except YamlError:
+        return {}  # check_config_file has reported it
+    found: dict[tuple[str, int], list[str]] = {}
+    for loc in src.unresolved:
+        if len(loc) >= 2 and loc[0] in ("sources", "sinks") and isinstance(loc[1], int):
+            found.setdefault((str(loc[0]), loc[1]), []).append(".".join(str(part) for part in loc[2:]))
+    return found
+
+
+def not_probed(kind: str, entry_id: str, settings: Sequence[str]) -> Check:
+    if not settings:
+        return Check(f"{kind} {entry_id}", "ok", "not opened (--no-connect)")
+    return Check(f"{kind} {entry_id}", "warn",
+                 f"not opened: {', '.join(settings)} is an unresolved ${{...}} here",
+                 "run doctor where the secrets resolve (as the unit sees them: systemd/README.md)")
+
+
+def check_sources(sources: Sequence[SourceOptions]) -> list[Check]:
+    """Open every source once at the same time (four silent cameras cost one timeout, not four)."""
+    probes = [SourceProbe(options) for options in sources]
+    for probe in probes:
+        probe.start()
+    deadline = time.monotonic() + SOURCE_TIMEOUT_S
+    return [probe.result(deadline) for probe in probes]
+
+
+class SourceProbe:
+    """One source opened through its plug-in until its first frame, in a thread so that a silent camera
+    cannot hang the doctor; every text shown goes through mask_credentials."""
+
+    def __init__(self, options: SourceOptions) -> None:
+        self.name = f"source {options.id}"
+        self.source = registry.resolve("source", options.type)(options)
+        self.outcome: dict[str, Any] = {}
+        self.thread = threading.Thread(target=_first_frame, args=(self.source, self.outcome),
+                                       name=f"doctor-{options.id}", daemon=True)
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.thread.start()
+
+    def result(self, deadline: float) -> Check:
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        self.source.close()  # safe from another thread: also ends a read still blocked on the camera
+        where, outcome = self.source.describe(), self.outcome
+        if self.thread.is_alive():
+            return Check(self.name, "fail", f"{where}: no frame within {SOURCE_TIMEOUT_S:g}s",
+                         "check the address, that the camera streams, and the network between them")
+        if "error" in outcome:
+            return Check(self.name, "fail", mask_credentials(outcome["error"]),
+                         "check the address, path and credentials of this source")
+        height, width = outcome["shape"][:2]
+        info = outcome["info"]
+        fps = f"{info['fps']:g} fps" if info.get("fps") else "fps not stated"
+        return Check(self.name, "ok", f"{where}: {info.get('codec', 'codec not stated')}, {width}x{height}, {fps}, "
+                     f"first frame in {1000 * (outcome['at'] - self.started):.0f} ms")
+
+
+def _first_frame(source: Source, outcome: dict[str, Any]) -> None:
+    from daemon.sources.base import SourceError
+
+    try:
+        source.open()
+        frame = source.read()
+    except (SourceError, OSError, ValueError) as exc:
+        outcome["error"] = str(exc)
+        return
+    if frame is None:
+        outcome["error"] = f"{source.describe()}: opened, but it has no frames"
+        return
+    outcome.update(shape=frame[0].shape, info=source.stream_info(), at=time.perf_counter())
+
+
+def check_sink(options: SinkOptions, state_dir: Path) -> Check:
+    from daemon.sinks.jsonl import JsonlOptions
+    from daemon.sinks.mqtt import MqttOptions
+    from daemon.sinks.snapshots import SnapshotOptions
+
+    if isinstance(options, MqttOptions):
+        return check_mqtt(options)
+    if isinstance(options, JsonlOptions):
+        return _writable(f"sink {options.id}", Path(options.path).parent, "the JSONL files")
+    if isinstance(options, SnapshotOptions):
+        return _writable(f"sink {options.id}", Path(options.dir) if options.dir else state_dir / "snapshots",
+                         "the snapshot JPEGs")
+    return Check(f"sink {options.id}", "ok", f"{options.type}: nothing to check before it runs")
+
+
+def _writable(name: str, folder: Path, what: str) -> Check:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent  # the sink creates its folder: what matters is that it can
+    if probe.is_dir() and os.access(probe, os.W_OK):
+        return Check(name, "ok", f"{folder}: writable")
+    return Check(name, "fail", f"{folder}: {probe} is not a writable folder",
+                 f"make it writable by the daemon's user, or point the sink at a folder that is, for {what}")
+
+
+def check_mqtt(options: MqttOptions) -> Check:
+    """Connect once with the sink's host, port, user and TLS, and report what the broker said."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from daemon.sinks.mqtt_tls import set_tls
+
+    name, port = f"sink {options.id}", options.port or (8883 if options.tls else 1883)
+    where = f"mqtt://{options.host}:{port}" + (" over TLS" if options.tls else "")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgewatch-doctor-{os.getpid()}")
+    if options.username is not None:
+        client.username_pw_set(options.username,
+                               options.password.get_secret_value() if options.password is not None else None)
+    answered = threading.Event()
+    reasons: list[str] = []
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        reasons.append(str(reason) if reason.is_failure else "")
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        if options.tls is not None:
+            set_tls(client, options.tls, options.id)
+        client.connect(options.host, port, keepalive=10)
+        client.loop_start()
+        answered.wait(options.connect_timeout_s)
+    except (OSError, ValueError) as exc:
+        return Check(name, "fail", f"{where}: unreachable ({exc})",
+                     "start the broker or fix host/port (and tls: for port 8883); check the firewall")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if not reasons:
+        return Check(name, "fail", f"{where}: no answer within {options.connect_timeout_s:g}s",
+                     "check host/port and that the broker speaks MQTT (TLS on a TLS port)")
+    if reasons[0]:
+        return Check(name, "fail", f"{where}: the broker refused the connection: {reasons[0]}",
+                     "fix username/password (or the client certificate) for this broker")
+    user = f" as {options.username}" if options.username else ""
+    return Check(name, "ok", f"{where}: connected{user}")

@@ -98,6 +98,10 @@ class Source(ABC):
         """A log-safe description of where frames come from (never with credentials)."""
         return f"{self.options.type}:{self.options.id}"
 
+    def stream_info(self) -> dict[str, str | float]:
+        """What the opened stream says about itself (codec, fps) where its backend tells; {} where it does not."""
+        return {}
+
     @property
     def stall_timeout_s(self) -> float | None:
         """Longest gap between frames before the capture's watchdog forces a reconnect; None: no watchdog."""

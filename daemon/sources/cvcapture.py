@@ -50,6 +50,11 @@ class CvCapture:
         with self._lock:
             return 0.0 if self._closed else float(self._cap.get(prop))
 
+    def stream_info(self) -> dict[str, str | float]:
+        """The stream's codec (FourCC) and declared fps, for `edgewatch doctor`."""
+        fourcc = int(self.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace").strip("\0 ")
+        return {"codec": fourcc or "unknown", "fps": round(self.get(cv2.CAP_PROP_FPS), 3)}
+
     def set(self, prop: int, value: float) -> bool:
         with self._lock:
             return False if self._closed else bool(self._cap.set(prop, value))

@@ -64,6 +64,9 @@ class FileSource(Source):
         self._clock: tuple[float, float] | None = None  # (monotonic, pts) of the pacing origin
         self._length_checked = False
 
+    def stream_info(self) -> dict[str, str | float]:
+        return self._cv.stream_info() if self._cv is not None else {}
+
     def describe(self) -> str:
         return f"file:{self.options.id} {self.opts.path}"
 

@@ -83,6 +83,9 @@ class RtspSource(Source):
     def safe_url(self) -> str:
         return mask_credentials(self.opts.url)
 
+    def stream_info(self) -> dict[str, str | float]:
+        return self._cv.stream_info() if self._cv is not None else {}
+
     def describe(self) -> str:
         return f"rtsp:{self.options.id} {self.safe_url}"
 
