@@ -1,5 +1,5 @@
-"""The `edgewatch` command line: run | validate | doctor | bench | infer | two-stage | workflow | clip-compare |
-build-engine.
+"""The `edgewatch` command line: run | validate | doctor | models | bench | infer | two-stage | workflow |
+clip-compare | build-engine.
 
 Exit codes: 0 success; 1 invalid config, bad input or startup failure (one-paragraph message on stderr);
 2 usage error; 3 ran but did not shut down cleanly within shutdown_timeout_s; 130 forced by a second signal.
