@@ -92,3 +92,18 @@ def test_doctor_json_lists_the_file_source(capsys: pytest.CaptureFixture[str]) -
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["source london"]["status"] == "ok" and "1280x720" in checks["source london"]["detail"]
     assert checks["sink results"]["status"] == "ok"
+
+
+def test_no_connect_opens_no_source_and_no_broker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "configs" / "vehicle-plate-ocr.yaml").read_text().split("\nsources:")[0]
+    config = tmp_path / "c.yaml"
+    config.write_text(text.replace("${EDGEWATCH_MODELS:-../../shared/models}", str(ROOT.parent / "shared" / "models"))
+                      + f"\nsources:\n  - {{id: cam, type: rtsp, url: 'rtsp://127.0.0.1:{free_port()}/live'}}\n"
+                      f"sinks:\n  - {{id: broker, type: mqtt, host: 127.0.0.1, port: {free_port()}}}\n")
+    assert main(["doctor", str(config), "--json"]) == 1  # the camera is not there, nor the broker
+    capsys.readouterr()
+    assert main(["doctor", str(config), "--json", "--no-connect"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["source cam"] == {"name": "source cam", "status": "ok", "detail": "not opened (--no-connect)",
+                                    "fix": ""}
+    assert checks["sink broker"]["detail"] == "not opened (--no-connect)"
