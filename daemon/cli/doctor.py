@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import ssl
 import sys
 import threading
 import time
@@ -372,12 +373,16 @@ def check_mqtt(options: MqttOptions) -> Check:
         client.connect(options.host, port, keepalive=10)
         client.loop_start()
         answered.wait(options.connect_timeout_s)
+    except ssl.SSLError as exc:
+        return Check(name, "fail", f"{where}: TLS handshake failed ({exc})",
+                     "set tls.ca_file to the CA that signed the broker's certificate, whose name must match host "
+                     "(and cert_file/key_file when the broker asks for a client certificate)")
     except (OSError, ValueError) as exc:
         return Check(name, "fail", f"{where}: unreachable ({exc})",
                      "start the broker or fix host/port (and tls: for port 8883); check the firewall")
     finally:
+        client.disconnect()  # before loop_stop, so the loop sends DISCONNECT and closes the socket
         client.loop_stop()
-        client.disconnect()
     if not reasons:
         return Check(name, "fail", f"{where}: no answer within {options.connect_timeout_s:g}s",
                      "check host/port and that the broker speaks MQTT (TLS on a TLS port)")
