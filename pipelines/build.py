@@ -77,5 +77,5 @@ class TrackedPipeline:
         def run_stages(wave: list[Image], found: list[sv.Detections], narrow: Narrow) -> None:
             plain.run_stages(wave, found, plain.spec.stages, plain.name, log, narrow)
 
-        events = self.runner.run(images, detections, frames, run_stages)
-        return log.result(detections, events)
+        tracked, events = self.runner.run(images, detections, frames, run_stages)
+        return log.result(tracked, events)

@@ -25,7 +25,7 @@ import supervision as sv
 from daemon.bench.main import SHARED
 from daemon.bench.platescore import Published, Seen, score_video, totals
 from daemon.bench.scenes import PLATE_DETECTOR
-from daemon.bench.streams import run_example
+from daemon.bench.streams import TEXT_EVENTS, TEXT_SCHEDULE, example_tracking, run_example
 from daemon.bench.tracks import TEXT_DETECTOR, read_video
 from daemon.bench.traffic import FORMATS, Video, rendered
 from daemon.cli.demo import cache_dir
@@ -35,6 +35,7 @@ from pipelines.ocr import default_rec_model
 from pipelines.preprocess import Image, as_image
 from pipelines.stages import FrameInfo, Pipeline, PipelineSpec
 from pipelines.tracking.consensus import ConsensusOptions, PlateFormat, check_read, normalize_text
+from pipelines.tracking.events import FilterOptions
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,19 @@ CROPS = ("plate_crop_1.png", "plate_crop_2.png")  # already a plate: read by the
 VEHICLES = ["car", "bus", "truck", "motorcycle"]
 
 
+
 def tracking_options(fps: float) -> dict[str, Any]:
-    """The example config's tracking (configs/vehicle-plates-tracked.yaml) with this benchmark's formats."""
+    """The example config's tracking (configs/vehicle-plates-tracked.yaml), with this benchmark's formats and no
+    known list, and without its London zone and vehicle-class event filter (these chains track plates)."""
+    example = example_tracking()
+    consensus = example.schedule.consensus.model_copy(
+        update={"formats": [PlateFormat.model_validate(f) for f in PLATE_FORMATS], "known": []}
+    )
     return {
-        "tracker": {"frame_rate": fps, "track_activation_threshold": 0.3, "high_conf_det_threshold": 0.4},
-        "schedule": {"consensus": {"min_reads": 3, "min_agreement": 0.6, "formats": PLATE_FORMATS,
-                                   "settle_requires_format": True}},
-        "events": {"min_frames": 3},
+        **example.model_dump(exclude={"tracker", "schedule", "events"}),
+        "tracker": {**example.tracker.model_dump(), "frame_rate": fps},
+        "schedule": {**example.schedule.model_dump(exclude={"consensus"}), "consensus": consensus.model_dump()},
+        "events": example.events.model_copy(update={"zones": {}, "filters": FilterOptions()}).model_dump(),
     }
 
 
@@ -75,6 +82,9 @@ def chain_spec(chain: str, fps: float | None) -> PipelineSpec:
     spec: dict[str, Any] = {"name": f"bench-{chain}", "detector": detector, "stages": stages}
     if fps is not None:
         spec["tracking"] = tracking_options(fps)
+        if chain == "text":
+            spec["tracking"]["schedule"].update(TEXT_SCHEDULE)
+            spec["tracking"]["events"].update(TEXT_EVENTS)
     return PipelineSpec.model_validate(spec)
 
 

@@ -79,6 +79,7 @@ class VideoScore:
         return {
             "vehicles": len(counted),
             "exact": sum(c.exact for c in counted),
+            "undetected": sum(not c.tracks for c in counted),
             "false_plates": len(false),
             "false_texts": sorted(set(false)),
             "other_cars_plates": sum(t in known and t != c.text for c, t in published),
@@ -156,10 +157,13 @@ def totals(videos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     latencies = [n for v in videos for n in v["latencies"]]
     vehicles = sum(v["vehicles"] for v in videos)
     exact = sum(v["exact"] for v in videos)
+    found = vehicles - sum(v["undetected"] for v in videos)
     return {
         "vehicles": vehicles,
         "exact": exact,
         "exact_rate": exact / vehicles if vehicles else 0.0,
+        "undetected": vehicles - found,
+        "exact_rate_of_detected": exact / found if found else 0.0,
         "false_plates": sum(v["false_plates"] for v in videos),
         "other_cars_plates": sum(v["other_cars_plates"] for v in videos),
         "split_tracks": sum(v["split_tracks"] for v in videos),

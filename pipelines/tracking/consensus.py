@@ -178,10 +178,15 @@ class TextVotes:
         self.normalize = normalize
         self.unknown = unknown
         self.count = 0  # every non-empty read added, also those max_history dropped since
+        self.whole = 0  # those of them that were not partial
         self.reads: list[TextRead] = []
 
-    def add(self, result: Mapping[str, Any]) -> bool:
-        """Record one OCR result {"text","confidence","char_confidences"}; empty reads are not counted."""
+    def add(self, result: Mapping[str, Any], partial: bool = False) -> bool:
+        """Record one OCR result {"text","confidence","char_confidences"}; empty reads are not counted.
+
+        partial: the crop touched the picture's edge. Partial reads vote only until the track has min_reads
+        whole ones, and never count towards min_reads: a plate leaving the picture reads its last character
+        half cut (U as I) and would otherwise settle on it."""
         raw = str(result.get("text") or "")
         chars = result.get("char_confidences")
         if self.normalize:
@@ -190,8 +195,9 @@ class TextVotes:
             text, conf = raw, [float(c) for c in chars] if chars is not None and len(chars) == len(raw) else None
         if not text:
             return False
-        self.reads.append(TextRead(text, max(float(result.get("confidence") or 0.0), 1e-6), conf or []))
+        self.reads.append(TextRead(text, max(float(result.get("confidence") or 0.0), 1e-6), conf or [], partial))
         self.count += 1
+        self.whole += not partial
         _keep_heaviest(self.reads, self.max_history, lambda r: r.confidence)
         return True
 
@@ -199,6 +205,7 @@ class TextVotes:
         """Take in another track's reads (the same vehicle, tracked twice): the most confident are kept."""
         self.reads.extend(other.reads)
         self.count += other.count
+        self.whole += other.whole
         _keep_heaviest(self.reads, self.max_history, lambda r: r.confidence)
 
     def __len__(self) -> int:
@@ -209,13 +216,15 @@ class TextVotes:
         if not self.reads:
             return None
         rules = options.vote_rules()
-        total = sum(r.confidence for r in self.reads)
+        whole = [r for r in self.reads if not r.partial]
+        reads = whole if len(whole) >= options.min_reads else self.reads
+        total = sum(r.confidence for r in reads)
         if options.text_method == "cluster":
-            group = heaviest_group(clusters(self.reads, options.cluster_max_distance), rules)
+            group = heaviest_group(clusters(reads, options.cluster_max_distance), rules)
         else:
-            group = list(self.reads)
+            group = list(reads)
         voted = vote(group, rules)
-        support = [r for r in self.reads if supports(r.text, voted.text, options.cluster_max_distance)]
+        support = [r for r in reads if supports(r.text, voted.text, options.cluster_max_distance)]
         agreement = sum(r.confidence for r in support) / total
         exact = [r.confidence for r in group if r.text == voted.text] or [r.confidence for r in group]
         # the weighted vote must be as decisive as the reads: a position the reads split on does not settle
@@ -231,7 +240,7 @@ class TextVotes:
         if known is not None and options.snap_to_known:
             text = known["plate"]
         fmt = match_format(text, options.formats)
-        settled = self.count >= options.min_reads and agreement >= options.min_agreement and decisive
+        settled = self.whole >= options.min_reads and agreement >= options.min_agreement and decisive
         return {
             "text": text,
             "confidence": confidence,

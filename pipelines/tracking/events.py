@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.jsonable import to_jsonable
 from pipelines.labels import class_names
 from pipelines.models import Image
-from pipelines.tracking.state import Rows, TrackState, track_consensus
+from pipelines.tracking.state import Rows, StageTrack, TrackState, track_consensus
 from pipelines.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,21 @@ class EventOptions(BaseModel):
     zone_frames: int = Field(
         default=2, ge=1, description="Frames in a row inside (or outside) before a zone counts as entered (or left)."
     )
+    plate_wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Seconds a track's `new` event may wait for its OCR text to settle, so that it carries the "
+        "plate (and a box around a part of a plate, which never settles, often ends before it is announced); "
+        "0: `new` as soon as min_frames are seen.",
+    )
+    label_min_frames: int = Field(
+        default=5, ge=1, description="Frames a track's class vote needs before a change of label is an `update`."
+    )
+    label_min_agreement: float = Field(
+        default=0.6, ge=0.0, le=1.0,
+        description="Vote share a new label needs before its change is an `update` (a label that flips between "
+        "car and truck from frame to frame changes nothing).",
+    )
 
 
 @dataclass
@@ -129,6 +144,15 @@ class _EventTrack:
     changes: list[str] = field(default_factory=list)
     sent: dict[str, Any] = field(default_factory=dict)
     best: _Best = field(default_factory=_Best)
+
+
+def _read_text(stage: StageTrack) -> bool:
+    """The stage is an OCR stage and read some text."""
+    return stage.kind == "text" and stage.votes is not None and len(stage.votes) > 0
+
+
+def _settled(consensus: Any) -> bool:
+    return isinstance(consensus, Mapping) and bool(consensus.get("settled"))
 
 
 def settled_value(consensus: Any) -> Any:
@@ -176,6 +200,15 @@ class EventGenerator:
             events.extend(self._end(track))
         return events
 
+    def announced(self, source: str, track_id: int) -> bool:
+        """Whether the track has had its `new` event."""
+        state = self._state.get((source, track_id))
+        return state is not None and state.announced
+
+    def forget(self, source: str, track_id: int) -> None:
+        """Drop what is kept about a track that was folded into another one before it was announced."""
+        self._state.pop((source, track_id), None)
+
     def finish(self, source: str) -> list[Event]:
         """End every track of a source (stream over): their `end` events."""
         events: list[Event] = []
@@ -185,9 +218,23 @@ class EventGenerator:
 
     def _end(self, track: TrackState) -> list[Event]:
         state = self._state.pop((track.source, track.track_id), None)
-        if state is None or not state.announced:
+        if state is None:
             return []
-        return [self._event("end", state, track, ["end"])]
+        if state.announced:
+            return [self._event("end", state, track, ["end"])]
+        # held for its plate until it ended: a vehicle whose plate was never found still gets its events; one
+        # that read text that never settled was a part of a plate (a box of its own) and ends unannounced
+        if self._ready(state, track) and not any(_read_text(st) for st in track.stages.values()):
+            state.announced = True
+            new = self._event("new", state, track, ["new", *state.changes])
+            return [new, self._event("end", state, track, ["end"])]
+        return []
+
+    def _ready(self, state: _EventTrack, track: TrackState) -> bool:
+        """Eligible, seen min_frames, and inside a required zone if there are any."""
+        required = self.options.required_zones
+        ready = state.eligible and track.frames >= self.options.min_frames
+        return ready and not (required and not set(required) & set(state.entered_zones))
 
     def _update_best(self, best: _Best, track: TrackState, frame: int, image: Image | None) -> None:
         # Confident and large wins: a sharp close-up beats a confident speck.
@@ -222,16 +269,15 @@ class EventGenerator:
 
     def _decide(self, state: _EventTrack, track: TrackState) -> Event | None:
         values = {name: settled_value(c) for name, c in track_consensus(track).items()}
-        label = track.label()
-        values["label"] = label["class"] if label else None
+        values["label"] = self._label(track, state)
         for name, value in values.items():
             if state.announced and value != state.sent.get(name):
                 state.changes.append("label" if name == "label" else f"consensus:{name}")
         if not state.announced:
-            required = self.options.required_zones
-            ready = state.eligible and track.frames >= self.options.min_frames
-            if not ready or (required and not set(required) & set(state.entered_zones)):
+            if not self._ready(state, track):
                 return None
+            if self.tracker.awaits_relink(track) or self._awaits_plate(track):
+                return None  # may be a lost track found again, or its plate is not read yet: wait for it
             state.announced = True
             state.sent = values
             return self._event("new", state, track, ["new", *state.changes])
@@ -239,6 +285,22 @@ class EventGenerator:
             return None
         state.sent = values
         return self._event("update", state, track, state.changes)
+
+    def _awaits_plate(self, track: TrackState) -> bool:
+        """The track reads text that has not settled, and is younger than plate_wait_s."""
+        if track.last_clock - track.first_clock >= self.options.plate_wait_s:
+            return False
+        return any(st.kind == "text" and not _settled(st.consensus) for st in track.stages.values())
+
+    def _label(self, track: TrackState, state: _EventTrack) -> Any:
+        """The label to compare with the one sent: the vote's winner, but after `new` only once the vote settled
+        on it (min frames and share), so that a label flipping between classes sends nothing."""
+        label = track.label()
+        if label is None:
+            return None
+        o = self.options
+        settled = label["reads"] >= o.label_min_frames and label["agreement"] >= o.label_min_agreement
+        return label["class"] if settled or not state.announced else state.sent.get("label")
 
     def _event(self, kind: EventType, state: _EventTrack, track: TrackState, changes: list[str]) -> Event:
         label = track.label()

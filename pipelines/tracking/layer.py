@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.models import Image
 from pipelines.tracking.events import Event, EventGenerator, EventOptions
 from pipelines.tracking.schedule import ScheduleOptions, Scheduler
-from pipelines.tracking.state import Rows
+from pipelines.tracking.state import Rows, TrackState
 from pipelines.tracking.tracker import Tracker, TrackerOptions
 
 
@@ -93,7 +93,17 @@ class Tracking:
         self.scheduler.update(source, detections, stage, results, at_border)
 
     def events(self, source: str, detections: sv.Detections, image: Image | None = None) -> list[Event]:
-        """The frame's track events (call once per `track`, after the stages)."""
+        """The frame's track events (call once per `track`, after the stages).
+
+        First, a new track whose plate settled on that of a track lost a moment ago becomes that track again
+        (its reads join the old track's vote; ids in `detections` follow), so the vehicle keeps one event stream.
+        """
+        def unannounced(track: TrackState) -> bool:
+            return not self.generator.announced(source, track.track_id)
+
+        for track, folded in self.tracker.relink(source, detections, unannounced):
+            self.generator.forget(source, folded)
+            self.scheduler.recount(track)
         return self.generator.update(source, detections, image)
 
     def finish(self, source: str) -> list[Event]:

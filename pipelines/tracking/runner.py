@@ -77,12 +77,15 @@ def waves(keys: Sequence[str]) -> list[list[int]]:
     return out
 
 
-def at_border(xyxy: Boxes, image_shape: tuple[int, ...], margin: float = 1.0) -> Rows:
-    """Rows whose box touches (within margin pixels) or crosses the picture's edge: objects partly outside."""
+def at_border(xyxy: Boxes, image_shape: tuple[int, ...], margin: float = 1.0, relative: float = 0.0) -> Rows:
+    """Rows whose box touches or crosses the picture's edge: objects partly outside. Touching is within `margin`
+    pixels plus `relative` times the box's height (a text detector's box around text that runs out of the
+    picture stops short of the edge, on the last character it still sees whole)."""
     h, w = image_shape[:2]
     boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    near = margin + relative * (boxes[:, 3] - boxes[:, 1])
     return np.asarray(
-        (boxes[:, 0] <= margin) | (boxes[:, 1] <= margin) | (boxes[:, 2] >= w - margin) | (boxes[:, 3] >= h - margin),
+        (boxes[:, 0] <= near) | (boxes[:, 1] <= near) | (boxes[:, 2] >= w - near) | (boxes[:, 3] >= h - near),
         dtype=bool,
     )
 
@@ -145,8 +148,9 @@ class TrackRunner:
         detections: Sequence[sv.Detections],
         frames: Sequence[FrameInfo] | None,
         run_stages: RunStages,
-    ) -> list[tuple[int, Event]]:
-        """Track, run the scheduled stages and return (index in batch, event) for every event, in order.
+    ) -> tuple[list[sv.Detections], list[tuple[int, Event]]]:
+        """Track, run the scheduled stages; the tracked detections per image (without the duplicate boxes of a
+        class group, see Tracker.update) and (index in batch, event) for every event, in order.
 
         Without frames every image is the next frame of DEFAULT_SOURCE.
         """
@@ -154,20 +158,24 @@ class TrackRunner:
         if frames is not None and len(frames) != n:
             raise ValueError(f"pipeline {self.name!r}: {len(frames)} frames for {n} images")
         keys = [f.source for f in frames] if frames is not None else [DEFAULT_SOURCE] * n
+        found = list(detections)
         events: list[tuple[int, Event]] = []
         for wave in waves(keys):
             ages = []
             for i in wave:
                 info = frames[i] if frames is not None else None
-                events += [(i, e) for e in self._track(keys[i], detections[i], info)]
+                found[i], ended = self._track(keys[i], found[i], info)
+                events += [(i, e) for e in ended]
                 ages.append(info.age_s if info is not None else 0.0)
             wave_keys = [keys[i] for i in wave]
-            self._run_stages(wave_keys, [images[i] for i in wave], [detections[i] for i in wave], ages, run_stages)
+            self._run_stages(wave_keys, [images[i] for i in wave], [found[i] for i in wave], ages, run_stages)
             for i in wave:
-                events += [(i, e) for e in self.tracking.events(keys[i], detections[i], images[i])]
-        return events
+                events += [(i, e) for e in self.tracking.events(keys[i], found[i], images[i])]
+        return found, events
 
-    def _track(self, key: str, detections: sv.Detections, info: FrameInfo | None) -> list[Event]:
+    def _track(
+        self, key: str, detections: sv.Detections, info: FrameInfo | None
+    ) -> tuple[sv.Detections, list[Event]]:
         """Tracker update for one frame; a frame number or stream time going back ends the old tracks first."""
         clock = self._clocks.setdefault(key, _Clock())
         if info is None:
@@ -190,8 +198,7 @@ class TrackRunner:
             ended = self.finish(key)
             clock = self._clocks.setdefault(key, _Clock())
         clock.frame_index, clock.timestamp, clock.from_pts = index, timestamp, from_pts
-        self.tracking.track(key, detections, index, timestamp, wall)
-        return ended
+        return self.tracking.track(key, detections, index, timestamp, wall), ended
 
     def _run_stages(
         self, keys: list[str], images: list[Image], detections: list[sv.Detections], ages: list[float],
@@ -202,9 +209,9 @@ class TrackRunner:
 
         run_stages(images, detections, narrow)
         for key, image, dets in zip(keys, images, detections, strict=True):
-            border = at_border(dets.xyxy, image.shape)
             for stage in self.stages:
-                self._update(key, dets, stage, border)
+                margin = self.tracking.scheduler.options_for(stage.name).border_margin
+                self._update(key, dets, stage, at_border(dets.xyxy, image.shape, relative=margin))
 
     def _update(self, key: str, detections: sv.Detections, stage: TopStage, border: Rows) -> None:
         """Record the stage's fresh results on the tracks and publish the consensus (see the module doc)."""

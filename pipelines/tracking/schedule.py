@@ -63,6 +63,14 @@ class ScheduleOptions(BaseModel):
         description="Let reads of boxes that touch the picture's edge (objects partly outside, e.g. a plate "
         "entering) settle a track; by default they vote but the track keeps being read.",
     )
+    border_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="A box this many times its height from the picture's edge (plus 1 pixel) counts as touching "
+        "it. A plate detector's box holds the whole plate: 0. A text detector's box stops short of the edge on the "
+        "last whole character of text that runs out of the picture: about 0.25.",
+    )
     consensus: ConsensusOptions = Field(
         default_factory=ConsensusOptions, description="How the reads of a track are combined."
     )
@@ -225,13 +233,24 @@ class Scheduler:
                 votes = TextVotes(consensus.max_history, consensus.normalize, consensus.unknown_character)
             st = track.stages[stage] = StageTrack(kind, votes)
         st.runs += 1
+        st.partial_runs += partial
         st.last_run_frame, st.last_run_area = frame, track.area
         if st.votes is None:
             st.consensus, st.settled = result, True
             return
-        st.votes.add(result)
+        if isinstance(st.votes, TextVotes):
+            st.votes.add(result, partial)
+        else:
+            st.votes.add(result)
         st.consensus = st.votes.result(options.consensus)
         st.settled = bool(st.consensus and st.consensus["settled"]) and not partial
+
+    def recount(self, track: TrackState) -> None:
+        """Vote a track's stages again (another track's reads were folded into it)."""
+        for name, st in track.stages.items():
+            if st.votes is not None:
+                st.consensus = st.votes.result(self.options_for(name).consensus)
+                st.settled = bool(st.consensus and st.consensus["settled"])
 
     def consensus(self, source: str, track_id: int, stage: str) -> Any:
         """A live track's current consensus for a stage (None before its first read)."""

@@ -47,10 +47,13 @@ class StageTrack:
     last_run_area: float = 0.0
     consensus: Any = None
     settled: bool = False
+    partial_runs: int = 0  # runs on a box at the picture's edge
 
     def done(self, max_reads: int) -> bool:
-        """Settled, or read max_reads times: from now on scheduled like a settled track."""
-        return self.settled or self.runs >= max_reads
+        """Settled, or read max_reads times: from now on scheduled like a settled track. Reads of a box at the
+        picture's edge do not use up max_reads (a plate entering slowly would spend it before it is whole), up
+        to twice max_reads in all."""
+        return self.settled or self.runs - self.partial_runs >= max_reads or self.runs >= 2 * max_reads
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TrackState:
     frames: int = 0
     ended: bool = False
     stages: dict[str, StageTrack] = field(default_factory=dict)
+    first_clock: float = 0.0  # the tracker's clock (stream or monotonic seconds) when first and last seen
+    last_clock: float = 0.0
 
     @property
     def area(self) -> float:

@@ -31,6 +31,7 @@ class TextRead:
     text: str
     confidence: float
     chars: list[float] = field(default_factory=list)
+    partial: bool = False  # the box touched the picture's edge: part of the plate may be outside
 
     def char_weights(self) -> list[float]:
         """Each character's evidence: its own confidence when the reader gave one, else the read's."""

@@ -7,12 +7,17 @@ cv2 for its video and camera-motion helpers; ByteTrack itself is a Kalman filter
 
 The thresholds default lower than `trackers`' (0.5, not 0.7/0.6): small detectors such as YOLOX-nano give
 clearly visible vehicles 0.3-0.7, and with 0.7 a bus in the London test video changed id mid-way.
+
+One track per vehicle (pipelines/tracking/identity.py): the vehicle classes are one group, so a vehicle reported
+as both car and truck is tracked once and its label is a vote; and a track whose plate text settled is kept
+`relink_seconds` after ByteTrack lost it, so that a new track settling on the same text continues it (same id,
+same events) instead of publishing the plate twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -24,6 +29,8 @@ from trackers import ByteTrackTracker
 
 from pipelines.labels import class_names
 from pipelines.tracking.consensus import LabelVotes
+from pipelines.tracking.identity import Duplicates, absorb, duplicate_rows, settled_text
+from pipelines.tracking.relink import Lineage, RelinkRules, awaits, continued, one_row_per_track
 from pipelines.tracking.state import TrackState
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,25 @@ class TrackerOptions(BaseModel):
         default=2, ge=1, description="Frames in a row before a track is confirmed and gets an id (-1 until then)."
     )
     class_history: int = Field(default=50, ge=1, description="First-stage class reads kept per track for the vote.")
+    class_groups: list[list[str]] = Field(
+        default_factory=lambda: [["car", "truck", "bus", "van", "motorcycle"]],
+        description="Classes that are one kind of object to the tracker (a detector's label for a vehicle flips "
+        "between them): overlapping boxes of one group are one object, and the track's label is their vote.",
+    )
+    duplicate_iou: float = Field(
+        default=0.7, gt=0.0, le=1.0,
+        description="Box overlap (IoU) at which two detections of one class group are the same object; the less "
+        "confident one is not tracked.",
+    )
+    relink_seconds: float = Field(
+        default=4.0, ge=0.0,
+        description="A track whose plate text settled is kept this long after it was last seen; a new track that "
+        "settles on the same text meanwhile continues it (same id and events). Its `new` event waits for its "
+        "text while such a track is waiting, at most this long. 0: no re-linking.",
+    )
+    relink_max_distance: int = Field(
+        default=1, ge=0, description="Plate texts this many edits apart still re-link (a plate read half out of view)."
+    )
 
 
 @dataclass
@@ -75,6 +101,8 @@ class _Source:
     tracks: dict[int, TrackState] = field(default_factory=dict)
     ended: list[TrackState] = field(default_factory=list)
     frame_index: int = -1
+    clock: float = 0.0  # seconds: the stream or monotonic time of the last frame, else frames / frame_rate
+    lineage: Lineage = field(default_factory=Lineage)
 
 
 class Tracker:
@@ -112,11 +140,13 @@ class Tracker:
         timestamp: float | None = None,
         wall_time: float | None = None,
     ) -> sv.Detections:
-        """Set `detections.tracker_id` in place (input order kept; -1 = not yet confirmed) and return it.
+        """The detections that are tracked, with `tracker_id` set (input order kept; -1 = not yet confirmed).
 
+        These are `detections` themselves (ids set in place) unless boxes of one class group repeated a more
+        confident one: then a copy without those rows (their classes vote on the track of the row they repeat).
         timestamp: monotonic or stream seconds that step the motion model (ignored unless use_timestamps);
         wall_time: epoch seconds stamped on the tracks as first/last seen (defaults to timestamp, then
-        to the frame index). Tracks that ByteTrack dropped in this call are listed by `ended(source)`.
+        to the frame index). Tracks that ended in this call are listed by `ended(source)`.
         """
         state = self._source(source)
         if frame_index <= state.frame_index:
@@ -124,15 +154,53 @@ class Tracker:
                 f"source {source!r}: frame_index {frame_index} is not after the previous {state.frame_index}"
             )
         state.frame_index = frame_index
-        ids = self._assign_ids(state.bytetrack, detections, timestamp if self.options.use_timestamps else None)
-        detections.tracker_id = ids
+        state.clock = timestamp if timestamp is not None else frame_index / self.options.frame_rate
+        o = self.options
+        dups = duplicate_rows(detections, o.class_groups, o.duplicate_iou)
+        tracked = dups.kept(detections)
+        raw = self._assign_ids(state.bytetrack, tracked, timestamp if o.use_timestamps else None)
+        ids = one_row_per_track(state.lineage.resolve(raw), tracked.xyxy)
+        tracked.tracker_id = ids
         when = wall_time if wall_time is not None else timestamp if timestamp is not None else float(frame_index)
-        self._record(state, source, detections, ids, frame_index, when)
-        alive = {t.tracker_id for t in state.bytetrack.tracks if t.tracker_id != UNTRACKED}
-        state.ended = [state.tracks.pop(tid) for tid in sorted(set(state.tracks) - alive)]
+        self._record(state, source, tracked, ids, frame_index, when)
+        if dups.any:
+            self._vote_duplicates(state, detections, tracked, dups)
+        self._retire(state)
+        return tracked
+
+    def _retire(self, state: _Source) -> None:
+        """Tracks ByteTrack dropped end, unless their plate settled: those wait relink_seconds first."""
+        raw = np.array([t.tracker_id for t in state.bytetrack.tracks if t.tracker_id != UNTRACKED], dtype=int)
+        alive = set(state.lineage.resolve(raw).tolist())
+        dormant = state.lineage.dormant
+        state.ended = []
+        for tid in sorted(set(state.tracks) - alive):
+            track = state.tracks.pop(tid)
+            if self.options.relink_seconds > 0 and settled_text(track) is not None:
+                dormant[tid] = track
+            else:
+                state.ended.append(track)
+        for tid, track in list(dormant.items()):
+            if state.clock - track.last_clock > self.options.relink_seconds:
+                state.ended.append(dormant.pop(tid))
         for track in state.ended:
             track.ended = True
-        return detections
+
+    @staticmethod
+    def _vote_duplicates(state: _Source, detections: sv.Detections, tracked: sv.Detections, dups: Duplicates) -> None:
+        """A dropped duplicate's class votes on the track of the row it repeats."""
+        kept_row = np.cumsum(dups.keep) - 1  # each kept input row's row in `tracked`
+        names = class_names(detections, missing="object").tolist()
+        conf = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+        class_ids = detections.class_id if detections.class_id is not None else [None] * len(detections)
+        assert tracked.tracker_id is not None
+        for row in np.flatnonzero(~dups.keep):
+            track = state.tracks.get(int(tracked.tracker_id[kept_row[dups.owner[row]]]))
+            if track is not None:
+                cid = class_ids[row]
+                track.class_votes.add(
+                    {"class": names[row], "class_id": None if cid is None else int(cid), "confidence": float(conf[row])}
+                )
 
     @staticmethod
     def _assign_ids(bytetrack: ByteTrackTracker, detections: sv.Detections, timestamp: float | None) -> TrackIds:
@@ -181,9 +249,10 @@ class Tracker:
                     float(conf[i]),
                     LabelVotes(self.options.class_history),
                 )
+                track.first_clock = state.clock
                 state.tracks[int(tid)] = track
                 log.debug("source %s: track %d confirmed at frame %d", source, tid, frame_index)
-            track.last_frame, track.last_seen = frame_index, when
+            track.last_frame, track.last_seen, track.last_clock = frame_index, when, state.clock
             track.xyxy, track.confidence = detections.xyxy[i].copy(), float(conf[i])
             track.frames += 1
             cid = class_ids[i]
@@ -206,6 +275,50 @@ class Tracker:
         for i, tid in enumerate(ids):
             yield i, tracks.get(int(tid)) if tid != UNTRACKED else None
 
+    def _rules(self) -> RelinkRules:
+        return RelinkRules(self.options.relink_seconds, self.options.relink_max_distance)
+
+    def awaits_relink(self, track: TrackState) -> bool:
+        """Whether a new track's `new` event should wait for its plate (pipelines/tracking/relink.py)."""
+        state = self._sources.get(track.source)
+        return state is not None and awaits(track, state.tracks, state.lineage, state.frame_index, self._rules())
+
+    def relink(
+        self, source: str, detections: sv.Detections, may_merge: Callable[[TrackState], bool]
+    ) -> list[tuple[TrackState, int]]:
+        """Fold each track seen this frame that turned out to be an older track (and that may_merge allows:
+        nothing published yet) into it; ids in `detections` follow. Returns (grown track, folded id)."""
+        state = self._sources.get(source)
+        if state is None or self.options.relink_seconds <= 0:
+            return []
+        grown: list[tuple[TrackState, int]] = []
+        for young in [t for t in state.tracks.values() if t.last_frame == state.frame_index]:
+            if young.track_id not in state.tracks or not may_merge(young):
+                continue
+            found = continued(young, state.tracks, state.lineage, state.frame_index, self._rules())
+            if found is not None:
+                self._merge(state, found[0], young, detections, found[1])
+                grown.append((found[0], young.track_id))
+        return grown
+
+    @staticmethod
+    def _merge(state: _Source, old: TrackState, young: TrackState, detections: sv.Detections, seen: bool) -> None:
+        """Fold `young` into `old`; when `old` is in the picture now too, young's box stops being tracked."""
+        log.debug("source %s: track %d is track %d again", old.source, young.track_id, old.track_id)
+        if not seen:
+            # the old tracklet, if ByteTrack still keeps it as lost, must not come back as a second copy
+            lineage = state.lineage
+            state.bytetrack.tracks = [
+                t for t in state.bytetrack.tracks if lineage.alias.get(t.tracker_id, t.tracker_id) != old.track_id
+            ]
+        state.lineage.fold(young.track_id, old.track_id)
+        absorb(old, young, seen)
+        del state.tracks[young.track_id]
+        state.lineage.dormant.pop(old.track_id, None)
+        state.tracks[old.track_id] = old
+        if detections.tracker_id is not None:
+            detections.tracker_id[detections.tracker_id == young.track_id] = UNTRACKED if seen else old.track_id
+
     def ended(self, source: str) -> list[TrackState]:
         """Tracks that ended (lost longer than lost_track_seconds) during the last update of the source."""
         state = self._sources.get(source)
@@ -221,7 +334,7 @@ class Tracker:
         state = self._sources.pop(source, None)
         if state is None:
             return []
-        ended = list(state.tracks.values())
+        ended = [*state.tracks.values(), *state.lineage.dormant.values()]
         for track in ended:
             track.ended = True
         return ended

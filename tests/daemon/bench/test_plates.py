@@ -66,8 +66,12 @@ TWO_CARS = truth(10, {0: (0.0, 0.0), 1: (300.0, 0.0)}, readable_from=2)
         pytest.param(
             [at(0, 3, 1, "AB12C", settled=False), at(1, 4, 2, "XY34ZQW")],
             [event("new", 1, "AB12C", settled=False), event("new", 2, "XY34ZQW")],
-            {"exact": 1, "false_plates": 0, "misread": {"AB12CDE": []}},
+            {"exact": 1, "undetected": 0, "false_plates": 0, "misread": {"AB12CDE": []}},
             id="never settled: not read, not false",
+        ),
+        pytest.param(
+            [at(1, 4, 2, "XY34ZQW")], [event("new", 2, "XY34ZQW")],
+            {"exact": 1, "undetected": 1, "misread": {"AB12CDE": []}}, id="a car no track ever followed",
         ),
         pytest.param(
             [at(1, 4, 2, "XY34ZQW"), Seen(5, 9, (900.0, 900.0, 950.0, 920.0), None)],
@@ -90,12 +94,13 @@ def test_score_video(seen: list[Seen], events: list[Published], expected: dict[s
 
 
 def test_totals_over_videos() -> None:
-    one = {"vehicles": 2, "exact": 2, "false_plates": 0, "other_cars_plates": 0, "split_tracks": 1,
+    one = {"vehicles": 2, "exact": 2, "undetected": 0, "false_plates": 0, "other_cars_plates": 0, "split_tracks": 1,
            "extra_event_streams": 1, "latencies": [1, 5]}
-    two = {**one, "exact": 1, "false_plates": 2, "latencies": [3]}
+    two = {**one, "exact": 1, "undetected": 1, "false_plates": 2, "latencies": [3]}
     assert totals([one, two]) == {
-        "vehicles": 4, "exact": 3, "exact_rate": 0.75, "false_plates": 2, "other_cars_plates": 0,
-        "split_tracks": 2, "extra_event_streams": 2, "latency_median_frames": 3, "latency_max_frames": 5,
+        "vehicles": 4, "exact": 3, "exact_rate": 0.75, "undetected": 1, "exact_rate_of_detected": 1.0,
+        "false_plates": 2, "other_cars_plates": 0, "split_tracks": 2, "extra_event_streams": 2,
+        "latency_median_frames": 3, "latency_max_frames": 5,
     }
 
 
