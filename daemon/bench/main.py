@@ -57,7 +57,10 @@ def register(subparsers: Any) -> None:
     plates.add_argument("--no-photos", dest="photos", action="store_false", help="skip the real photos")
     plates.add_argument("--no-example", dest="example", action="store_false",
                         help="skip the example tracked config on the London video and the demo street")
-    plates.set_defaults(func=_delegate("daemon.bench.plates", "seeds", "chains", "cache", "photos", "example"))
+    plates.add_argument("--baseline", action="store_true",
+                        help="also run each chain with issue 15's identity, re-linking and weighted vote switched off")
+    plates.set_defaults(func=_delegate("daemon.bench.plates", "seeds", "chains", "cache", "photos", "example",
+                                       "baseline"))
 
 
 def _delegate(module: str, *options: str) -> Any:

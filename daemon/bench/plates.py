@@ -56,23 +56,34 @@ CROPS = ("plate_crop_1.png", "plate_crop_2.png")  # already a plate: read by the
 VEHICLES = ["car", "bus", "truck", "motorcycle"]
 
 
+# --baseline: the example's tracking with issue 15's additions switched off (per-class identity, no re-linking,
+# no confusable vote, `new` at once), so one command gives the before and after figures side by side.
+BASELINE_TRACKER = {"class_groups": [], "relink_seconds": 0.0}
+BASELINE_CONSENSUS = {"confusable_weight": 0.0}
+BASELINE_EVENTS = {"plate_wait_s": 0.0}
 
-def tracking_options(fps: float) -> dict[str, Any]:
+
+def tracking_options(fps: float, baseline: bool = False) -> dict[str, Any]:
     """The example config's tracking (configs/vehicle-plates-tracked.yaml), with this benchmark's formats and no
     known list, and without its London zone and vehicle-class event filter (these chains track plates)."""
     example = example_tracking()
     consensus = example.schedule.consensus.model_copy(
-        update={"formats": [PlateFormat.model_validate(f) for f in PLATE_FORMATS], "known": []}
+        update={
+            "formats": [PlateFormat.model_validate(f) for f in PLATE_FORMATS],
+            "known": [],
+            **(BASELINE_CONSENSUS if baseline else {}),
+        }
     )
+    events = example.events.model_copy(update={"zones": {}, "filters": FilterOptions()}).model_dump()
     return {
         **example.model_dump(exclude={"tracker", "schedule", "events"}),
-        "tracker": {**example.tracker.model_dump(), "frame_rate": fps},
+        "tracker": {**example.tracker.model_dump(), "frame_rate": fps, **(BASELINE_TRACKER if baseline else {})},
         "schedule": {**example.schedule.model_dump(exclude={"consensus"}), "consensus": consensus.model_dump()},
-        "events": example.events.model_copy(update={"zones": {}, "filters": FilterOptions()}).model_dump(),
+        "events": {**events, **(BASELINE_EVENTS if baseline else {})},
     }
 
 
-def chain_spec(chain: str, fps: float | None) -> PipelineSpec:
+def chain_spec(chain: str, fps: float | None, baseline: bool = False) -> PipelineSpec:
     """The chain's pipeline; tracked when fps is given, plain (one-shot photos) otherwise."""
     detector = {"plate": "plates", "text": "text", "vehicles": "vehicles"}[chain]
     ocr: dict[str, Any] = {"name": STAGE, "model": "ocr"}
@@ -81,22 +92,32 @@ def chain_spec(chain: str, fps: float | None) -> PipelineSpec:
     stages = [{"name": "plates", "model": "plates", "stages": [ocr]}] if chain == "vehicles" else [ocr]
     spec: dict[str, Any] = {"name": f"bench-{chain}", "detector": detector, "stages": stages}
     if fps is not None:
-        spec["tracking"] = tracking_options(fps)
+        spec["tracking"] = tracking_options(fps, baseline)
         if chain == "text":
             spec["tracking"]["schedule"].update(TEXT_SCHEDULE)
-            spec["tracking"]["events"].update(TEXT_EVENTS)
+            spec["tracking"]["events"].update(BASELINE_EVENTS if baseline else TEXT_EVENTS)
     return PipelineSpec.model_validate(spec)
 
 
 def load_models(models_dir: Path, threads: int) -> dict[str, LoadedModel]:
     runtime = {"providers": ["cpu"], "intra_op_threads": threads}
     return {
-        "plates": load_model({**PLATE_DETECTOR, "path": str(models_dir / "plate_det_y5fu_640.onnx"),
-                              "runtime": runtime}, name="plates"),
-        "text": load_model({"type": "db_text", "path": str(default_rec_model().with_name(TEXT_DETECTOR)),
-                            "runtime": runtime}, name="text"),
-        "vehicles": load_model({"type": "yolox", "path": str(models_dir / "yolox_nano.onnx"), "runtime": runtime,
-                                "class_filter": VEHICLES}, name="vehicles"),
+        "plates": load_model(
+            {**PLATE_DETECTOR, "path": str(models_dir / "plate_det_y5fu_640.onnx"), "runtime": runtime}, name="plates"
+        ),
+        "text": load_model(
+            {"type": "db_text", "path": str(default_rec_model().with_name(TEXT_DETECTOR)), "runtime": runtime},
+            name="text",
+        ),
+        "vehicles": load_model(
+            {
+                "type": "yolox",
+                "path": str(models_dir / "yolox_nano.onnx"),
+                "runtime": runtime,
+                "class_filter": VEHICLES,
+            },
+            name="vehicles",
+        ),
         "ocr": load_model({"type": "ocr", "runtime": runtime}, name="ocr"),
     }
 
@@ -106,9 +127,11 @@ def _consensus(value: Any) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) and "reads" in value else None
 
 
-def play(chain: str, video: Video, models: Mapping[str, LoadedModel]) -> tuple[list[Seen], list[Published]]:
+def play(
+    chain: str, video: Video, models: Mapping[str, LoadedModel], baseline: bool = False
+) -> tuple[list[Seen], list[Published]]:
     """The chain tracked over the video's frames, one at a time: tracked boxes per frame and every event."""
-    pipeline = build_pipeline(chain_spec(chain, video.fps), models)
+    pipeline = build_pipeline(chain_spec(chain, video.fps, baseline), models)
     frames, fps = read_video(video.path)
     seen: list[Seen] = []
     events: list[Any] = []
@@ -129,23 +152,40 @@ def observed(frame: int, detections: sv.Detections) -> list[Seen]:
         return []
     values = detections.data.get(STAGE, np.full(len(detections), None, dtype=object))
     return [
-        Seen(frame, int(tid), tuple(float(v) for v in detections.xyxy[row]),  # type: ignore[arg-type]
-             _consensus(values[row]))
-        for row, tid in enumerate(detections.tracker_id) if tid >= 0
+        Seen(
+            frame,
+            int(tid),
+            tuple(float(v) for v in detections.xyxy[row]),  # type: ignore[arg-type]
+            _consensus(values[row]),
+        )
+        for row, tid in enumerate(detections.tracker_id)
+        if tid >= 0
     ]
 
 
 def rendered_figures(
-    chain: str, videos: Sequence[Video], models: Mapping[str, LoadedModel]
+    chain: str, videos: Sequence[Video], models: Mapping[str, LoadedModel], baseline: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Totals over the videos and each video's own figures."""
     per_video = []
     for video in videos:
-        seen, published = play(chain, video, models)
+        seen, published = play(chain, video, models, baseline)
         figures = score_video(video.truth, seen, published).figures(car.text for car in video.scene.cars)
         per_video.append({"seed": video.scene.seed, **figures})
         log.info("bench plates %s seed %d: %s", chain, video.scene.seed, figures)
     return totals(per_video), per_video
+
+
+def chain_figures(
+    chain: str, videos: Sequence[Video], models: Mapping[str, LoadedModel], tag: str, baseline: bool
+) -> dict[str, Any]:
+    """One chain's totals, misreads and false texts, keyed `<chain>[_<tag>]_<figure>`."""
+    total, per_video = rendered_figures(chain, videos, models, baseline)
+    prefix = f"{chain}_{tag}_" if tag else f"{chain}_"
+    figures = {f"{prefix}{key}": value for key, value in total.items()}
+    figures[f"{prefix}misread"] = {v["seed"]: v["misread"] for v in per_video if v["misread"]}
+    figures[f"{prefix}false_texts"] = {v["seed"]: v["false_texts"] for v in per_video if v["false_texts"]}
+    return figures
 
 
 def read_picture(path: Path) -> Image:
@@ -185,12 +225,25 @@ def photo_figures(chain: str, media: Path, models: Mapping[str, LoadedModel]) ->
         in_format += sum(check_read(t, formats)["format"] is not None for t in others)
         repeated += sum(n - 1 for n in Counter(texts).values())
         wrong += [f"{name}:{t}" for t in others]
-    return {"plates": labelled, "read": read, "false_plates": false, "false_in_format": in_format,
-            "repeated_reads": repeated, "false_texts": wrong}
+    return {
+        "plates": labelled,
+        "read": read,
+        "false_plates": false,
+        "false_in_format": in_format,
+        "repeated_reads": repeated,
+        "false_texts": wrong,
+    }
 
 
-def run(seeds: int = 5, chains: str = ",".join(CHAINS), cache: str | None = None, threads: int = 2,
-        photos: bool = True, example: bool = True) -> dict[str, Any]:
+def run(
+    seeds: int = 5,
+    chains: str = ",".join(CHAINS),
+    cache: str | None = None,
+    threads: int = 2,
+    photos: bool = True,
+    example: bool = True,
+    baseline: bool = False,
+) -> dict[str, Any]:
     """Every chain over the rendered streets of seeds 0..seeds-1, then the photos, then the example config's
     tracks and event streams on the London video and the demo street."""
     models_dir, media = SHARED / "models", SHARED / "media"
@@ -206,10 +259,8 @@ def run(seeds: int = 5, chains: str = ",".join(CHAINS), cache: str | None = None
     models = load_models(models_dir, threads)
     figures: dict[str, Any] = {"seeds": seeds, "cache": str(folder)}
     for chain in wanted:
-        total, per_video = rendered_figures(chain, videos, models)
-        figures.update({f"{chain}_{key}": value for key, value in total.items()})
-        figures[f"{chain}_misread"] = {v["seed"]: v["misread"] for v in per_video if v["misread"]}
-        figures[f"{chain}_false_texts"] = {v["seed"]: v["false_texts"] for v in per_video if v["false_texts"]}
+        for variant in (("baseline", True), ("", False)) if baseline else (("", False),):
+            figures.update(chain_figures(chain, videos, models, *variant))
     if photos:
         for chain in ("vehicles", "plate"):
             figures.update({f"photos_{chain}_{k}": v for k, v in photo_figures(chain, media, models).items()})
