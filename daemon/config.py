@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from daemon import registry
+from daemon.service.uioptions import UiOptions, check_ui
 from daemon.sinks.base import SinkOptions
 from daemon.sources.base import SourceOptions
 from daemon.vlm.stage import VlmStageOptions, check_vlm_options
@@ -129,6 +130,7 @@ class Config(BaseModel):
     )
     http: HttpOptions = Field(default_factory=HttpOptions, description="Health and metrics endpoint.")
     api: ApiOptions = Field(default_factory=ApiOptions, description="Roboflow-compatible inference HTTP API.")
+    ui: UiOptions = Field(default_factory=UiOptions, description="Web UI pages and live view on the http: server.")
     vlm: list[VlmStageOptions] = Field(
         default_factory=list,
         description="VLM stages: frames or crops sent, rate limited and off the video path, to OpenAI-compatible "
@@ -391,6 +393,9 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
     _check_stage_models(config, errors)
     _check_zone_sources(config, errors)
     _check_vlm(config, errors)
+    ui_secret = ("ui", "token") in errors.src.secret_locs
+    for path, message in check_ui(config.ui, config.http.enabled, config.http.host, ui_secret):
+        errors.add(tuple(path.split(".")), message)
 
 
 def _check_zone_sources(config: Config, errors: _Errors) -> None:
