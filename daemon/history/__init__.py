@@ -1,0 +1,1 @@
+"""Event history: the SQLite event store and its value types."""
