@@ -1,5 +1,6 @@
-"""Plate texts as the consensus sees them: normalisation with an unknown-character placeholder, named formats and
-the letter/digit class they give each position, characters OCR confuses, allow/deny lists, edit distance."""
+"""Plate texts as the consensus sees them: normalisation with an unknown-character placeholder, named formats (or
+presets by name) and the letter/digit class they give each position, characters OCR confuses, allow/deny lists and
+which entries alert, edit distance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.tracking.presets import PRESETS, preset
 
 UNKNOWN = "?"  # stands for a character the reader saw but has no glyph for (a Hangul or Arabic letter)
 SEPARATORS = frozenset(" \t-\u2013\u2014.,:;_'\"\u00b7\u2022")  # printed between groups: dropped
@@ -16,7 +19,7 @@ CONFUSABLE = ("VW", "O0", "I1", "B8", "S5", "Z2")  # pairs OCR reads one for the
 
 
 class PlateFormat(BaseModel):
-    """One named text format, e.g. a country's plate pattern."""
+    """One named text format, e.g. a country's plate pattern; a bare name (`uk`) is that preset."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,6 +30,16 @@ class PlateFormat(BaseModel):
         "A position that may hold a character the reader cannot produce lists the placeholder '?' in its class, "
         "e.g. '[0-9]{2,3}[?][0-9]{4}' for Korean plates read by a model without Hangul.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        """`uk` or {name: uk} stands for the preset's pattern (pipelines/tracking/presets.py)."""
+        if isinstance(value, str):
+            return {"name": value, "pattern": _preset_pattern(value)}
+        if isinstance(value, dict) and "pattern" not in value and isinstance(value.get("name"), str):
+            return {**value, "pattern": _preset_pattern(value["name"])}
+        return value
 
     @field_validator("pattern")
     @classmethod
@@ -50,6 +63,24 @@ class KnownEntry(BaseModel):
     name: str = Field(..., min_length=1, description="Who or what these texts belong to, e.g. 'delivery van'.")
     plates: list[str] = Field(..., min_length=1, description="The known texts; normalised like the reads.")
     allow: bool = Field(default=True, description="True: the entry is on the allow list; False: on the deny list.")
+    alert: bool | None = Field(
+        default=None,
+        description="Send an `alert` message at the first read of a track that matches this entry (not when the "
+        "track settles); unset: deny-list entries alert, allow-list entries do not.",
+    )
+
+    @property
+    def alerts(self) -> bool:
+        """Whether a match sends an alert (set explicitly, else: deny lists do)."""
+        return not self.allow if self.alert is None else self.alert
+
+
+def _preset_pattern(name: str) -> str:
+    try:
+        return preset(name)
+    except KeyError:
+        raise ValueError(f"format {name!r} is no preset ({', '.join(sorted(PRESETS))}); give a custom one as "
+                         f"{{name: {name}, pattern: REGEX}}") from None
 
 
 def levenshtein(a: str, b: str) -> int:

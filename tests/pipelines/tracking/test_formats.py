@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pipelines.tracking.consensus import ConsensusOptions, check_read, text_consensus
-from pipelines.tracking.formats import CONFUSABLE, PlateFormat, fits, format_of, normalize_text, partners
+from pipelines.tracking.formats import CONFUSABLE, KnownEntry, PlateFormat, fits, format_of, normalize_text, partners
 
 UK = PlateFormat(name="uk", pattern=r"[A-Z]{2}[0-9]{2}[A-Z]{3}")
 KR = PlateFormat(name="kr", pattern=r"[0-9]{2,3}[?][0-9]{4}")
@@ -72,3 +72,16 @@ def test_korean_plate_with_a_missing_glyph_matches_its_format(
     assert result is not None and (result["format"], result["flagged"], result["settled"]) == (fmt, flagged, True)
     assert check_read(reads[0], ConsensusOptions(**options))["format"] == fmt
     assert format_of(result["text"], options["formats"]) == (KR if fmt == "kr" else UK if fmt else None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "alerts"),
+    [
+        ({"name": "stolen", "plates": ["AB12CDE"], "allow": False}, True),  # deny lists alert by default
+        ({"name": "staff", "plates": ["AB12CDE"]}, False),
+        ({"name": "vip", "plates": ["AB12CDE"], "alert": True}, True),  # an allow-list entry may alert too
+        ({"name": "known bad, quiet", "plates": ["AB12CDE"], "allow": False, "alert": False}, False),
+    ],
+)
+def test_which_known_entries_alert(entry: dict[str, Any], alerts: bool) -> None:
+    assert KnownEntry.model_validate(entry).alerts is alerts
