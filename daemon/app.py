@@ -15,6 +15,7 @@ from daemon.capture import Capture, make_capture
 from daemon.config import Config, pipeline_to_build
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
+from daemon.motion import MotionCollector
 from daemon.payload import event_message, result_payload
 from daemon.reload import Fingerprint, PreparedReload, fingerprints, prepare, restart_only
 from daemon.service.health import HealthRules, progress_problems
@@ -64,6 +65,7 @@ class Daemon:
         self._signals = 0
         self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
         self.metrics.registry.register(TrackingCollector(self.stats))
+        self.metrics.registry.register(MotionCollector(lambda: self.worker.motion if self.worker else None))
         self.rules = HealthRules(
             required_sources=frozenset(s.id for s in config.sources if s.required),
             required_sinks=frozenset(s.id for s in config.sinks if s.required),

@@ -12,6 +12,7 @@ from enum import Enum
 
 from daemon import registry
 from daemon.frames import Frame
+from daemon.motion import detector_for
 from daemon.queues import FrameQueue
 from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import ReconnectOptions, Source, SourceError, SourceOptions, mask_credentials
@@ -104,6 +105,7 @@ class Capture:
         self._stalled_session = -1
         self._backoff = Backoff(source.options.reconnect, rng)
         self._limiter = FpsLimiter(source.options.fps, drop=source.paced)
+        self._motion = detector_for(source.options.motion)  # cheap, so here rather than on the worker
         source.on_skip = self._on_skip
 
     # -- control ----------------------------------------------------------------------------------------
@@ -200,7 +202,9 @@ class Capture:
                 self.stats.dropped["fps_cap"] += 1
             return
         # stamped after the cap: a paced frame counts as captured when it is let through
-        frame = Frame(self.source_id, self._seq, image, time.time(), time.monotonic(), pts)
+        stamp = time.monotonic()
+        motion = self._motion.check(image, stamp if pts is None else pts) if self._motion is not None else None
+        frame = Frame(self.source_id, self._seq, image, time.time(), stamp, pts, motion)
         self._seq += 1
         if self.queue.policy != "block":
             self.queue.put(frame)  # a drop is counted by the queue

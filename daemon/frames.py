@@ -22,6 +22,7 @@ class Frame:
     t_wall: float  # epoch seconds at capture (for the published timestamp)
     t_mono: float  # time.monotonic() at capture (for ages and latencies)
     pts: float | None = None  # stream presentation time in seconds, when the source knows it
+    motion: str | None = None  # daemon/motion.py: "moving", "still" or "keepalive"; None: the source is not gated
 
     @property
     def resolution_wh(self) -> tuple[int, int]:

@@ -34,6 +34,9 @@ def result_payload(result: Result) -> dict[str, Any]:
         payload["latency_ms"] = {k: round(v, 2) for k, v in result.timings_ms.items()}
     if result.stage_errors:
         payload["stage_errors"] = dict(result.stage_errors)
+    if frame.motion is not None:  # daemon/motion.py: a gated frame was not inferred (no detections looked for)
+        payload["motion"] = frame.motion
+        payload["inferred"] = result.extra.get("inferred", True)
     return payload
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from daemon.boundary import attempt
 from daemon.config import BatchOptions
 from daemon.frames import Frame, Result
+from daemon.motion import MotionGate
 from daemon.queues import FrameQueue
 from daemon.service.stats import Stats
 from daemon.trackhooks import EmitEvent, TrackHooks
@@ -57,6 +58,7 @@ class Worker:
         self.batch = batch
         self.observer = observer
         self.tracks = TrackHooks(stats, emit_event, observer)
+        self.motion = MotionGate(emit, stats)  # motion-gated sources: which frames the pipeline runs on
         self._wake = threading.Event()
         for q in queues.values():
             q.on_put.append(self._wake)
@@ -161,6 +163,9 @@ class Worker:
     def _process(self, batch: list[Frame]) -> None:
         t0 = time.monotonic()
         pipeline = self.pipeline  # a reload may swap it: one batch sees one pipeline
+        batch = self.motion.select(batch, pipeline)  # gated frames are published without inference
+        if not batch:
+            return
         run, error = attempt(self.tracks.run, pipeline, batch, t0, self.queues)
         if error is not None or run is None:
             log.error("pipeline %s failed on a batch of %d; retrying frame by frame: %s",

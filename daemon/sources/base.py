@@ -7,11 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.preprocess import Image
 
 QueuePolicy = Literal["drop_oldest", "drop_newest", "block"]
+Polygon = list[tuple[float, float]]
 SkipHook = Callable[[str, str], None]  # (reason, log-safe detail): a frame the source could not deliver
 
 # scheme://userinfo@ -- greedy up to the last "@" of the word: a raw "@" or "/" in a password must not leak
@@ -47,6 +48,38 @@ class ReconnectOptions(BaseModel):
     )
 
 
+class MotionOptions(BaseModel):
+    """A source's `motion:` section (daemon/motion.py); without it every frame goes to the detector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int = Field(320, ge=32, le=1920, description="The grey frame is scaled down to this width first.")
+    threshold: int = Field(
+        25, ge=1, le=255, description="Grey-level change (0-255) from the background that counts a pixel as moving."
+    )
+    min_area: float = Field(
+        0.002, gt=0, le=1, description="Smallest moving blob that counts as motion, as a fraction of the frame."
+    )
+    learning_rate: float = Field(
+        0.05, gt=0, le=1, description="How fast the background absorbs a change (running-average weight per frame)."
+    )
+    keepalive_s: float = Field(
+        2.0, gt=0, description="A still stream still sends one frame to the detector this often, in seconds."
+    )
+    masks: list[Polygon] = Field(
+        default_factory=list,
+        description="Polygons [[x, y], ...] in source pixels where motion is ignored (clocks, trees, flags).",
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _check_masks(cls, masks: list[Polygon]) -> list[Polygon]:
+        for index, polygon in enumerate(masks):
+            if len(polygon) < 3:
+                raise ValueError(f"masks[{index}]: a polygon needs at least 3 [x, y] points, got {len(polygon)}")
+        return masks
+
+
 class SourceOptions(BaseModel):
     """Fields every source has; each plug-in's Options subclasses this and adds its own."""
 
@@ -62,6 +95,11 @@ class SourceOptions(BaseModel):
         default_factory=ReconnectOptions, description="Backoff between reconnection attempts."
     )
     required: bool = Field(True, description="Whether /healthz reports unhealthy when this source is down.")
+    motion: MotionOptions | None = Field(
+        None,
+        description="Motion gating: the detector runs on frames with motion, during live tracks and at "
+        "keepalive_s otherwise; unset: on every frame.",
+    )
 
 
 class SourceError(RuntimeError):
