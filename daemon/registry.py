@@ -28,6 +28,7 @@ SINKS: dict[str, str] = {
     "mqtt": "daemon.sinks.mqtt:MqttSink",
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
     "snapshots": "daemon.sinks.snapshots:SnapshotSink",
+    "webhook": "daemon.sinks.webhook:WebhookSink",
 }
 
 KINDS: dict[Kind, dict[str, str]] = {"source": SOURCES, "sink": SINKS, "model": MODEL_TYPES}
