@@ -7,7 +7,6 @@ publishing them and writing snapshot files is the daemon's job.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.jsonable import to_jsonable
 from pipelines.labels import class_names
 from pipelines.models import Image
+from pipelines.tracking.best import BestViews, Box, Child, best_child, crop, detects_children, quality
 from pipelines.tracking.state import Rows, StageTrack, TrackState, track_consensus
 from pipelines.tracking.tracker import Tracker
 
@@ -115,13 +115,15 @@ class EventOptions(BaseModel):
 
 @dataclass
 class Event:
-    """One track event: `payload` is JSON-ready; `best_crop` is the best crop's BGR pixels (or None)."""
+    """One track event: `payload` is JSON-ready; `best_crop` is the best crop's BGR pixels (or None), `views`
+    the full frame and plate for snapshots (None when the generator got no images)."""
 
     type: EventType
     source: str
     track_id: int
     payload: dict[str, Any]
     best_crop: Image | None = None
+    views: BestViews | None = None
 
 
 @dataclass
@@ -132,6 +134,20 @@ class _Best:
     frame: int = -1
     seen: float = 0.0
     crop: Image | None = None
+    image: Image | None = None  # the full frame of `crop`, by reference
+    plate_box: Box | None = None  # the plate in `image`
+    plate_quality: float = -1.0
+    plate: Image | None = None  # the best plate crop on any frame
+    nested: bool = False  # a detect stage looks for children (plates) in this track's box
+
+    def views(self, reads_text: bool) -> BestViews | None:
+        if self.image is None or len(self.box) != 4:
+            return None
+        x1, y1, x2, y2 = self.box
+        # a track that reads text in its own box (a plate detector's box) is its own plate
+        own = reads_text and not self.nested
+        plate = self.plate if self.plate is not None else (self.crop if own else None)
+        return BestViews(self.image, (x1, y1, x2, y2), self.plate_box, plate)
 
 
 @dataclass
@@ -185,12 +201,14 @@ class EventGenerator:
         inside = {name: zone.trigger(detections) for name, zone in self._zones.get(source, [])}
         passes = self.options.filters.mask(detections)
         frame = self.tracker.frame_index(source)
+        nested = detects_children(detections)
         events: list[Event] = []
         for row, track in self.tracker.rows(source, detections):
             if track is None:
                 continue
             state = self._state.setdefault((source, track.track_id), _EventTrack())
-            self._update_best(state.best, track, frame, image)
+            self._update_best(state.best, track, frame, image, best_child(detections, row))
+            state.best.nested = state.best.nested or nested
             self._update_zones(state, {name: bool(hits[row]) for name, hits in inside.items()})
             state.eligible = state.eligible or bool(passes[row])
             event = self._decide(state, track)
@@ -236,18 +254,20 @@ class EventGenerator:
         ready = state.eligible and track.frames >= self.options.min_frames
         return ready and not (required and not set(required) & set(state.entered_zones))
 
-    def _update_best(self, best: _Best, track: TrackState, frame: int, image: Image | None) -> None:
+    def _update_best(
+        self, best: _Best, track: TrackState, frame: int, image: Image | None, child: Child | None
+    ) -> None:
+        if image is not None and child is not None and child.quality > best.plate_quality:
+            best.plate_quality, best.plate = child.quality, crop(image, child.box)
         # Confident and large wins: a sharp close-up beats a confident speck.
-        quality = track.confidence * math.sqrt(track.area)
-        if quality <= best.quality:
+        score = quality(track.confidence, track.area)
+        if score <= best.quality:
             return
-        best.quality, best.score, best.frame, best.seen = quality, track.confidence, frame, track.last_seen
+        best.quality, best.score, best.frame, best.seen = score, track.confidence, frame, track.last_seen
         best.box = [round(float(v), 1) for v in track.xyxy]
         if image is not None:
-            h, w = image.shape[:2]
-            x1, y1, x2, y2 = (round(v) for v in track.xyxy)
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-            best.crop = image[y1:y2, x1:x2].copy() if x2 > x1 and y2 > y1 else None
+            best.crop = crop(image, [float(v) for v in track.xyxy])
+            best.image, best.plate_box = image, child.box if child is not None else None
 
     def _update_zones(self, state: _EventTrack, now_inside: dict[str, bool]) -> None:
         for name, inside in now_inside.items():
@@ -329,5 +349,5 @@ class EventGenerator:
         state.changes = []
         self.counts[kind] += 1
         log.debug("source %s track %d: %s %s", track.source, track.track_id, kind, changes)
-        return Event(kind, track.source, track.track_id, payload, best.crop)
-
+        reads_text = any(st.kind == "text" for st in track.stages.values())
+        return Event(kind, track.source, track.track_id, payload, best.crop, best.views(reads_text))
