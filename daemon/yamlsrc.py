@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from daemon.yamlbound import LIMITS, BoundError, check_scalar, compose_bounded, decode_utf8, read_bounded
+
 Loc = tuple[str | int, ...]
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
@@ -63,42 +65,49 @@ def load_yaml(path: str | Path, env: Mapping[str, str] | None = None, allow_unre
     """Parse and substitute; allow_unresolved keeps unavailable ${...} as written and records them in .unresolved."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_utf8(read_bounded(path, LIMITS.file_bytes, "the config file"), path)
+        node, loader = compose_bounded(text, path)
     except OSError as exc:
         raise YamlError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise YamlError(f"{path}{where}: not valid YAML: {problem}.") from exc
+    except BoundError as exc:
+        raise YamlError(str(exc)) from None
     loaded = LoadedYaml(path, None, allow_unresolved=allow_unresolved)
     if node is None:
         loaded.data = {}
         return loaded
-    loaded.data = _convert(node, (), loaded, os.environ if env is None else env)
+    loaded.data = _Converter(loaded, os.environ if env is None else env, loader).convert(node, ())
     return loaded
 
 
-def _convert(node: yaml.Node, loc: Loc, out: LoadedYaml, env: Mapping[str, str]) -> object:
-    out.lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        result: dict[str, object] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in result:
-                raise YamlError(f"{out.path} (line {key_node.start_mark.line + 1}): duplicate key {key!r}.")
-            out.lines[(*loc, key)] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, (*loc, key), out, env)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(child, (*loc, i), out, env) for i, child in enumerate(node.value)]
-    value = yaml.SafeLoader(" ").construct_object(node, deep=True)  # typed scalar: int, bool, null...
-    if isinstance(value, str) and "${" in value:
-        out.secret_locs.add(loc)
-        return _substitute(value, loc, out, env)
-    return value
+class _Converter:
+    """Node graph -> plain data with line numbers; the composer already bounded its depth and expanded size."""
+
+    def __init__(self, out: LoadedYaml, env: Mapping[str, str], loader: yaml.SafeLoader) -> None:
+        self.out, self.env, self.loader = out, env, loader
+
+    def convert(self, node: yaml.Node, loc: Loc) -> object:
+        out = self.out
+        out.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, object] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in result:
+                    raise YamlError(f"{out.path} (line {key_node.start_mark.line + 1}): duplicate key {key!r}.")
+                out.lines[(*loc, key)] = key_node.start_mark.line + 1
+                result[key] = self.convert(value_node, (*loc, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(child, (*loc, i)) for i, child in enumerate(node.value)]
+        value = self.loader.construct_object(node, deep=True)  # typed scalar: int, bool, null...
+        if isinstance(value, str) and "${" in value:
+            out.secret_locs.add(loc)
+            value = _substitute(value, loc, out, self.env)
+        problem = check_scalar(value)
+        if problem is not None:
+            where = ".".join(str(part) for part in loc) or "top level"
+            raise YamlError(f"{out.path} (line {out.lines[loc]}): {where}: {problem}.")
+        return value
 
 
 def _substitute(value: str, loc: Loc, out: LoadedYaml, env: Mapping[str, str]) -> str:
@@ -143,10 +152,17 @@ def resolve_reference(ref: str, env: Mapping[str, str], base_dir: Path, where: s
 
 
 def _read_secret(path: Path, where: str, ref: str) -> str:
+    """A secret file's text: a regular file of at most LIMITS.secret_bytes (never a FIFO or /dev/zero)."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        data = read_bounded(path, LIMITS.secret_bytes, f"${{{ref}}}")
     except OSError as exc:
         raise UnresolvedReference(f"{where}: cannot read ${{{ref}}}: {exc.strerror or exc}.") from exc
+    except BoundError as exc:
+        raise YamlError(f"{where}: {exc}") from None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise YamlError(f"{where}: ${{{ref}}} is not valid UTF-8 (byte offset {exc.start}).") from None
 
 
 def _package_file(rest: str, where: str, ref: str) -> Path:

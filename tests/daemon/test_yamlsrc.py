@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,65 @@ def test_allow_unresolved_still_rejects_bad_syntax_and_missing_packages(tmp_path
         path.write_text(text)
         with pytest.raises(YamlError):
             load_yaml(path, {}, allow_unresolved=True)
+
+
+# -- hostile files (issue 16 items 1 and 8): each a one-line YamlError naming the file, quickly, in bounded memory --
+
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"# Kamera Stra\xdfe\nversion: 1\n", "(line 1): not valid UTF-8 at byte offset 13 (byte 0xdf)"),
+        (b"version: 1\n\x89PNG\r\n\x1a\n\x00\x00", "(line 2): not valid UTF-8 at byte offset 11"),
+        (b"pipeline: &s {stages: [{model: x, stages: *s}]}\n", "recursive alias"),
+        (b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested deeper than 48 levels"),
+        ("stages:" + "".join(f"\n{'  ' * i}- stages:" for i in range(300)) + " []\n", "nested deeper than 48"),
+        (BILLION_LAUGHS, "values, aliases expanded"),
+        ("d0: &d0 [1]\n" + "".join(f"d{i}: &d{i} [*d{i - 1}]\n" for i in range(1, 60)), "once aliases are expanded"),
+        (b"a: 1\n" + b"#" * (200 * 1024), "larger than 131072 bytes"),
+        ("shutdown_timeout_s: 1.0e+400\n", "shutdown_timeout_s: numbers must be within ±1e+12 (inf is not accepted)"),
+        ("a: {b: .nan}\n", "(line 1): a.b: nan is not accepted"),
+        ("models: {m: {max_detections: " + "1" + "0" * 30 + "}}\n", "models.m.max_detections: numbers must be within"),
+    ],
+    ids=["latin1", "binary", "recursive-alias", "deep-flow", "deep-stages", "billion-laughs", "alias-depth",
+         "huge-file", "inf", "nan", "huge-number"],
+)
+def test_hostile_files_are_one_line_errors(tmp_path: Path, content: str | bytes, words: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(YamlError) as info:
+        load_yaml(path, {})
+    message = str(info.value)
+    assert words in message and str(path) in message and "\n" not in message
+
+
+def test_an_over_long_string_names_its_key(tmp_path: Path) -> None:
+    with pytest.raises(YamlError, match=r"pipeline\.name: a string of 10485760 characters; at most 65536"):
+        load(tmp_path, "pipeline:\n  name: ${BIG}\n", {"BIG": "n" * 10 * 1024 * 1024})
+
+
+def test_aliases_within_the_limits_still_work(tmp_path: Path) -> None:
+    data = load(tmp_path, "a: &p [1, 2]\nb: *p\nc: {d: *p}\n", {}).data  # type: ignore[attr-defined]
+    assert data == {"a": [1, 2], "b": [1, 2], "c": {"d": [1, 2]}}
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "dir", "big"])
+def test_secret_files_must_be_small_regular_files(tmp_path: Path, target: str) -> None:
+    path = {"fifo": tmp_path / "fifo", "/dev/zero": Path("/dev/zero"), "dir": tmp_path, "big": tmp_path / "big"}[target]
+    if target == "fifo":
+        os.mkfifo(path)  # no writer: a plain open() would wait forever
+    if target == "big":
+        path.write_bytes(b"x" * (65 * 1024))
+    with pytest.raises(YamlError) as info:
+        load(tmp_path, f"a: 1\npw: ${{file:{path}}}\n", {})
+    expected = "larger than 65536 bytes" if target == "big" else "must be a regular file, not a"
+    assert expected in str(info.value) and "(line 2)" in str(info.value)
+
+
+def test_a_fifo_as_the_config_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "c.yaml")
+    with pytest.raises(YamlError, match="the config file must be a regular file, not a FIFO"):
+        load_yaml(tmp_path / "c.yaml", {})
