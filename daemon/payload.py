@@ -144,6 +144,8 @@ def event_payload(event: Event, frame: Frame, pipeline: str) -> dict[str, Any]:
 
 
 def event_message(event: Event, frame: Frame, pipeline: str) -> Message:
-    """The fan-out message; its Result carries the best crop's pixels (extra["best_crop"]) for snapshots."""
-    result = Result(frame, pipeline, sv.Detections.empty(), extra={"best_crop": event.best_crop})
+    """The fan-out message; its Result carries the best crop's pixels (extra["best_crop"]) for snapshots, and the
+    best full frame and plate (extra["views"]: pipelines/tracking/best.py) for the events sink."""
+    extra: dict[str, object] = {"best_crop": event.best_crop, "views": event.views}
+    result = Result(frame, pipeline, sv.Detections.empty(), extra=extra)
     return Message("event", event.source, event_payload(event, frame, pipeline), result)
