@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.imagefile import DEFAULT_MAX_PIXELS, read_image_file
+
 Placement = Literal["top_left", "center", "stretch"]
 ChannelOrder = Literal["bgr", "rgb"]
 Image: TypeAlias = npt.NDArray[np.uint8]  # a picture or crop: H x W x 3 BGR (H x W grey, H x W x 4 BGRA on input)
@@ -25,14 +27,18 @@ def as_image(mat: cv2.typing.MatLike) -> Image:
 ImageArg: TypeAlias = "Image | str | Path"  # a decoded picture, or the path of an image file
 
 
-def read_image(image: ImageArg) -> Image:
-    """A BGR picture from an array (returned as is) or an image file; the error names the file."""
+def read_image(image: ImageArg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """A BGR picture from an array (returned as is) or an image file; the error names the file.
+
+    Files go through the bounded decoder (pipelines/imagefile.py): JPEG, PNG, BMP or WebP, at most
+    `max_pixels`, checked from the header before decoding.
+    """
     if isinstance(image, np.ndarray):
         return image
-    picture = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if picture is None:
-        raise ValueError(f"cannot read image {image}: missing or not a picture")
-    return as_image(picture)
+    try:
+        return read_image_file(image, max_pixels)
+    except OSError as exc:
+        raise ValueError(f"cannot read image {image}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,16 @@ import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import cv2
 from pydantic import Field, field_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions
+from pipelines.imagefile import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, ImageRefusedError, read_image_file
 from pipelines.preprocess import Image, as_image
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTS = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"]
+# the formats the bounded decoder accepts (pipelines/imagefile.py); others are skipped with the reason
+DEFAULT_EXTS = ["jpg", "jpeg", "png", "bmp", "webp"]
 
 
 def _natural_key(path: Path) -> list[str | int]:
@@ -35,6 +36,11 @@ class ImagesOptions(SourceOptions):
     )
     recursive: bool = Field(False, description="Also take images from sub-folders.")
     loop: bool = Field(False, description="Start again with the first image after the last instead of ending.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="Largest image (width x height) decoded; bigger ones are skipped, "
+        "checked from the file header before decoding.",
+    )
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1, description="Largest image file read.")
 
     @field_validator("image_ext")
     @classmethod
@@ -109,13 +115,16 @@ class ImagesSource(Source):
                 self._next, self._good_in_pass = 0, 0
             path = self.files[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None:
-                self._good_in_pass += 1
-                self.current = path
-                return as_image(image), None
-            log.warning("source %s: cannot decode image %s; skipped", self.options.id, path)
-            self.skipped("unreadable", f"cannot decode image {path}")
+            try:
+                image = read_image_file(path, self.opts.max_pixels, self.opts.max_file_bytes)
+            except (OSError, ImageRefusedError) as exc:
+                # a bomb, a refused format or a broken file costs only itself: the folder goes on
+                log.warning("source %s: cannot decode image %s; skipped: %s", self.options.id, path, exc)
+                self.skipped("unreadable", f"cannot decode image {path}: {exc}")
+                continue
+            self._good_in_pass += 1
+            self.current = path
+            return as_image(image), None
 
     def close(self) -> None:
         self._closed = True  # from any thread: read() notices before its next file

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
-
 from daemon.web.models import ApiError
+from pipelines.imagefile import ImageRefusedError, TooManyPixelsError, UnsupportedFormatError, decode_image
 from pipelines.preprocess import Image, as_image
 
 URL_TIMEOUT_S = 10.0
@@ -110,38 +105,16 @@ def fetch_url(value: Any, index: int, limits: Limits) -> bytes:
 
 
 def decode_bytes(data: bytes, index: int, limits: Limits) -> Image:
-    """Encoded image bytes to BGR, refusing oversized pictures from their header, before decoding them."""
+    """Encoded image bytes to BGR through the bounded decoder: allowed formats only, pixels checked before decoding."""
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(
             f"image {index}: {len(data)} bytes; the limit is api.max_image_bytes={limits.max_bytes}"
         )
-    if not data:
-        raise ApiError(f"image {index}: empty image data")
-    _check_header_size(data, index, limits)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise ApiError(f"image {index}: cannot decode {len(data)} bytes as an image (expected JPEG, PNG, BMP, ...)")
-    _check_pixels(decoded.shape[1], decoded.shape[0], index, limits)
-    return as_image(decoded)
-
-
-def _check_header_size(data: bytes, index: int, limits: Limits) -> None:
-    """Width x height from the file header (no pixel decoding), so a decompression bomb is never decoded."""
     try:
-        with PILImage.open(io.BytesIO(data)) as picture:
-            width, height = picture.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return  # not a format Pillow knows; OpenCV decides below
-    except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError):
-        raise ImageTooLargeError(
-            f"image {index}: more pixels than api.max_image_pixels={limits.max_pixels}"
-        ) from None
-    _check_pixels(width, height, index, limits)
-
-
-def _check_pixels(width: int, height: int, index: int, limits: Limits) -> None:
-    if width * height > limits.max_pixels:
-        raise ImageTooLargeError(
-            f"image {index}: {width}x{height} = {width * height} pixels; the limit is "
-            f"api.max_image_pixels={limits.max_pixels}"
-        )
+        return as_image(decode_image(data, limits.max_pixels, f"image {index}"))
+    except TooManyPixelsError as exc:
+        raise ImageTooLargeError(f"{exc} (api.max_image_pixels)") from None
+    except UnsupportedFormatError as exc:
+        raise ApiError(str(exc), 415) from None
+    except ImageRefusedError as exc:
+        raise ApiError(str(exc)) from None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,23 +14,13 @@ import pytest
 from daemon.web.images import ImageTooLargeError, Limits, decode_ref, image_refs
 from daemon.web.models import ApiError
 from tests.fixtures.api_server import file_server
+from tests.fixtures.bombs import hdr_bomb, pam_header, png_header
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_images=4)
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that claims width x height in its header but carries almost no pixel data (a bomb's shape)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +75,10 @@ def test_bad_image_lists(value: Any, status: int, message: str) -> None:
     [
         ({"type": "numpy", "value": "gASV"}, 400, "type 'numpy' is not supported"),
         ({"type": "base64", "value": ""}, 400, "missing"),
-        ({"type": "base64", "value": b64(b"this is not an image")}, 400, "cannot decode 20 bytes"),
+        ({"type": "base64", "value": b64(b"this is not an image")}, 415, "image 0: data starting with b'this is "),
+        ({"type": "base64", "value": b64(hdr_bomb(3000, 3000))}, 415, "image 0: format Radiance HDR is not an accep"),
+        ({"type": "base64", "value": b64(pam_header(3000, 3000))}, 415, "format PAM is not an accepted image format"),
+        ({"type": "base64", "value": b64(png_header(64, 64)[:20])}, 400, "image 0: PNG header cannot be read"),
         ({"type": "base64", "value": b64(b"\0" * 6_000_000)}, 413, "max_image_bytes=5000000"),
         ({"type": "base64", "value": b64(png_header(6000, 6000))}, 413, "6000x6000 = 36000000 pixels"),
         ({"type": "base64", "value": b64(png_header(50000, 50000))}, 413, "max_image_pixels"),
