@@ -9,9 +9,10 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.frames import Message
+from daemon.sinks.control import CommandHandler
 from daemon.service.stats import SinkStats
 
-MessageKind = Literal["result", "status", "event", "stats"]
+MessageKind = Literal["result", "status", "event", "stats", "control"]
 
 
 class SinkOptions(BaseModel):
@@ -38,6 +39,7 @@ class SinkContext:
     pipeline: str
     source_ids: tuple[str, ...]
     state_dir: str  # writable directory for spools and other durable state
+    control: CommandHandler | None = None  # runtime camera control (daemon/control/), for the MQTT sink
 
 
 class Sink(ABC):

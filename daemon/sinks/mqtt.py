@@ -32,6 +32,7 @@ from pydantic import Field, SecretStr, model_validator
 from daemon.frames import Message
 from daemon.service.stats import SinkStats
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
+from daemon.sinks.control import MqttControl
 from daemon.sinks.encode import to_json
 from daemon.sinks.mqtt_delivery import AckTracker, Handed, SpoolOptions, SpoolSender
 from daemon.sinks.mqtt_tls import TlsOptions, set_tls
@@ -158,6 +159,9 @@ class MqttSink(Sink):
         self.spool: Spool | None = None  # with spool.enabled, from start() on
         self.sender: SpoolSender | None = None
         self._stats: SinkStats | None = None
+        # {prefix}/+/detect|enabled/set in, retained .../state out (daemon/sinks/control.py)
+        self.control = MqttControl(options.topic_prefix, context.control,
+                                   lambda topic, payload, retain: self.send(Outgoing(topic, payload, 1, retain)))
 
     # -- encoding: Message -> Outgoing ----------------------------------------------------------------
     def topic_for(self, msg: Message) -> str:
@@ -205,8 +209,12 @@ class MqttSink(Sink):
         log.info("mqtt sink %s: connecting to %s as %s", self.options.id, self.broker, self.client_id)
         client.connect_async(self.opts.host, self.port, keepalive=self.opts.keepalive_s)
         client.loop_start()
+        self.control.publish_states()
 
     def publish(self, msg: Message) -> None:
+        if msg.kind == "control":
+            self.control.publish(msg)
+            return
         self.send(self.encode(msg))
 
     def send(self, out: Outgoing) -> None:
@@ -354,6 +362,7 @@ class MqttSink(Sink):
             for out, mid in list(self._retained.values()):
                 if mid is None or not self._is_pending(mid):  # pending ones paho re-sends itself, in order
                     self._hand_to_paho_locked(out)
+        self.control.subscribe(_client)
         if self.sender is not None:
             self.sender.on_connect()
         self._failed_attempts = 0
