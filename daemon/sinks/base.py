@@ -9,8 +9,8 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.frames import Message
-from daemon.sinks.control import CommandHandler
 from daemon.service.stats import SinkStats
+from daemon.sinks.control import CommandHandler
 
 MessageKind = Literal["result", "status", "event", "stats", "control"]
 
