@@ -104,28 +104,36 @@ class MotionGate:
     def __init__(self, emit: Callable[[Result], None], stats: Stats) -> None:
         self.emit = emit
         self.stats = stats
-        self.counts: dict[str, Counter[str]] = {}  # per source: moving, keepalive, track (still but tracked), gated
+        self.counts: dict[str, Counter[str]] = {}  # per source: frames by outcome (MotionCollector lists them)
 
     def select(self, frames: Sequence[Frame], pipeline: PipelineLike) -> list[Frame]:
-        """The frames to infer; the gated others are published at once as results with no inference."""
+        """The frames to infer; the gated others are published at once as results with no inference.
+
+        A still frame behind an inferred frame of its source in the same batch is inferred too: published
+        now, it would overtake that frame, and results of one source go out in order."""
         counters = pipeline.counters
         live = counters["tracks"] if counters is not None else {}
         chosen: list[Frame] = []
         for frame in frames:
-            if frame.motion is None:  # the source has no motion gating
-                chosen.append(frame)
-                continue
-            counts = self.counts.setdefault(frame.source_id, Counter())
-            if frame.motion != STILL:
-                counts[frame.motion] += 1
-                chosen.append(frame)
-            elif live.get(frame.source_id, 0) > 0:
-                counts["track"] += 1
-                chosen.append(frame)
-            else:
-                counts["gated"] += 1
+            outcome = self._outcome(frame, live.get(frame.source_id, 0) > 0, chosen)
+            if outcome is not None:
+                self.counts.setdefault(frame.source_id, Counter())[outcome] += 1
+            if outcome == "gated":
                 self._publish_gated(frame, pipeline.name)
+            else:
+                chosen.append(frame)
         return chosen
+
+    @staticmethod
+    def _outcome(frame: Frame, tracked: bool, chosen: Sequence[Frame]) -> str | None:
+        """Why the frame is inferred (moving, keepalive, track, batch), "gated", or None: the source is not gated."""
+        if frame.motion is None or frame.motion != STILL:
+            return frame.motion
+        if tracked:
+            return "track"
+        if any(f.source_id == frame.source_id for f in chosen):
+            return "batch"
+        return "gated"
 
     def _publish_gated(self, frame: Frame, pipeline: str) -> None:
         source = self.stats.source(frame.source_id)
@@ -146,13 +154,13 @@ class MotionCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "edgewatch_motion_frames",
-            "Frames of motion-gated sources: inferred because moving, keepalive or a live track; or gated "
-            "(not inferred, published with inferred=false).",
+            "Frames of motion-gated sources: inferred because moving, keepalive, a live track or batch (still, "
+            "behind an inferred frame of its source in the batch); or gated (published with inferred=false).",
             labels=["source", "outcome"],
         )
         gate = self.gate()
         for source, counts in sorted(gate.counts.items() if gate is not None else []):
-            for outcome in (MOVING, KEEPALIVE, "track", "gated"):
+            for outcome in (MOVING, KEEPALIVE, "track", "batch", "gated"):
                 family.add_metric([source, outcome], counts[outcome])
         yield family
 
