@@ -7,6 +7,7 @@ each source, sink and model entry is checked by the Options model of the class i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
@@ -46,6 +47,10 @@ _PLUGIN_LISTS: tuple[tuple[str, registry.Kind], ...] = (("sources", "source"), (
 
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
+# Durations (settings named *_s) are waited on with threading timeouts, which overflow near 9.2e9 s; no
+# setting needs more than a few days, so everything above about 11 days is a typo or an attack.
+MAX_DURATION_S = 1_000_000.0
+MAX_PIPELINE_NAME = 128  # the name is in every payload and MQTT topic
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")  # credentials inside a URL
 
 
@@ -112,7 +117,9 @@ class Config(BaseModel):
     sources: list[SourceOptions] = Field(..., min_length=1, description="Cameras, files and folders to watch.")
     sinks: list[SinkOptions] = Field(default_factory=list, description="Where results go: mqtt, jsonl.")
     batch: BatchOptions = Field(default_factory=BatchOptions, description="Cross-stream batching.")
-    shutdown_timeout_s: float = Field(10.0, gt=0, description="Bound on an orderly shutdown, in seconds.")
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="Bound on an orderly shutdown, in seconds (at most an hour)."
+    )
     state_dir: str = Field(
         default_factory=default_state_dir,
         description="Writable directory for spools and caches; unset: $EDGEWATCH_STATE_DIR, else var. "
@@ -148,6 +155,7 @@ class _Errors:
     def __init__(self, src: LoadedYaml) -> None:
         self.src = src
         self.items: list[str] = []
+        self.invalid_models: set[str] = set()  # reported already: stages naming them get no second error
 
     def add(self, loc: Loc, message: str) -> None:
         if self.src.is_unresolved(loc):
@@ -354,6 +362,7 @@ def _plugins_by_name(section: object, errors: _Errors) -> dict[str, ModelOptions
     for name, entry in section.items():
         options = _plugin(entry, ("models", name), "model", errors)
         if not isinstance(options, ModelOptions):
+            errors.invalid_models.add(str(name))
             continue
         if not Path(options.path).is_file():
             errors.add(("models", name, "path"), f"model file {options.path} does not exist")
@@ -393,9 +402,32 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
     _check_stage_models(config, errors)
     _check_zone_sources(config, errors)
     _check_vlm(config, errors)
+    if len(config.pipeline.name) > MAX_PIPELINE_NAME:
+        errors.add(("pipeline", "name"), f"at most {MAX_PIPELINE_NAME} characters, got {len(config.pipeline.name)}")
+    for loc, message in _number_problems(config, ()):
+        errors.add(loc, message)
     ui_secret = ("ui", "token") in errors.src.secret_locs
     for path, message in check_ui(config.ui, config.http.enabled, config.http.host, ui_secret):
         errors.add(tuple(path.split(".")), message)
+
+
+def _number_problems(value: object, loc: Loc) -> list[tuple[Loc, str]]:
+    """Every non-finite float and over-long duration (*_s) in the validated config, any plug-in's options included.
+
+    Pydantic turns the string "1e400" into inf, so the loader's check on YAML numbers is not enough.
+    """
+    if isinstance(value, BaseModel):
+        return [p for name, item in value for p in _number_problems(item, (*loc, name))]  # its fields, with values
+    if isinstance(value, list | tuple):
+        return [p for i, item in enumerate(value) for p in _number_problems(item, (*loc, i))]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _number_problems(item, (*loc, str(key)))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(loc, f"expected a finite number, got {value}")]
+    name = str(loc[-1]) if loc else ""
+    if isinstance(value, int | float) and name.endswith("_s") and value > MAX_DURATION_S:
+        return [(loc, f"a duration of at most {MAX_DURATION_S:g} seconds, got {value:g}")]
+    return []
 
 
 def _check_zone_sources(config: Config, errors: _Errors) -> None:
@@ -448,6 +480,8 @@ def _check_vlm(config: Config, errors: _Errors) -> None:
 
 
 def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None, errors: _Errors) -> None:
+    if name in errors.invalid_models:
+        return  # its own entry's error says what is wrong; "unknown model" here would be false
     if name not in config.models:
         known = ", ".join(sorted(config.models)) or "none defined"
         errors.add(loc, f"unknown model {name!r}; models defined under models: are: {known}")
