@@ -31,6 +31,8 @@ from daemon.vlm.stage import VlmStages
 from daemon.web.app import ApiServer, start_endpoints
 from daemon.web.health import health_routes
 from daemon.web.server import WebServer
+from daemon.web.ui.live import LiveFeed, live_feed
+from daemon.web.ui.mount import with_ui
 from daemon.worker import Worker
 from pipelines.build import build_pipeline
 from pipelines.models import LoadedModel, ModelOptions, load_model
@@ -71,6 +73,7 @@ class Daemon:
             required_sinks=frozenset(s.id for s in config.sinks if s.required),
         )
         self.health: WebServer | None = None  # when config.http.enabled on an address of its own
+        self.live: LiveFeed = live_feed(config.ui)  # the latest result per source, for the UI's live view
         # unset=True: ffmpeg and other children must not inherit the socket and speak for us
         self.notifier = Notifier.from_env(unset=True)
         self.watchdog: Watchdog | None = None
@@ -100,7 +103,8 @@ class Daemon:
     def _start_service_endpoints(self) -> None:
         """http: and api: on the one web stack, then systemd READY: only now are models loaded and sinks started."""
         assert self.worker is not None
-        health = health_routes(self.stats, self.rules, self.metrics)
+        health = with_ui(health_routes(self.stats, self.rules, self.metrics), self.config, self.stats, self.rules,
+                         self.live)
         endpoints = start_endpoints(self.config.http, self.config.api, health, self.models, self.config.models,
                                     self.worker)
         self.health, self.api = endpoints.health, endpoints.api  # api also serves health on a shared address
@@ -140,6 +144,7 @@ class Daemon:
     # -- the running daemon ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:
         assert self.fanout is not None
+        self.live.offer(result)  # a reference only: the UI encodes it when, and only if, someone watches
         self.metrics.observe_e2e(result.frame.source_id, time.monotonic() - result.frame.t_mono)
         if self.config.pipeline.publish_results:
             self.fanout.submit(Message("result", result.frame.source_id, result_payload(result), result))
