@@ -1,4 +1,5 @@
-"""Track events: `new`, `update` (consensus changed, zone entered or left), `end`, with zones and filters.
+"""Track events: `new`, `update` (consensus changed, zone entered or left), `end`, with zones and filters; and
+`alert` at the first read of a known plate whose entry alerts (pipelines/tracking/alerts.py).
 
 Pure: `EventGenerator.update` returns Event objects (a JSON-ready payload plus the best crop's pixels);
 publishing them and writing snapshot files is the daemon's job.
@@ -18,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.jsonable import to_jsonable
 from pipelines.labels import class_names
 from pipelines.models import Image
+from pipelines.tracking.alerts import AlertWatch, ConsensusFor, TrackAlerts, event_id
 from pipelines.tracking.best import BestViews, Box, Child, best_child, crop, detects_children, quality
 from pipelines.tracking.state import Rows, StageTrack, TrackState, track_consensus
 from pipelines.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["new", "update", "end"]
+EventType = Literal["new", "update", "end", "alert"]
 _POSITIONS = {p.name for p in sv.Position}
 
 
@@ -115,7 +117,7 @@ class EventOptions(BaseModel):
 
 @dataclass
 class Event:
-    """One track event: `payload` is JSON-ready; `best_crop` is the best crop's BGR pixels (or None), `views`
+    """One track event (or alert): `payload` is JSON-ready; `best_crop` is the best crop's BGR pixels (or None), `views`
     the full frame and plate for snapshots (None when the generator got no images)."""
 
     type: EventType
@@ -160,6 +162,7 @@ class _EventTrack:
     changes: list[str] = field(default_factory=list)
     sent: dict[str, Any] = field(default_factory=dict)
     best: _Best = field(default_factory=_Best)
+    alerts: TrackAlerts = field(default_factory=TrackAlerts)
 
 
 def _read_text(stage: StageTrack) -> bool:
@@ -169,6 +172,15 @@ def _read_text(stage: StageTrack) -> bool:
 
 def _settled(consensus: Any) -> bool:
     return isinstance(consensus, Mapping) and bool(consensus.get("settled"))
+
+
+def _known(track: TrackState) -> dict[str, str] | None:
+    """{name, list} of the known entry the first settled text vote of the track matched (events carry it beside
+    `label`, so a subscriber needs no nested lookup); None: no settled text matched a known entry."""
+    for consensus in track_consensus(track).values():
+        if _settled(consensus) and consensus.get("known"):
+            return {"name": consensus["known"]["name"], "list": consensus["known"]["list"]}
+    return None
 
 
 def settled_value(consensus: Any) -> Any:
@@ -186,12 +198,17 @@ class EventGenerator:
     ended into `end` events), and `finish` when the source's stream ends.
     """
 
-    def __init__(self, tracker: Tracker, options: EventOptions | None = None) -> None:
+    def __init__(
+        self, tracker: Tracker, options: EventOptions | None = None, consensus_for: ConsensusFor | None = None
+    ) -> None:
+        """consensus_for: each stage's consensus options, whose known lists say which reads alert; None: no alerts."""
         self.tracker = tracker
         self.options = options or EventOptions()
         self._zones = {source: [(z.name, z.build()) for z in zones] for source, zones in self.options.zones.items()}
         self._state: dict[tuple[str, int], _EventTrack] = {}
-        self.counts: dict[str, int] = {"new": 0, "update": 0, "end": 0}
+        self._watch = AlertWatch(consensus_for)
+        self._orphans: dict[str, list[dict[str, Any]]] = {}  # per source: alerts of tracks folded into others
+        self.counts: dict[str, int] = {"new": 0, "update": 0, "end": 0, "alert": 0}
 
     def update(self, source: str, detections: sv.Detections, image: Image | None = None) -> list[Event]:
         """Events for one frame, after Tracker.update (and the stages) ran on these detections.
@@ -202,7 +219,7 @@ class EventGenerator:
         passes = self.options.filters.mask(detections)
         frame = self.tracker.frame_index(source)
         nested = detects_children(detections)
-        events: list[Event] = []
+        events = [self._alert(payload, None) for payload in self._orphans.pop(source, [])]
         for row, track in self.tracker.rows(source, detections):
             if track is None:
                 continue
@@ -211,6 +228,8 @@ class EventGenerator:
             state.best.nested = state.best.nested or nested
             self._update_zones(state, {name: bool(hits[row]) for name, hits in inside.items()})
             state.eligible = state.eligible or bool(passes[row])
+            if state.eligible:  # the class and size filters apply to alerts too; zones do not
+                events += [self._alert(p, state.best.crop) for p in self._watch.update(state.alerts, track)]
             event = self._decide(state, track)
             if event is not None:
                 events.append(event)
@@ -224,8 +243,11 @@ class EventGenerator:
         return state is not None and state.announced
 
     def forget(self, source: str, track_id: int) -> None:
-        """Drop what is kept about a track that was folded into another one before it was announced."""
-        self._state.pop((source, track_id), None)
+        """Drop what is kept about a track that was folded into another one before it was announced (its raised
+        alerts end with the source's next frame: the track that took it in alerts under its own event id)."""
+        state = self._state.pop((source, track_id), None)
+        if state is not None:
+            self._orphans.setdefault(source, []).extend(state.alerts.end())
 
     def finish(self, source: str) -> list[Event]:
         """End every track of a source (stream over): their `end` events."""
@@ -238,6 +260,10 @@ class EventGenerator:
         state = self._state.pop((track.source, track.track_id), None)
         if state is None:
             return []
+        alerts = [self._alert({**p, "last_seen": track.last_seen}, None) for p in state.alerts.end()]
+        return alerts + self._end_events(state, track)
+
+    def _end_events(self, state: _EventTrack, track: TrackState) -> list[Event]:
         if state.announced:
             return [self._event("end", state, track, ["end"])]
         # held for its plate until it ended: a vehicle whose plate was never found still gets its events; one
@@ -322,16 +348,23 @@ class EventGenerator:
         settled = label["reads"] >= o.label_min_frames and label["agreement"] >= o.label_min_agreement
         return label["class"] if settled or not state.announced else state.sent.get("label")
 
+    def _alert(self, payload: dict[str, Any], crop: Image | None) -> Event:
+        self.counts["alert"] += 1
+        log.debug("source %s track %d: alert %s %s", payload["source"], payload["track_id"], payload["state"],
+                  payload["known"]["name"])
+        return Event("alert", payload["source"], payload["track_id"], payload, crop)
+
     def _event(self, kind: EventType, state: _EventTrack, track: TrackState, changes: list[str]) -> Event:
         label = track.label()
         best = state.best
         payload = {
-            "event_id": f"{track.source}-{track.track_id}-{round(track.first_seen * 1000)}",
+            "event_id": event_id(track),
             "type": kind,
             "source": track.source,
             "track_id": track.track_id,
             "label": label["class"] if label else None,
             "label_agreement": label["agreement"] if label else None,
+            "known": _known(track),
             "score": best.score,
             "box": best.box,
             "best_frame": best.frame,

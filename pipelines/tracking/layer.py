@@ -55,7 +55,9 @@ class Tracking:
         self.options = options or TrackingOptions()
         self.tracker = Tracker(self.options.tracker)
         self.scheduler = Scheduler(self.tracker, self.options.schedule, self.options.stages)
-        self.generator = EventGenerator(self.tracker, self.options.events)
+        self.generator = EventGenerator(
+            self.tracker, self.options.events, lambda stage: self.scheduler.options_for(stage).consensus
+        )
 
     def track(
         self,
