@@ -130,12 +130,43 @@ def load_changed_models(
 def prepare(
     path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel]
 ) -> PreparedReload | None:
-    """Read the config at path and get its changes ready (off the worker thread); None (logged) on any error."""
+    """Read the config at path and get its changes ready (off the worker thread); None (logged) on any error.
+
+    An isolation boundary: whatever goes wrong, the running config and pipeline stay and the daemon carries on.
+    """
+    global rejected_total
+    try:
+        return _prepare(path, running, prints, models)
+    except _Rejected as exc:
+        message = str(exc)
+    except Exception as exc:  # isolation boundary: a reload must never cost the running pipeline
+        log.debug("reload of %s failed", path, exc_info=True)
+        message = f"unexpected {type(exc).__name__}: {exc}"
+    rejected_total += 1
+    log.error("reload rejected, keeping the running config and pipeline: %s", _one_line(message))
+    return None
+
+
+rejected_total = 0  # reloads refused since start (logged each time); the running config stayed
+
+
+class _Rejected(Exception):
+    """A new config or pipeline that cannot be used; str() is the reason for the log."""
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """One log line: a reason from a library can span lines (ONNX Runtime's do)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + " ..."
+
+
+def _prepare(
+    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel]
+) -> PreparedReload:
     try:
         new = load_config(path)
     except ConfigError as exc:
-        log.error("reload rejected, keeping the running config: %s", exc)
-        return None
+        raise _Rejected(str(exc)) from None
     plan = make_plan(running, new, prints)
     prepared = PreparedReload(new, plan, fingerprints(new.models))
     if plan.pipeline_changed:
@@ -143,8 +174,7 @@ def prepare(
             loaded = load_changed_models(models, new.models, plan.models_changed)
             pipeline = build_pipeline(*pipeline_to_build(new, loaded), isolate_stage_errors=True)
         except (ModelLoadError, ValueError, OSError) as exc:
-            log.error("reload rejected, keeping the running pipeline: %s", exc)
-            return None
+            raise _Rejected(f"{path}: {exc}") from None
         prepared = PreparedReload(new, plan, prepared.fingerprints, pipeline, loaded)
     log.info("reloading %s: %s", path, plan.summary())
     if plan.need_restart:
