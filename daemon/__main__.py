@@ -78,6 +78,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
               "the systemd unit provides $CREDENTIALS_DIRECTORY).", file=sys.stderr)
         return EXIT_ERROR
     if args.show_effective:
+        from daemon.control.overlay import OverlayError, effective_with_overlay
+
+        try:  # what the daemon runs: the runtime overlay in state_dir on top of the YAML
+            config, overlay_notes = effective_with_overlay(config)
+        except OverlayError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_ERROR
+        for note in overlay_notes:
+            print(note, file=sys.stderr)
         print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
     unresolved = f", {len(notes)} unresolved references noted" if notes else ""
     print(f"{args.config}: valid ({len(config.sources)} sources, {len(config.models)} models, "

@@ -13,6 +13,7 @@ from types import FrameType
 from daemon import registry
 from daemon.capture import Capture, make_capture
 from daemon.config import Config, pipeline_to_build
+from daemon.control.state import CameraControl
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result
 from daemon.motion import MotionCollector
@@ -77,10 +78,12 @@ class Daemon:
         # unset=True: ffmpeg and other children must not inherit the socket and speak for us
         self.notifier = Notifier.from_env(unset=True)
         self.watchdog: Watchdog | None = None
+        self.control = CameraControl(self)  # runtime add/remove/switch of cameras; its overlay applies at load
 
     # -- build, back to front -------------------------------------------------------------------------
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.control.load(self.config)  # the overlay of runtime changes on top of the YAML
         if self.config.keep_frame_buffers:
             keep_frame_buffers()
         self._start_sinks()
@@ -91,6 +94,7 @@ class Daemon:
         self.worker = Worker(queues, pipeline, self._emit, self.stats, self.config.batch, self.metrics,
                              emit_event=self._emit_event)
         self.vlm = self.make_vlm(self.config)
+        self.control.started()
         self.worker.start()
         for capture in self.captures.values():
             capture.start()
@@ -106,7 +110,7 @@ class Daemon:
         health = with_ui(health_routes(self.stats, self.rules, self.metrics), self.config, self.stats, self.rules,
                          self.live)
         endpoints = start_endpoints(self.config.http, self.config.api, health, self.models, self.config.models,
-                                    self.worker)
+                                    self.worker, cameras=self.control)
         self.health, self.api = endpoints.health, endpoints.api  # api also serves health on a shared address
         self.notifier.ready(self.status_text())
         interval = watchdog_interval()
@@ -125,6 +129,7 @@ class Daemon:
             pipeline=config.pipeline.name,
             source_ids=tuple(s.id for s in config.sources),
             state_dir=str(self.state_dir),
+            control=self.control,
         )
         for options in config.sinks:
             cls = registry.resolve("sink", options.type)
@@ -217,11 +222,13 @@ class Daemon:
             return False
         self.notifier.reloading("reloading " + str(self.config_path))
         try:
-            prepared = prepare(self.config_path, self.config, self.model_fingerprints, self.models)
-            if prepared is None:
-                return False
-            self.apply_reload(prepared)
-            return True
+            with self.control.lock:  # runtime camera changes wait for the reload, and see its result
+                prepared = prepare(self.config_path, self.config, self.model_fingerprints, self.models,
+                                   load=self.control.load_file)
+                if prepared is None:
+                    return False
+                self.apply_reload(prepared)
+                return True
         finally:
             self.notifier.ready(self.status_text())
 

@@ -9,7 +9,7 @@ running. The Daemon (daemon/app.py) applies a prepared reload; this module never
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
@@ -128,15 +128,17 @@ def load_changed_models(
 
 
 def prepare(
-    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel]
+    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel],
+    load: Callable[[Path], Config] = load_config,
 ) -> PreparedReload | None:
     """Read the config at path and get its changes ready (off the worker thread); None (logged) on any error.
 
     An isolation boundary: whatever goes wrong, the running config and pipeline stay and the daemon carries on.
+    load: how to read the file (the daemon's also applies the runtime overlay, daemon/control/).
     """
     global rejected_total
     try:
-        return _prepare(path, running, prints, models)
+        return _prepare(path, running, prints, models, load)
     except _Rejected as exc:
         message = str(exc)
     except Exception as exc:  # isolation boundary: a reload must never cost the running pipeline
@@ -161,10 +163,11 @@ def _one_line(text: str, limit: int = 2000) -> str:
 
 
 def _prepare(
-    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel]
+    path: Path, running: Config, prints: Mapping[str, Fingerprint], models: Mapping[str, LoadedModel],
+    load: Callable[[Path], Config],
 ) -> PreparedReload:
     try:
-        new = load_config(path)
+        new = load(path)
     except ConfigError as exc:
         raise _Rejected(str(exc)) from None
     plan = make_plan(running, new, prints)

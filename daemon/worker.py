@@ -58,6 +58,7 @@ class Worker:
         self.batch = batch
         self.observer = observer
         self.tracks = TrackHooks(stats, emit_event, observer)
+        self.detect_off: frozenset[str] = frozenset()  # detect/set OFF (daemon/control/): read, not run
         self.motion = MotionGate(emit, stats)  # motion-gated sources: which frames the pipeline runs on
         self._wake = threading.Event()
         for q in queues.values():
@@ -156,7 +157,9 @@ class Worker:
                 break
             source_queue = self.queues.get(sid)  # a reload may have removed it since the list was taken
             frame = source_queue.get_nowait() if source_queue is not None else None
-            if frame is not None:
+            if frame is not None and sid in self.detect_off:  # taken so capture and the live view go on
+                self.stats.source(sid).dropped["detect_off"] += 1
+            elif frame is not None:
                 out.append(frame)
         return out
 

@@ -104,6 +104,7 @@ class MqttControl:
         assert self.handler is not None
         parts = message.topic[len(self.prefix) + 1:].split("/")
         camera, switch = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
+        error: str | None
         try:
             payload = message.payload.decode("utf-8")
         except UnicodeDecodeError:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from daemon.config import ApiOptions, BatchOptions, HttpOptions
 from daemon.web.api import ApiService, api_routes
 from daemon.web.batch import Submitter
+from daemon.web.cameras import CameraController, camera_routes
 from daemon.web.images import Limits
 from daemon.web.inference import Inference
 from daemon.web.models import ApiError, ModelRegistry
@@ -59,9 +60,11 @@ class ApiServer:
         self.inference.fail_pending(ApiError("the server is stopping", 503))
 
 
-def api_groups(service: ApiService) -> list[RouteGroup]:
-    """The route groups of the inference API: the model routes and the Roboflow Workflow routes."""
-    return [api_routes(service), workflow_routes(service)]
+def api_groups(service: ApiService, cameras: CameraController | None = None) -> list[RouteGroup]:
+    """The route groups of the inference API: the model routes, the Roboflow Workflow routes and, in the
+    daemon, the camera control routes (daemon/web/cameras.py), all behind the one api_key."""
+    extra = [camera_routes(service, cameras)] if cameras is not None else []
+    return [api_routes(service), workflow_routes(service), *extra]
 
 
 def api_service(
@@ -124,7 +127,7 @@ class Endpoints:
 
 def start_endpoints(
     http: HttpOptions, api: ApiOptions, health: RouteGroup, models: Mapping[str, Any],
-    model_options: Mapping[str, ModelOptions], worker: ApiWorker,
+    model_options: Mapping[str, ModelOptions], worker: ApiWorker, cameras: CameraController | None = None,
 ) -> Endpoints:
     """Bind every configured address first (a ListenError before anything serves), then start the servers."""
     wanted = listeners(http, api)
@@ -136,7 +139,7 @@ def start_endpoints(
             undo.callback(sock.close)
         undo.callback(endpoints.stop)  # last in, first out: servers stop before their sockets close
         for listener, sock in zip(wanted, sockets, strict=True):
-            groups = api_groups(service) if listener.api and service is not None else []
+            groups = api_groups(service, cameras) if listener.api and service is not None else []
             if listener.health:
                 groups.append(health)
             server = WebServer.serving(groups, sock, listener.option)
