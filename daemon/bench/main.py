@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
         ("plates", "daemon.bench.plates", "vehicles read exactly, false plates, split tracks, read latency"),
         ("api", "daemon.bench.api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
         ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
+        ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
