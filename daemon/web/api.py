@@ -14,9 +14,10 @@ import importlib.metadata
 import json
 import logging
 import math
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[Any]]  # (body, **path parameters) -> JSON-able answer
 OCR_ROUTES = ("/doctr/ocr", "/ocr/pp-ocr", "/ocr/trocr", "/easy_ocr/ocr")
 JSON_PARSE_IN_THREAD_BYTES = 256 * 1024
+# a body is read this far before its key is known; past it only a body whose api_key lies within it goes on
+UNKEYED_BODY_BYTES = 64 * 1024
+SPACE = re.compile(r"\s*")
+DECODER = json.JSONDecoder()
 
 
 def _version() -> str:
@@ -59,12 +64,14 @@ class ApiService:
         async def run(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
-                body = await self.read_json(request)
-                if auth:
-                    self.check_key(request, body)
+                # the key from headers or query is checked before a byte of the body is read
+                keyed = not auth or self.check_outside_key(request)
+                body, keyed = await self.read_json(request, keyed)
+                if not keyed:
+                    self.check_body_key(body)
                 response: Response = JSONResponse(await handler(body, **request.path_params))
             except ApiError as exc:
-                response = JSONResponse(exc.body(), status_code=exc.status)
+                response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
             except Exception as exc:  # isolation boundary: one request fails, the server and worker go on
                 log.exception("api: %s %s failed", request.method, request.url.path)
                 response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
@@ -75,46 +82,83 @@ class ApiService:
 
         return run
 
-    async def read_json(self, request: Request) -> dict[str, Any]:
+    async def read_json(self, request: Request, keyed: bool) -> tuple[dict[str, Any], bool]:
+        """The JSON object of a POST body ({} for none) and whether the key has been checked meanwhile."""
         if request.method != "POST":
-            return {}
+            return {}, keyed
+        raw, keyed = await self.read_body(request, keyed)
+        if not raw.strip():
+            return {}, keyed
+        try:
+            big = len(raw) > JSON_PARSE_IN_THREAD_BYTES
+            data = await asyncio.to_thread(json.loads, raw) if big else json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError("request body is nested too deeply to be parsed as JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(f"request body must be a JSON object, got {type(data).__name__}")
+        return data, keyed
+
+    async def read_body(self, request: Request, keyed: bool) -> tuple[bytes, bool]:
+        """The body, counted as it arrives (chunked ones too): 413 past max_body; without a key checked yet,
+        no more than UNKEYED_BODY_BYTES unless the body opens with its api_key member (inference_sdk's order)."""
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             raise ApiError(f"request body of {length} bytes exceeds the {self.max_body} bytes that api.max_batch and "
                            "api.max_image_bytes allow", 413)
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
+            self.inference.counters.body_bytes += len(chunk)
             if size > self.max_body:
+                self.inference.counters.too_large += 1
                 raise ApiError(f"request body exceeds {self.max_body} bytes", 413)
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
-        try:
-            data = await asyncio.to_thread(json.loads, raw) if size > JSON_PARSE_IN_THREAD_BYTES else json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(f"request body must be a JSON object, got {type(data).__name__}")
-        return data
+            if not keyed and size > UNKEYED_BODY_BYTES:
+                self.check_leading_key(b"".join(chunks)[:UNKEYED_BODY_BYTES])
+                keyed = True
+        return b"".join(chunks), keyed
 
-    def check_key(self, request: Request, body: Mapping[str, Any]) -> None:
-        """api_key from the Authorization: Bearer header, the query string or the JSON body (as the client sends)."""
-        if self._key is None:
-            return
-        supplied = [request.query_params.get("api_key"), body.get("api_key")]
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            supplied.append(auth[7:].strip())
+    def _refuse(self, message: str, status: int) -> ApiError:
+        self.inference.counters.unauthorized += 1
+        return ApiError(message, status)
+
+    def _verify(self, supplied: list[Any]) -> bool:
+        """True when a key was supplied and matches; 403 when all supplied ones are wrong; False when none."""
         # inference_sdk without a key puts the string "None" in the registry URL: that is no key, not a wrong one
         candidates = [k for k in supplied if isinstance(k, str) and k and k != "None"]
         if not candidates:
-            raise ApiError("missing api_key: this server requires one (body or query api_key, or "
-                           "Authorization: Bearer)", 401)
-        expected = self._key.encode()
+            return False
+        expected = (self._key or "").encode()
         if not any(hmac.compare_digest(k.encode(), expected) for k in candidates):
-            raise ApiError("invalid api_key", 403)
+            raise self._refuse("invalid api_key", 403)
+        return True
+
+    def check_outside_key(self, request: Request) -> bool:
+        """True when no key is needed or the Authorization: Bearer header or the query carries the right one."""
+        if self._key is None:
+            return True
+        supplied: list[Any] = [request.query_params.get("api_key")]
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            supplied.append(auth[7:].strip())
+        return self._verify(supplied)
+
+    def check_leading_key(self, prefix: bytes) -> None:
+        """A large body without a key elsewhere must carry its api_key before the image: checked before reading on."""
+        members = dict(leading_members(prefix.decode("utf-8", "replace")))
+        if not self._verify([members.get("api_key")]):
+            raise self._refuse(f"missing api_key: a request body over {UNKEYED_BODY_BYTES} bytes needs the key in "
+                               "the Authorization: Bearer header, the query (api_key) or as a body member before "
+                               "the images (as inference_sdk sends it)", 401)
+
+    def check_body_key(self, body: Mapping[str, Any]) -> None:
+        """The api_key member of a small body, when neither header nor query carried one."""
+        if not self._verify([body.get("api_key")]):
+            raise self._refuse("missing api_key: this server requires one (body or query api_key, or "
+                               "Authorization: Bearer)", 401)
 
     # -- routes without a model call --------------------------------------------------------------------
     async def info(self, _body: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +183,33 @@ class ApiService:
     async def model_clear(self, _body: dict[str, Any]) -> dict[str, Any]:
         self.registry.clear()
         return self.registry.describe()
+
+
+def leading_members(prefix: str) -> Iterator[tuple[Any, Any]]:
+    """The top-level members of a JSON object that lie whole within `prefix` (the start of a body), in order."""
+    pos = _skip(prefix, 0)
+    if not prefix.startswith("{", pos):
+        return
+    pos += 1
+    while True:
+        try:
+            key, pos = DECODER.raw_decode(prefix, _skip(prefix, pos))
+            pos = _skip(prefix, pos)
+            if not prefix.startswith(":", pos):
+                return
+            value, pos = DECODER.raw_decode(prefix, _skip(prefix, pos + 1))
+        except (ValueError, RecursionError):  # the member runs past the prefix (or is not JSON): stop here
+            return
+        yield key, value
+        pos = _skip(prefix, pos)
+        if not prefix.startswith(",", pos):
+            return
+        pos += 1
+
+
+def _skip(text: str, pos: int) -> int:
+    found = SPACE.match(text, pos)
+    return found.end() if found else pos
 
 
 def api_routes(service: ApiService) -> RouteGroup:

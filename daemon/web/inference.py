@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,16 @@ ROUTE_FOR_TASK = {"object-detection": "/infer/object_detection", "classification
                   "ocr": "/doctr/ocr (ocr_image)", "embedding": "/clip/embed_image"}
 
 
+@dataclass
+class ApiCounters:
+    """What the API refused and read, for the benchmark and tests (updated on the event loop thread)."""
+
+    body_bytes: int = 0  # request body bytes read, over all requests
+    unauthorized: int = 0  # 401 and 403 answers
+    too_large: int = 0  # bodies refused with 413 while streaming
+    busy: int = 0  # 503 answers because the API queue was full
+
+
 class Inference:
     """Runs API requests' model calls through the daemon's worker, batching concurrent requests."""
 
@@ -49,6 +60,7 @@ class Inference:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._coalescers: list[Coalescer] = []
+        self.counters = ApiCounters()
 
     # -- shared steps -----------------------------------------------------------------------------------
     async def model(self, model_id: Any, kind: str, route: str) -> ApiModel:

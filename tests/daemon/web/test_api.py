@@ -128,8 +128,8 @@ def test_classification_shape(api: Running, media_dir: Path, models_dir: Path) -
     ("path", "body", "status", "message"),
     [
         ("/infer/object_detection", {"model_id": "det/1"}, 400, "no image"),
-        ("/infer/object_detection", {"model_id": "det/1", "image": {"type": "base64", "value": "aGVsbG8="}}, 400,
-         "cannot decode 5 bytes"),
+        ("/infer/object_detection", {"model_id": "det/1", "image": {"type": "base64", "value": "aGVsbG8="}}, 415,
+         "data starting with b'hello' is not an accepted image format"),
         ("/infer/object_detection", {"image": "x"}, 400, "model_id is missing"),
         ("/infer/object_detection", {"model_id": "nope/1", "image": "x"}, 404, "unknown model_id 'nope/1'"),
         ("/infer/object_detection", {"model_id": "cls/1", "image": "x"}, 400, "cls/1 has task classification"),
@@ -207,15 +207,18 @@ def test_concurrent_requests_are_batched_into_one_worker_job(api: Running, media
 
 @pytest.mark.parametrize(
     ("where", "status"),
-    [("none", 401), ("body_wrong", 403), ("body", 200), ("query", 200), ("bearer", 200), ("query_wrong", 403)],
+    [("none", 401), ("body_wrong", 403), ("body", 200), ("query", 200), ("bearer", 200), ("query_wrong", 403),
+     ("body_last", 401)],
 )
 def test_api_key(models_dir: Path, media_dir: Path, where: str, status: int) -> None:
     keyed = serve(models_dir, api_key=KEY)
     try:
         body: dict[str, Any] = {"model_id": "det/1", "image": image_ref(media_dir / "rf_car.jpg")}
         headers, query = {}, ""
-        if where.startswith("body"):
-            body["api_key"] = KEY if where == "body" else "wrong"
+        if where == "body_last":  # a body over 64 KiB whose key comes after the image: refused before reading on
+            body["api_key"] = KEY
+        elif where.startswith("body"):  # first, as inference_sdk sends it
+            body = {"api_key": KEY if where == "body" else "wrong", **body}
         elif where.startswith("query"):
             query = f"?api_key={KEY if where == 'query' else 'wrong'}"
         elif where == "bearer":

@@ -102,7 +102,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("excluded-not-a-list", {"specification": TWO_STAGE, "inputs": {"image": "PHOTO"}, "excluded_fields": "boxes"},
      400, "excluded_fields: expected a list of output names"),
     ("not-an-image", {"specification": TWO_STAGE, "inputs": {"image": {"type": "base64", "value": "bm90IGFuIGltYWdl"}}},
-     400, "image 0: cannot decode 12 bytes as an image"),
+     415, "image 0: data starting with b'not an i' is not an accepted image format"),
     ("over-max-batch", {"specification": TWO_STAGE, "inputs": {"image": ["PHOTO"] * 5}}, 413, "api.max_batch=4"),
 ]
 # fmt: on
@@ -115,7 +115,7 @@ def test_a_request_that_does_not_fit_its_workflow_is_a_4xx(api: Running, photo: 
     got, answer = api.post("/workflows/run", body)
     assert got == status, answer
     assert message in answer["message"]
-    if status == 400 and case != "not-an-image":
+    if status == 400:
         assert answer["error_type"] == "RuntimeInputError"
 
 
@@ -168,7 +168,8 @@ def test_the_api_key_guards_the_workflow_routes(models_dir: Path, media_dir: Pat
         inputs = {"image": image_ref(media_dir / PHOTO)}
         body = {"specification": spec([detect(model_id="det")], BOXES), "inputs": inputs}
         assert running.post("/workflows/run", body)[0] == 401
-        assert running.post("/workflows/run", {**body, "api_key": "wf-key-0123"})[0] == 200
+        # first, as inference_sdk sends it: a body over 64 KiB is not read on until its key is seen
+        assert running.post("/workflows/run", {"api_key": "wf-key-0123", **body})[0] == 200
         status, answer = running.post("/site/workflows/boxes", {"api_key": "wf-key-0123"})
         assert status == 404 and "set api.workflows_dir" in answer["message"]  # none configured
     finally:
