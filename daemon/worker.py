@@ -2,7 +2,8 @@
 
 One worker per process because the accelerator is one device; ONNX Runtime releases the GIL while it
 computes, so capture and sink threads keep running meanwhile. Other work for the same device (HTTP
-inference requests) is submitted as jobs and interleaved with frame batches so neither starves.
+inference requests) is submitted as jobs and interleaved with frame batches so neither starves: one job per
+turn (JOBS_PER_TURN), then the stream queues again.
 daemon/trackhooks.py gives the pipeline each frame's FrameInfo and sends the track events of a tracking one.
 """
 
@@ -26,6 +27,10 @@ from daemon.trackhooks import EmitEvent, TrackHooks
 from pipelines.stages import PipelineLike, PipelineRun
 
 log = logging.getLogger(__name__)
+
+# Worker jobs (HTTP API requests, at most one worker batch of images each) run between two looks at the
+# stream queues: frames and the API alternate, so under any API load each frame batch waits for one job at most.
+JOBS_PER_TURN = 1
 
 
 class Observer(Protocol):
@@ -110,7 +115,9 @@ class Worker:
             batch = self._collect()
             if batch:
                 self._process(batch)
-            self._run_jobs(limit=None if not batch else 1)
+            # the share: one job, then the stream queues again, busy or idle; jobs that keep arriving
+            # (HTTP clients) cannot hold the frames back for longer than one job (at most one worker batch)
+            self._run_jobs(limit=JOBS_PER_TURN)
             self.tracks.finish_pending(self.queues)
             if self._stop.is_set() and (not self._drain or not any(len(q) for q in self.queues.values())):
                 break

@@ -18,7 +18,7 @@ from daemon.payload import result_payload
 from daemon.queues import FrameQueue
 from daemon.service.metrics import Metrics
 from daemon.service.stats import Stats
-from daemon.worker import Worker
+from daemon.worker import JOBS_PER_TURN, Worker
 from pipelines.build import build_pipeline
 from pipelines.stages import FrameInfo, PipelineRun, PipelineSpec
 from pipelines.tracking.events import Event
@@ -127,6 +127,36 @@ def test_jobs_run_on_the_worker_thread_between_batches() -> None:
     queues["a"].put(frame("a", 0))
     assert worker.stop(drain=True, timeout=5)
     assert len(results) == 1  # the failed job did not stop the worker
+
+
+def test_jobs_that_keep_coming_never_hold_frames_back_for_more_than_one_job() -> None:
+    """Issue 16 item 3: HTTP clients re-submit work as fast as answers come; the streams still get every turn."""
+    stats = Stats()
+    queues = {"a": FrameQueue(100, "block", stats.source("a"))}
+    events: list[str] = []
+    worker = Worker(queues, RecordingPipeline(), lambda r: events.append("frame"), stats,
+                    BatchOptions(max_size=1, timeout_ms=0))
+    chain_done = threading.Event()
+
+    def job(i: int) -> None:
+        events.append("job")
+        if i in (3, 20):
+            queues["a"].put(frame("a", i))
+            events.append("put")
+        if i < 40:
+            worker.submit(lambda: job(i + 1))  # the next request is already waiting when this one ends
+        else:
+            chain_done.set()
+
+    worker.submit(lambda: job(0))
+    worker.start()
+    assert chain_done.wait(10)
+    assert worker.stop(drain=True, timeout=5)
+    puts = [i for i, e in enumerate(events) if e == "put"]
+    frames = [i for i, e in enumerate(events) if e == "frame"]
+    assert len(frames) == 2
+    for put, done in zip(puts, frames, strict=True):
+        assert events[put:done].count("job") <= JOBS_PER_TURN  # the job running when the frame came, at most
 
 
 def test_stop_without_drain_leaves_queued_frames() -> None:
