@@ -165,7 +165,7 @@ class Daemon:
         """A track event (worker thread): JSON for every sink, the best crop for the snapshot sink."""
         assert self.fanout is not None
         name = self.pipeline.name if self.pipeline is not None else self._pipeline_name()
-        self.fanout.submit(event_message(event, frame, name))
+        self.fanout.submit(event_message(event, frame, name, snapshot_urls=self.config.ui.enabled))
 
     def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
         if state in ("ended", "failed") and self.worker is not None:

@@ -143,9 +143,20 @@ def event_payload(event: Event, frame: Frame, pipeline: str) -> dict[str, Any]:
     }
 
 
-def event_message(event: Event, frame: Frame, pipeline: str) -> Message:
+def event_message(event: Event, frame: Frame, pipeline: str, snapshot_urls: bool = False) -> Message:
     """The fan-out message; its Result carries the best crop's pixels (extra["best_crop"]) for snapshots, and the
-    best full frame and plate (extra["views"]: pipelines/tracking/best.py) for the events sink."""
+    best full frame and plate (extra["views"]: pipelines/tracking/best.py) for the events sink. An alert is an
+    "alert" message; snapshot_urls: the web UI serves the event files its snapshot_url points to."""
     extra: dict[str, object] = {"best_crop": event.best_crop, "views": event.views}
     result = Result(frame, pipeline, sv.Detections.empty(), extra=extra)
-    return Message("event", event.source, event_payload(event, frame, pipeline), result)
+    payload = event_payload(event, frame, pipeline)
+    if event.type == "alert":
+        return Message("alert", event.source, alert_payload(payload, snapshot_urls), result)
+    return Message("event", event.source, payload, result)
+
+
+def alert_payload(payload: dict[str, Any], snapshot_urls: bool) -> dict[str, Any]:
+    """An alert (README "Alerts"): the event fields of pipelines/tracking/alerts.py, then its track's snapshot URL
+    (served by the web UI from the event store, once the track's event is stored) or null."""
+    url = f"/api/events/{payload['event_id']}/snapshot.jpg" if snapshot_urls else None
+    return {**payload, "snapshot_url": url}

@@ -168,7 +168,7 @@ class TrackingCollector(Collector):
             shed.add_metric([stage, "new"], counts["shed_new"])
             stale.add_metric([stage], counts["stale_frames"])
         events = CounterMetricFamily("edgewatch_track_events", "Track events sent, by type.", labels=["type"])
-        for kind in ("new", "update", "end"):
+        for kind in ("new", "update", "end", "alert"):
             events.add_metric([kind], worker.events[kind])
         yield from (shed, stale, events)
         yield GaugeMetricFamily("edgewatch_tracks", "Live confirmed tracks over all sources.", value=worker.tracks)

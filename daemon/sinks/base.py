@@ -12,7 +12,7 @@ from daemon.frames import Message
 from daemon.service.stats import SinkStats
 from daemon.sinks.control import CommandHandler
 
-MessageKind = Literal["result", "status", "event", "stats", "control"]
+MessageKind = Literal["result", "status", "event", "alert", "stats", "control"]
 
 
 class SinkOptions(BaseModel):

@@ -5,6 +5,8 @@ Topics, with prefix = options.topic_prefix (default "edgewatch"):
   {prefix}/{source_id}/status   kind "status", retained
   {prefix}/{source_id}/results  kind "result", retained only when retain_results is true
   {prefix}/{source_id}/events   kind "event"
+  {prefix}/{source_id}/alerts   kind "alert", and the same on {prefix}/alerts
+  homeassistant/...             with homeassistant.enabled: discovery and entity states (daemon/sinks/homeassistant.py)
   {prefix}/stats                kind "stats", retained
 Payloads are compact UTF-8 JSON of Message.payload. QoS>0 results and events go to an on-disk spool first
 (daemon/sinks/mqtt_delivery.py) and leave it only when the broker acknowledged them, so a broker outage or a
@@ -19,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -34,6 +36,7 @@ from daemon.service.stats import SinkStats
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.control import MqttControl
 from daemon.sinks.encode import to_json
+from daemon.sinks.homeassistant import HomeAssistant, HomeAssistantOptions
 from daemon.sinks.mqtt_delivery import AckTracker, Handed, SpoolOptions, SpoolSender
 from daemon.sinks.mqtt_tls import TlsOptions, set_tls
 from daemon.sinks.spool import Spool
@@ -53,9 +56,9 @@ def _not_after_our_disconnect(record: logging.LogRecord) -> bool:
 _paho_log.addFilter(_not_after_our_disconnect)
 
 QoS = Literal[0, 1, 2]
-_TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event": "events"}
+_TOPIC_SUFFIX: dict[str, str] = {"status": "status", "result": "results", "event": "events", "alert": "alerts"}
 _RETAINED_KINDS = frozenset({"status", "stats"})
-_SPOOLED_KINDS = frozenset({"result", "event"})  # status and stats are state: only their latest value matters
+_SPOOLED_KINDS = frozenset({"result", "event", "alert"})  # status and stats are state: only their latest value matters
 _AVAILABILITY_QOS = 1
 
 
@@ -96,6 +99,9 @@ class MqttOptions(SinkOptions):
     )
     close_timeout_s: float = Field(
         2.0, ge=0, description="At close, wait this long for unacknowledged messages before disconnecting."
+    )
+    homeassistant: HomeAssistantOptions = Field(
+        default_factory=HomeAssistantOptions, description="Home Assistant MQTT discovery (README \"Integrations\")."
     )
 
     @model_validator(mode="after")
@@ -159,9 +165,12 @@ class MqttSink(Sink):
         self.spool: Spool | None = None  # with spool.enabled, from start() on
         self.sender: SpoolSender | None = None
         self._stats: SinkStats | None = None
+        self.homeassistant = HomeAssistant(options.homeassistant, options.topic_prefix, context.source_ids,
+                                           control=context.control is not None)
         # {prefix}/+/detect|enabled/set in, retained .../state out (daemon/sinks/control.py)
         self.control = MqttControl(options.topic_prefix, context.control,
-                                   lambda topic, payload, retain: self.send(Outgoing(topic, payload, 1, retain)))
+                                   lambda topic, payload, retain: self.send(Outgoing(topic, payload, 1, retain)),
+                                   lambda camera: [t for t, _ in self.homeassistant.discovery_removals(camera)])
 
     # -- encoding: Message -> Outgoing ----------------------------------------------------------------
     def topic_for(self, msg: Message) -> str:
@@ -169,7 +178,7 @@ class MqttSink(Sink):
         if msg.kind == "stats":
             return f"{prefix}/stats"
         if msg.kind not in _TOPIC_SUFFIX:
-            raise ValueError(f"message kind {msg.kind!r}: expected one of result, status, event, stats")
+            raise ValueError(f"message kind {msg.kind!r}: expected one of result, status, event, alert, stats")
         if not msg.source_id:
             raise ValueError(f"{msg.kind} message without a source_id: its topic needs one")
         return f"{prefix}/{msg.source_id}/{_TOPIC_SUFFIX[msg.kind]}"
@@ -210,12 +219,19 @@ class MqttSink(Sink):
         client.connect_async(self.opts.host, self.port, keepalive=self.opts.keepalive_s)
         client.loop_start()
         self.control.publish_states()
+        for topic, payload in self.homeassistant.start():  # retained: kept and re-sent on every connection
+            self.send(Outgoing(topic, payload, 1, True))
 
     def publish(self, msg: Message) -> None:
+        for topic, payload in self.homeassistant.on_message(msg):  # HA entity states, retained
+            self.send(Outgoing(topic, payload, 1, True))
         if msg.kind == "control":
             self.control.publish(msg)
             return
-        self.send(self.encode(msg))
+        out = self.encode(msg)
+        self.send(out)
+        if msg.kind == "alert":  # every camera's alerts on one topic too
+            self.send(replace(out, topic=f"{self.opts.topic_prefix}/alerts"))
 
     def send(self, out: Outgoing) -> None:
         """Spool or hand one encoded message to paho; raises MqttPublishError when the broker will not get it.
