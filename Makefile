@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SYSTEM_PACKAGES := mosquitto ffmpeg tesseract-ocr libgl1 libglib2.0-0 openssl python3-gi \
 	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav systemd chromium chromium-driver
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav systemd chromium chromium-driver \
+	libgirepository1.0-dev libcairo2-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint system-deps clean gpu-check
@@ -32,6 +33,7 @@ demo: setup
 system-deps:
 	@missing=""; for b in mosquitto ffmpeg tesseract openssl systemd-analyze chromium chromedriver; do command -v $$b >/dev/null || missing=1; done; \
 	/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null || missing=1; \
+	pkg-config --exists girepository-1.0 cairo 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi

@@ -22,12 +22,14 @@ SOURCES: dict[str, str] = {
     "webcam": "daemon.sources.webcam:WebcamSource",
     "images": "daemon.sources.images:ImagesSource",
     "ffmpeg": "daemon.sources.ffmpeg:FfmpegSource",
+    "gstreamer": "daemon.sources.gstreamer:GstSource",
 }
 
 SINKS: dict[str, str] = {
     "mqtt": "daemon.sinks.mqtt:MqttSink",
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
     "snapshots": "daemon.sinks.snapshots:SnapshotSink",
+    "events": "daemon.sinks.events:EventsSink",
     "webhook": "daemon.sinks.webhook:WebhookSink",
 }
 
