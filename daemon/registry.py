@@ -30,6 +30,7 @@ SINKS: dict[str, str] = {
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
     "snapshots": "daemon.sinks.snapshots:SnapshotSink",
     "events": "daemon.sinks.events:EventsSink",
+    "events": "daemon.sinks.events:EventsSink",
     "webhook": "daemon.sinks.webhook:WebhookSink",
 }
 

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_start ON events (start_ts);
 CREATE INDEX IF NOT EXISTS events_last ON events (last_ts);
 CREATE INDEX IF NOT EXISTS events_camera ON events (camera, start_ts);
+CREATE TABLE IF NOT EXISTS status (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL);
 """
 _COLUMN: dict[FileKind, str] = {"snapshot": "snapshot", "crop": "crop", "plate": "plate_path", "clip": "clip"}
 _UPSERT = """
@@ -165,6 +166,21 @@ class EventStore:
         if found is not None:
             size = sum(_size(Path(p)) for p in found if p)
             self._conn.execute("UPDATE events SET bytes = ? WHERE event_id = ?", (size, event_id))
+
+    def put_status(self, name: str, value: Mapping[str, object]) -> None:
+        """Keep a writer's counters (the events sink's clips and retention) for the routes and pages to read."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO status (name, value, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "value = excluded.value, updated = excluded.updated",
+                (name, dumps(value), time.time()),
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Every writer's counters by name, each with `updated` (epoch seconds)."""
+        with self._lock:
+            found = self._conn.execute("SELECT name, value, updated FROM status ORDER BY name").fetchall()
+        return {name: {**json.loads(value), "updated": updated} for name, value, updated in found}
 
     def get(self, event_id: str) -> EventRow | None:
         with self._lock:

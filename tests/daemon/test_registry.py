@@ -31,7 +31,7 @@ def broken_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.parametrize(
     ("entry", "words"),
     [
-        (None, "unknown sink type 'kafka'; expected one of: jsonl, mqtt, snapshots"),
+        (None, "unknown sink type 'kafka'; expected one of: events, jsonl, mqtt, snapshots"),
         ("daemon.sinks.jsonl:NoSuchSink", "sink type 'kafka': module daemon.sinks.jsonl has no attribute 'NoSuchSink'"),
         ("daemon.sinks.jsonl", "must be in the form 'module:attribute'"),
         ("daemon.sinks.jsonl:JsonlOptions", "sink type 'kafka' (daemon.sinks.jsonl:JsonlOptions) is not a Sink class"),
