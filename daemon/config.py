@@ -101,6 +101,10 @@ class ApiOptions(BaseModel):
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
     max_batch: int = Field(32, ge=1, description="Most images in one request.")
+    max_queued: int = Field(
+        16, ge=1, description="Most inference requests in flight (decoding, waiting for or on the worker); more "
+        "get 503 with Retry-After.",
+    )
 
 
 class Config(BaseModel):

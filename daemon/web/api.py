@@ -9,6 +9,7 @@ inference worker (daemon/web/inference.py), batched across concurrent requests (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import importlib.metadata
 import json
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Any]]  # (body, **path parameters) -> JSON-able answer
 OCR_ROUTES = ("/doctr/ocr", "/ocr/pp-ocr", "/ocr/trocr", "/easy_ocr/ocr")
+QUEUED_PREFIXES = ("/infer/", "/clip/", *OCR_ROUTES)  # routes whose work runs on the worker
 JSON_PARSE_IN_THREAD_BYTES = 256 * 1024
 # a body is read this far before its key is known; past it only a body whose api_key lies within it goes on
 UNKEYED_BODY_BYTES = 64 * 1024
+RETRY_AFTER_S = 1  # a full API queue drains within about a second: worker jobs are one batch each
 SPACE = re.compile(r"\s*")
 DECODER = json.JSONDecoder()
 
@@ -59,8 +62,12 @@ class ApiService:
         self._key = (options.api_key.get_secret_value() or None) if options.api_key is not None else None
         per_image = math.ceil(options.max_image_bytes * 4 / 3) + 1024  # base64 plus its JSON wrapping
         self.max_body = options.max_batch * per_image + (1 << 20)
+        self.in_flight = 0  # requests holding a place in the API queue (see admitted())
 
-    def endpoint(self, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, handler: Handler, *, auth: bool = True, queued: bool = False
+                 ) -> Callable[[Request], Awaitable[Response]]:
+        """The route's one request boundary; `queued` routes use the worker and count against api.max_queued."""
+
         async def run(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
@@ -69,7 +76,9 @@ class ApiService:
                 body, keyed = await self.read_json(request, keyed)
                 if not keyed:
                     self.check_body_key(body)
-                response: Response = JSONResponse(await handler(body, **request.path_params))
+                with self.admitted() if queued else contextlib.nullcontext():
+                    answer = await handler(body, **request.path_params)
+                response: Response = JSONResponse(answer)
             except ApiError as exc:
                 response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
             except Exception as exc:  # isolation boundary: one request fails, the server and worker go on
@@ -81,6 +90,24 @@ class ApiService:
             return response
 
         return run
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A place in the API queue for one request (decoding, waiting for and on the worker), or a 503.
+
+        Runs on the event loop thread only, so the count needs no lock. The bound keeps the worker's backlog,
+        and with it the API's latency and memory, finite under any number of clients.
+        """
+        if self.in_flight >= self.options.max_queued:
+            self.inference.counters.busy += 1
+            raise ApiError(f"the inference queue is full ({self.in_flight} requests in flight, api.max_queued="
+                           f"{self.options.max_queued}); retry after {RETRY_AFTER_S} s", 503,
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     async def read_json(self, request: Request, keyed: bool) -> tuple[dict[str, Any], bool]:
         """The JSON object of a POST body ({} for none) and whether the key has been checked meanwhile."""
@@ -230,6 +257,7 @@ def api_routes(service: ApiService) -> RouteGroup:
         # the client sends no key with /info; it tells nothing but name and version
         Route("/info", service.endpoint(service.info, auth=False), methods=["GET"]),
         Route("/model/registry", service.endpoint(service.model_registry), methods=["GET"]),
-        *(Route(path, service.endpoint(handler), methods=["POST"]) for path, handler in post.items()),
+        *(Route(path, service.endpoint(handler, queued=path.startswith(QUEUED_PREFIXES)), methods=["POST"])
+          for path, handler in post.items()),
     ]
     return RouteGroup("inference API", routes)

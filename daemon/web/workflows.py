@@ -188,8 +188,8 @@ def excluded_fields(value: Any) -> frozenset[str]:
 def workflow_routes(service: ApiService) -> RouteGroup:
     """The workflow run routes inference_sdk's run_workflow calls (inline and stored, current and legacy)."""
     workflows = Workflows(service)
-    inline = service.endpoint(workflows.run_inline)
-    stored = service.endpoint(workflows.run_stored)
+    inline = service.endpoint(workflows.run_inline, queued=True)
+    stored = service.endpoint(workflows.run_stored, queued=True)
     routes = [*(Route(path, inline, methods=["POST"]) for path in INLINE_ROUTES),
               *(Route(path, stored, methods=["POST"]) for path in STORED_ROUTES)]
     return RouteGroup("workflows", routes)
