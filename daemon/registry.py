@@ -29,8 +29,6 @@ SINKS: dict[str, str] = {
     "mqtt": "daemon.sinks.mqtt:MqttSink",
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
     "snapshots": "daemon.sinks.snapshots:SnapshotSink",
-    "events": "daemon.sinks.events:EventsSink",
-    "events": "daemon.sinks.events:EventsSink",
     "webhook": "daemon.sinks.webhook:WebhookSink",
 }
 
