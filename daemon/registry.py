@@ -29,6 +29,7 @@ SINKS: dict[str, str] = {
     "mqtt": "daemon.sinks.mqtt:MqttSink",
     "jsonl": "daemon.sinks.jsonl:JsonlSink",
     "snapshots": "daemon.sinks.snapshots:SnapshotSink",
+    "events": "daemon.sinks.events:EventsSink",
     "webhook": "daemon.sinks.webhook:WebhookSink",
 }
 
