@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.frames import Message
+from daemon.frames import Message, current_run
 from daemon.sinks.base import SinkContext
 from daemon.sinks.jsonl import JsonlOptions, JsonlSink, JsonlWriteError, rotated_path
 
@@ -23,7 +23,10 @@ def make_sink(path: Path | str, **options: Any) -> JsonlSink:
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """Each line, without the run id that daemon/frames.py adds to every result, event, status and stats message."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(row.pop("run") == current_run() for row in rows)
+    return rows
 
 
 def test_one_json_object_per_line_with_its_kind(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.frames import Message
+from daemon.frames import Message, current_run
 from daemon.sinks.base import SinkContext
 from daemon.sinks.mqtt import MqttNotConnected, MqttOptions, MqttQueueFull, MqttSink
 from tests.fixtures.mosquitto import free_port
@@ -53,8 +53,8 @@ def test_topics(prefix: str, kind: str, source_id: str | None, topic: str) -> No
 def test_encoding_qos_and_retain(fields: dict[str, Any], kind: str, qos: int, retain: bool) -> None:
     out = MqttSink(options(**fields), CONTEXT).encode(Message(kind, "cam1", {"seq": 3, "text": "Ö1"}))
     assert (out.qos, out.retain) == (qos, retain)
-    assert out.payload == '{"seq":3,"text":"Ö1"}'.encode()
-    assert json.loads(out.payload) == {"seq": 3, "text": "Ö1"}
+    assert out.payload == f'{{"run":"{current_run()}","seq":3,"text":"Ö1"}}'.encode()  # run: daemon/frames.py
+    assert json.loads(out.payload) == {"run": current_run(), "seq": 3, "text": "Ö1"}
 
 
 @pytest.mark.parametrize("kind", ["result", "status", "event"])

@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 from pydantic import ValidationError
 
-from daemon.frames import Message
+from daemon.frames import Message, current_run
 from daemon.service.stats import SinkStats
 from daemon.sinks.base import SinkContext
 from daemon.sinks.mqtt import MqttOptions, MqttSink
@@ -99,8 +99,9 @@ def test_offline_publish_spools_durably_and_a_restart_finds_it(tmp_path: Path) -
     finally:
         spool.close()
     assert [(r.topic, r.payload, r.qos, r.source_id) for r in rows] == [
-        *[(f"edgewatch/cam{s % 2 + 1}/results", f'{{"seq":{s}}}'.encode(), 1, f"cam{s % 2 + 1}") for s in range(5)],
-        ("edgewatch/cam1/events", b'{"event":"enter"}', 1, "cam1"),
+        *[(f"edgewatch/cam{s % 2 + 1}/results", f'{{"run":"{current_run()}","seq":{s}}}'.encode(), 1, f"cam{s % 2 + 1}")
+              for s in range(5)],
+        ("edgewatch/cam1/events", f'{{"run":"{current_run()}","event":"enter"}}'.encode(), 1, "cam1"),
     ]
 
 
