@@ -15,7 +15,7 @@ from daemon.capture import Capture, make_capture
 from daemon.config import Config, pipeline_to_build
 from daemon.control.state import CameraControl
 from daemon.fanout import Fanout
-from daemon.frames import Frame, Message, Result
+from daemon.frames import Frame, Message, Result, begin_run
 from daemon.motion import MotionCollector
 from daemon.payload import event_message, result_payload
 from daemon.reload import Fingerprint, PreparedReload, fingerprints, prepare, restart_only
@@ -245,6 +245,8 @@ class Daemon:
             self.swap_pipeline(prepared.pipeline, prepared.models, prepared.fingerprints, new.models)
         for sid in plan.sources_removed + plan.sources_changed:
             self.remove_source(sid)
+        if plan.sources_added or plan.sources_changed:
+            begin_run()  # their seq starts again at 0: a new run id keeps (run, source_id, seq) unique
         for options in new.sources:
             if options.id in plan.sources_added or options.id in plan.sources_changed:
                 self.add_source(options)
