@@ -30,6 +30,7 @@ from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
 from daemon.web.app import ApiServer, start_endpoints
+from daemon.web.events import with_events
 from daemon.web.health import health_routes
 from daemon.web.server import WebServer
 from daemon.web.ui.live import LiveFeed, live_feed
@@ -107,8 +108,8 @@ class Daemon:
     def _start_service_endpoints(self) -> None:
         """http: and api: on the one web stack, then systemd READY: only now are models loaded and sinks started."""
         assert self.worker is not None
-        health = with_ui(health_routes(self.stats, self.rules, self.metrics), self.config, self.stats, self.rules,
-                         self.live)
+        served = with_events(health_routes(self.stats, self.rules, self.metrics), self.state_dir)  # + /api/events
+        health = with_ui(served, self.config, self.stats, self.rules, self.live)
         endpoints = start_endpoints(self.config.http, self.config.api, health, self.models, self.config.models,
                                     self.worker, cameras=self.control)
         self.health, self.api = endpoints.health, endpoints.api  # api also serves health on a shared address
