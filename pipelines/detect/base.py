@@ -12,6 +12,7 @@ import numpy.typing as npt
 import supervision as sv
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.detect.tiles import TileOptions, cut, merge, tile_letterbox
 from pipelines.models import Model, ModelOptions
 from pipelines.preprocess import ChannelOrder, Floats, Image, Letterbox, Normalizer, Placement, letterbox_batch
 from pipelines.runtime.base import ModelLoadError, RuntimeLike, TensorInfo, model_label
@@ -73,6 +74,10 @@ class DetectorOptions(PostOptions, ModelOptions):
     class_names: list[str] | Path | None = Field(
         default=None, description="Class names: a list, or a labels file (one name per line, or 'index,name'). "
         "Default: the family's built-in names (COCO-80 where the model has 80 classes), else class_<i>.",
+    )
+    tiles: TileOptions | None = Field(
+        default=None, description="Cut each frame into overlapping tiles, all run in one batch, for objects too "
+        "small at the model's input size (distant plates); unset: the whole frame only.",
     )
 
 
@@ -190,9 +195,24 @@ class Detector(Model):
         post = self.post_options(overrides)
         if len(images) == 0:
             return []
+        tiles = self.options.tiles
+        if tiles is None:
+            return self._run(images, post)
+        batch = cut(images, tiles)
+        placed = [
+            tile_letterbox(window, (images[owner].shape[1], images[owner].shape[0]), self.input_wh,
+                           self.options.letterbox)
+            for window, owner in zip(batch.windows, batch.owners, strict=True)
+        ]
+        per_tile = self._run(batch.crops, post, placed)
+        return merge(per_tile, batch, images, post.iou_threshold, post.class_agnostic_nms, post.max_detections)
+
+    def _run(self, images: Sequence[Image], post: PostOptions, placed: list[Letterbox] | None = None
+             ) -> list[sv.Detections]:
+        """One batch through the model; `placed` maps the outputs to source pixels when the images are tiles."""
         batch, boxes = letterbox_batch(images, self.input_wh, self.options.letterbox, self.options.pad_value)
         outputs = self.runtime.run({self.input.name: self.normalize(batch)})
-        return self.decode([np.asarray(o, dtype=np.float32) for o in outputs], boxes, post)
+        return self.decode([np.asarray(o, dtype=np.float32) for o in outputs], placed or boxes, post)
 
     @abstractmethod
     def decode(self, outputs: list[Floats], boxes: list[Letterbox], post: PostOptions) -> list[sv.Detections]:

@@ -20,7 +20,7 @@ from shapely.geometry import Polygon
 
 from pipelines.detect.base import Detector, DetectorOptions, PostOptions
 from pipelines.preprocess import ChannelOrder, Floats, Image, Letterbox, Placement, letterbox_batch, multiple_of
-from pipelines.runtime.base import InferenceError
+from pipelines.runtime.base import InferenceError, ModelLoadError
 
 
 class DbPostOptions(PostOptions):
@@ -63,6 +63,9 @@ class DbText(Detector):
     options: DbTextOptions
 
     def setup(self) -> int | None:
+        if self.options.tiles is not None:
+            raise ModelLoadError(f"{self.label}: `tiles` is not for db_text, which already sizes its input to the "
+                                 "picture (raise limit_side_len for small text)")
         h, w = self.input.shape[2], self.input.shape[3]
         self.fixed_wh = (w, h) if isinstance(w, int) and isinstance(h, int) else None
         return 1
