@@ -52,8 +52,9 @@ class Viewer(threading.Thread):
 
 def _config(workdir: Path, video: Path, model: Path, ui: bool, threads: int) -> Path:
     config: dict[str, Any] = {
-        "models": {"det": {"type": "yolox", "path": str(model),
-                           "runtime": {"providers": ["cpu"], "intra_op_threads": threads}}},
+        "models": {
+            "det": {"type": "yolox", "path": str(model), "runtime": {"providers": ["cpu"], "intra_op_threads": threads}}
+        },
         "pipeline": {"name": "bench-live", "detector": "det"},
         "sources": [{"id": "cam", "type": "file", "path": str(video), "pace": "fast", "loop": True}],
         "batch": {"max_size": 2, "timeout_ms": 2},
@@ -93,8 +94,14 @@ def _one_run(config_path: Path, viewer: bool, seconds: float, warmup_s: float) -
     return fps, shown
 
 
-def run(rounds: int = 5, seconds: float = 12.0, warmup_s: float = 2.0, threads: int = 2,
-        video: str | Path | None = None, model: str | Path | None = None) -> dict[str, Any]:
+def run(
+    rounds: int = 5,
+    seconds: float = 12.0,
+    warmup_s: float = 2.0,
+    threads: int = 2,
+    video: str | Path | None = None,
+    model: str | Path | None = None,
+) -> dict[str, Any]:
     """Median fps per case over `rounds` interleaved rounds, and each ui-on case's cost against ui: off."""
     video = Path(video or SHARED / "media" / "london_street_TestV4.mp4")
     model = Path(model or SHARED / "models" / "yolox_nano.onnx")
@@ -104,16 +111,21 @@ def run(rounds: int = 5, seconds: float = 12.0, warmup_s: float = 2.0, threads: 
     fps: dict[str, list[float]] = {case: [] for case in CASES}
     viewer_fps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-live-") as tmp:
-        configs = {case: _config(Path(tempfile.mkdtemp(dir=tmp)), video, model, case != "ui_off", threads)
-                   for case in CASES}
+        configs = {
+            case: _config(Path(tempfile.mkdtemp(dir=tmp)), video, model, case != "ui_off", threads) for case in CASES
+        }
         for _ in range(rounds):
             for case in CASES:
                 pipeline_fps, received = _one_run(configs[case], case == "ui_on_1_viewer", seconds, warmup_s)
                 fps[case].append(pipeline_fps)
                 if case == "ui_on_1_viewer":
                     viewer_fps.append(received)
-    figures: dict[str, Any] = {"seconds_per_run": seconds, "rounds": rounds, "threads": threads,
-                               "live_fps_cap": UiOptions().live_fps}
+    figures: dict[str, Any] = {
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "threads": threads,
+        "live_fps_cap": UiOptions().live_fps,
+    }
     figures.update({f"{case}_fps": statistics.median(values) for case, values in fps.items()})
     figures["viewer_received_fps"] = statistics.median(viewer_fps)
     base = figures["ui_off_fps"]

@@ -17,10 +17,12 @@ class UiOptions(BaseModel):
 
     enabled: bool = Field(False, description="Serve the web UI on the http: server (http.enabled must be on).")
     require_auth: bool | None = Field(
-        None, description="Ask for the token on every page and route; unset: only when http.host is not loopback.",
+        None,
+        description="Ask for the token on every page and route; unset: only when http.host is not loopback.",
     )
     token: SecretStr | None = Field(
-        None, description="The access token (Bearer header or the login form); give it as ${cred:NAME} or "
+        None,
+        description="The access token (Bearer header or the login form); give it as ${cred:NAME} or "
         "${file:PATH}, never in the YAML itself. Required when auth is on.",
     )
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long a login cookie stays valid.")

@@ -18,7 +18,7 @@ from pipelines.preprocess import Image
 
 _BOXES = sv.BoxAnnotator(thickness=2)
 _LABELS = sv.LabelAnnotator(text_scale=0.5, text_thickness=1, text_padding=4)
-_CHILD_BOXES = sv.BoxAnnotator(thickness=1, color=sv.Color.YELLOW)
+_CHILD_BOXES = sv.BoxAnnotator(thickness=1, color=sv.Color.YELLOW, color_lookup=sv.ColorLookup.INDEX)
 
 
 def text_and_known(record: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any] | None]:
@@ -71,16 +71,18 @@ def draw(result: Result, max_width: int) -> Image:
     """The frame scaled to at most max_width, with the result drawn on it (a new array)."""
     image = result.frame.image
     scale = min(1.0, max_width / max(1, image.shape[1]))
-    canvas = image.copy() if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
-                                                          interpolation=cv2.INTER_AREA)
+    scaled = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else image
+    canvas: Image = np.array(scaled, dtype=np.uint8, copy=True)  # a copy even unscaled: the frame stays as is
     detections = result.detections
     if len(detections) == 0:
         return canvas
-    boxes = sv.Detections(xyxy=detections.xyxy.astype(np.float32) * scale,
-                          class_id=np.arange(len(detections)) % 8)  # colour by row: neighbours differ
+    boxes = sv.Detections(xyxy=detections.xyxy.astype(np.float32) * scale)
+    # a track keeps its colour from frame to frame; untracked boxes are coloured by row
+    colours = detections.tracker_id if detections.tracker_id is not None else np.arange(len(detections))
+    lookup = np.asarray(colours, dtype=np.int64)
     labels: Sequence[str] = [label(record) for record in detection_records(detections)]
-    canvas = _BOXES.annotate(canvas, boxes)
+    canvas = _BOXES.annotate(canvas, boxes, custom_color_lookup=lookup)
     children = child_boxes(detections)
     if len(children):
         canvas = _CHILD_BOXES.annotate(canvas, sv.Detections(xyxy=children.xyxy * scale))
-    return _LABELS.annotate(canvas, boxes, labels=list(labels))
+    return _LABELS.annotate(canvas, boxes, labels=list(labels), custom_color_lookup=lookup)

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -88,11 +88,16 @@ def refusal(request: Request) -> Response:
     """401: a page linking to the login form for a browser, the JSON error shape for a program."""
     if wants_html(request):
         target = quote(request.url.path, safe="/")
-        body = (f'<!doctype html><title>edgewatch: sign in</title><p>Sign in first: '
-                f'<a href="{LOGIN_PATH}?next={target}">log in</a></p>')
+        body = (
+            f"<!doctype html><title>edgewatch: sign in</title><p>Sign in first: "
+            f'<a href="{LOGIN_PATH}?next={target}">log in</a></p>'
+        )
         return Response(body, status_code=401, media_type="text/html", headers={"Cache-Control": "no-store"})
-    return JSONResponse({"message": "authentication required: a Bearer token or a login session", "status": 401},
-                        status_code=401, headers={"WWW-Authenticate": 'Bearer realm="edgewatch"'})
+    return JSONResponse(
+        {"message": "authentication required: a Bearer token or a login session", "status": 401},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="edgewatch"'},
+    )
 
 
 class AuthMiddleware:
@@ -121,13 +126,33 @@ def protect(group: RouteGroup, auth: Auth, open_paths: Sequence[str] = ()) -> Ro
         if route.path in open_paths:
             routes.append(route)
         elif isinstance(route, Route):
-            routes.append(Route(route.path, route.endpoint, methods=route.methods, name=route.name,
-                                middleware=guard))
+            routes.append(Route(route.path, route.endpoint, methods=route.methods, name=route.name, middleware=guard))
         elif isinstance(route, Mount):
             routes.append(Mount(route.path, app=route.app, name=route.name, middleware=guard))
         else:
             raise TypeError(f"cannot put the websocket route {route.path} behind the UI's login")
     return RouteGroup(group.name, routes)
+
+
+MAX_FORM_BYTES = 4096  # the login and logout forms are a few short fields
+
+
+class FormError(ValueError):
+    """A form body that is not a small application/x-www-form-urlencoded one."""
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """The first value of each field of a small urlencoded form (python-multipart is not needed for that)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "application/x-www-form-urlencoded":
+        raise FormError(f"expected an application/x-www-form-urlencoded form, got {kind or 'no content type'}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormError(f"form larger than {MAX_FORM_BYTES} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
 
 
 def safe_next(target: str | None) -> str:
@@ -139,8 +164,15 @@ def safe_next(target: str | None) -> str:
 
 def start_session(auth: Auth, target: str, secure: bool) -> Response:
     response = RedirectResponse(safe_next(target), status_code=303)
-    response.set_cookie(SESSION_COOKIE, auth.new_session(), max_age=int(auth.session_s), httponly=True,
-                        samesite="strict", secure=secure, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        auth.new_session(),
+        max_age=int(auth.session_s),
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        path="/",
+    )
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
     return response
 

@@ -22,12 +22,27 @@ from daemon.history.rows import EventRow
 class EventReader(Protocol):
     """What the pages need from daemon.history.store.EventStore."""
 
-    def query(self, *, camera: str | None = None, label: str | None = None, plate: str | None = None,
-              since: float | None = None, until: float | None = None, limit: int = 50,
-              offset: int = 0) -> list[EventRow]: ...
+    def query(
+        self,
+        *,
+        camera: str | None = None,
+        label: str | None = None,
+        plate: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[EventRow]: ...
 
-    def count(self, *, camera: str | None = None, label: str | None = None, plate: str | None = None,
-              since: float | None = None, until: float | None = None) -> int: ...
+    def count(
+        self,
+        *,
+        camera: str | None = None,
+        label: str | None = None,
+        plate: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int: ...
 
     def get(self, event_id: str) -> EventRow | None: ...
 
@@ -66,13 +81,26 @@ class EventFilters:
         return filters
 
     def as_query(self) -> dict[str, Any]:
-        return {"camera": self.camera, "label": self.label, "plate": self.plate,
-                "since": _time("since", self.since) if self.since else None,
-                "until": _time("until", self.until) if self.until else None}
+        return {
+            "camera": self.camera,
+            "label": self.label,
+            "plate": self.plate,
+            "since": _time("since", self.since) if self.since else None,
+            "until": _time("until", self.until) if self.until else None,
+        }
 
     def form(self) -> dict[str, str]:
-        return {k: v for k, v in (("camera", self.camera), ("label", self.label), ("plate", self.plate),
-                                  ("since", self.since), ("until", self.until)) if v}
+        return {
+            k: v
+            for k, v in (
+                ("camera", self.camera),
+                ("label", self.label),
+                ("plate", self.plate),
+                ("since", self.since),
+                ("until", self.until),
+            )
+            if v
+        }
 
 
 def row_view(row: EventRow) -> dict[str, Any]:

@@ -78,8 +78,9 @@ class Viewers:
 
 def encode(result: Result, options: UiOptions) -> bytes:
     """One annotated JPEG, at most live_max_width wide."""
-    ok, data = cv2.imencode(".jpg", draw(result, options.live_max_width),
-                            [cv2.IMWRITE_JPEG_QUALITY, options.live_quality])
+    ok, data = cv2.imencode(
+        ".jpg", draw(result, options.live_max_width), [cv2.IMWRITE_JPEG_QUALITY, options.live_quality]
+    )
     if not ok:
         raise ValueError(f"live view of {result.frame.source_id}: OpenCV could not encode frame {result.frame.seq}")
     return data.tobytes()
@@ -122,6 +123,8 @@ def stream(request: Request, feed: LiveFeed, known: set[str], options: UiOptions
     if not viewers.admit():
         log.warning("ui: live view of %s refused: %d viewers already (ui.max_viewers)", source_id, viewers.limit)
         return error_response(503, f"{viewers.limit} live viewers already (ui.max_viewers); try again later")
-    return StreamingResponse(frames(feed, source_id, options, viewers),
-                             media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-                             headers={"Cache-Control": "no-store"})
+    return StreamingResponse(
+        frames(feed, source_id, options, viewers),
+        media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        headers={"Cache-Control": "no-store"},
+    )

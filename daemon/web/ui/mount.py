@@ -46,8 +46,12 @@ def make_auth(config: Config) -> Auth | None:
 
 def make_pages(config: Config, stats: Stats, rules: HealthRules, feed: LiveFeed) -> UiPages:
     view = DaemonView(
-        stats=stats, rules=rules, feed=feed, viewers=Viewers(config.ui.max_viewers),
-        pipeline=config.pipeline.name, sources=tuple(s.id for s in config.sources),
+        stats=stats,
+        rules=rules,
+        feed=feed,
+        viewers=Viewers(config.ui.max_viewers),
+        pipeline=config.pipeline.name,
+        sources=tuple(s.id for s in config.sources),
         sinks={s.id: s.type for s in config.sinks},
         providers={name: [str(p) for p in m.runtime.providers] for name, m in config.models.items()},
     )

@@ -34,8 +34,9 @@ SSE_POLL_S = 1.0
 class UiPages:
     """The page handlers over one running daemon; `store()` opens the event store on first use."""
 
-    def __init__(self, options: UiOptions, view: views.DaemonView, store: Callable[[], history.EventReader],
-                 auth: Auth | None) -> None:
+    def __init__(
+        self, options: UiOptions, view: views.DaemonView, store: Callable[[], history.EventReader], auth: Auth | None
+    ) -> None:
         self.options = options
         self.view = view
         self.store = store
@@ -45,8 +46,9 @@ class UiPages:
     def render(self, request: Request, name: str, code: int = 200, **context: Any) -> Response:
         context.setdefault("csrf", self._csrf(request))
         context.setdefault("pipeline", self.view.pipeline)
-        return self.templates.TemplateResponse(request, name, context, status_code=code,
-                                               headers={"Cache-Control": "no-store"})
+        return self.templates.TemplateResponse(
+            request, name, context, status_code=code, headers={"Cache-Control": "no-store"}
+        )
 
     def _csrf(self, request: Request) -> str | None:
         """The session's CSRF token for the logout form; None when there is no login (auth off or Bearer)."""
@@ -70,28 +72,47 @@ class UiPages:
             filters = history.EventFilters.from_query(request.query_params)
             number = int(request.query_params.get("page", "1") or "1")
         except (history.FilterError, ValueError) as exc:
-            return self.render(request, "events.html", code=400, error=str(exc), filters={}, rows=[],
-                               total=0, page=1, pages=1, page_name="events", cameras=self.view.sources)
+            return self.render(
+                request,
+                "events.html",
+                code=400,
+                error=str(exc),
+                filters={},
+                rows=[],
+                total=0,
+                page=1,
+                pages=1,
+                page_name="events",
+                cameras=self.view.sources,
+            )
         found = history.page(self.store(), filters, number, self.options.page_size)
-        return self.render(request, "events.html", filters=filters.form(), page_name="events",
-                           cameras=self.view.sources, error=None, **found)
+        return self.render(
+            request,
+            "events.html",
+            filters=filters.form(),
+            page_name="events",
+            cameras=self.view.sources,
+            error=None,
+            **found,
+        )
 
     def event(self, request: Request) -> Response:
         event_id = request.path_params["event_id"]
         row = self.store().get(event_id)
         if row is None:
             return self.render(request, "missing.html", code=404, what=f"event {event_id}", page_name="events")
-        return self.render(request, "event.html", event=history.row_view(row), payload=row.payload,
-                           page_name="events")
+        return self.render(request, "event.html", event=history.row_view(row), payload=row.payload, page_name="events")
 
     def event_stream(self, request: Request) -> Response:
         try:
             filters = history.EventFilters.from_query(request.query_params)
         except history.FilterError as exc:
             return error_response(400, str(exc))
-        return StreamingResponse(history.changes(self.store(), filters, SSE_POLL_S, self.options.page_size),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            history.changes(self.store(), filters, SSE_POLL_S, self.options.page_size),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     # -- live view --------------------------------------------------------------------------------------
     def live_stream(self, request: Request) -> Response:
@@ -108,21 +129,36 @@ class UiPages:
         if self.auth is None:
             return error_response(404, "the web UI has no login: auth is off (loopback)")
         nonce = login.login_nonce(request)
-        response = self.render(request, "login.html", nonce=nonce, next=login.safe_next(request.query_params.get(
-            "next")), failed=False, page_name="login")
+        response = self.render(
+            request,
+            "login.html",
+            nonce=nonce,
+            next=login.safe_next(request.query_params.get("next")),
+            failed=False,
+            page_name="login",
+        )
         response.set_cookie(login.LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path=login.LOGIN_PATH)
         return response
 
     async def login_submit(self, request: Request) -> Response:
         if self.auth is None:
             return error_response(404, "the web UI has no login: auth is off (loopback)")
-        form = await request.form()
-        token, nonce = str(form.get("token", "")), str(form.get("nonce", ""))
-        target = str(form.get("next", "/"))
+        try:
+            form = await login.form_fields(request)
+        except login.FormError as exc:
+            return error_response(400, f"login: {exc}")
+        token, nonce, target = form.get("token", ""), form.get("nonce", ""), form.get("next", "/")
         if not login.login_form_ok(self.auth, request, nonce, token):
             fresh = login.login_nonce(request)
-            response = self.render(request, "login.html", code=401, nonce=fresh, next=login.safe_next(target),
-                                   failed=True, page_name="login")
+            response = self.render(
+                request,
+                "login.html",
+                code=401,
+                nonce=fresh,
+                next=login.safe_next(target),
+                failed=True,
+                page_name="login",
+            )
             response.set_cookie(login.LOGIN_COOKIE, fresh, httponly=True, samesite="strict", path=login.LOGIN_PATH)
             return response
         return login.start_session(self.auth, target, secure=request.url.scheme == "https")
@@ -131,8 +167,11 @@ class UiPages:
         """POST only, with the session's CSRF token: a link on another site cannot log anyone out."""
         assert self.auth is not None  # the route exists only with auth on
         nonce = self.auth.session_nonce(request.cookies.get(login.SESSION_COOKIE))
-        form = await request.form()
-        if nonce is None or not self.auth.csrf_ok(nonce, str(form.get("csrf", ""))):
+        try:
+            form = await login.form_fields(request)
+        except login.FormError as exc:
+            return error_response(400, f"logout: {exc}")
+        if nonce is None or not self.auth.csrf_ok(nonce, form.get("csrf", "")):
             return error_response(403, "logout needs the form's CSRF token")
         response = Response(status_code=303, headers={"Location": login.LOGIN_PATH})
         response.delete_cookie(login.SESSION_COOKIE, path="/")
@@ -151,9 +190,11 @@ class UiPages:
             Mount(STATIC_PATH, app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
         if self.auth is not None:
-            found += [Route(login.LOGIN_PATH, self.login_page, methods=["GET"]),
-                      Route(login.LOGIN_PATH, self.login_submit, methods=["POST"]),
-                      Route(login.LOGOUT_PATH, self.logout, methods=["POST"])]
+            found += [
+                Route(login.LOGIN_PATH, self.login_page, methods=["GET"]),
+                Route(login.LOGIN_PATH, self.login_submit, methods=["POST"]),
+                Route(login.LOGOUT_PATH, self.logout, methods=["POST"]),
+            ]
         return found
 
 

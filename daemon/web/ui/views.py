@@ -77,20 +77,37 @@ def status(view: DaemonView) -> dict[str, Any]:
     worker = view.stats.worker
     sinks = []
     for sid, sink in sorted(view.stats.sinks.items()):
-        sinks.append({"id": sid, "type": view.sinks.get(sid, "?"), "connected": sink.connected,
-                      "published": sink.published, "failed": sink.failed, "dropped": sink.dropped,
-                      "queue_depth": sink.queue_depth, "spooling": sink.spooling, "spool_depth": sink.spool_depth,
-                      "spool_bytes": sink.spool_bytes, "last_error": sink.last_error,
-                      "healthy": report["sinks"].get(sid, {}).get("healthy", True)})
+        sinks.append(
+            {
+                "id": sid,
+                "type": view.sinks.get(sid, "?"),
+                "connected": sink.connected,
+                "published": sink.published,
+                "failed": sink.failed,
+                "dropped": sink.dropped,
+                "queue_depth": sink.queue_depth,
+                "spooling": sink.spooling,
+                "spool_depth": sink.spool_depth,
+                "spool_bytes": sink.spool_bytes,
+                "last_error": sink.last_error,
+                "healthy": report["sinks"].get(sid, {}).get("healthy", True),
+            }
+        )
     return {
         "health": report,
         "pipeline": view.pipeline,
         "cameras": cameras(view),
         "sinks": sinks,
-        "worker": {"batches": worker.batches, "frames": worker.frames, "errors": worker.errors,
-                   "last_batch_size": worker.last_batch_size, "tracks": worker.tracks,
-                   "mean_batch_ms": round(worker.infer_ms_total / worker.batches, 1) if worker.batches else None,
-                   "events": dict(worker.events), "stage_errors": dict(worker.stage_errors)},
+        "worker": {
+            "batches": worker.batches,
+            "frames": worker.frames,
+            "errors": worker.errors,
+            "last_batch_size": worker.last_batch_size,
+            "tracks": worker.tracks,
+            "mean_batch_ms": round(worker.infer_ms_total / worker.batches, 1) if worker.batches else None,
+            "events": dict(worker.events),
+            "stage_errors": dict(worker.stage_errors),
+        },
         "timings": stage_timings(view),
         "providers": {name: list(p) for name, p in view.providers.items()},
         "viewers": {"open": view.viewers.count, "limit": view.viewers.limit, "frames_sent": view.viewers.served},
