@@ -145,7 +145,6 @@ class CameraControl:
             overlay.enabled.pop(camera, None)
             self._save()
             self._apply_detect()
-            self.daemon.stats.sources.pop(camera, None)
             self._submit(control_message(camera, None, iso_utc(time.time())))
             log.info("control: camera %s removed", camera)
             return {**described, "state": "removed"}
