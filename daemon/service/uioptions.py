@@ -27,7 +27,7 @@ class UiOptions(BaseModel):
     )
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long a login cookie stays valid.")
     live_fps: float = Field(5.0, gt=0, le=30, description="Most frames per second sent to one live viewer.")
-    live_max_width: int = Field(960, ge=64, le=7680, description="Live frames wider than this are scaled down.")
+    live_max_width: int = Field(640, ge=64, le=7680, description="Live frames wider than this are scaled down.")
     live_quality: int = Field(75, ge=10, le=100, description="JPEG quality of live frames.")
     max_viewers: int = Field(4, ge=1, le=64, description="Live streams open at once over all cameras; more get 503.")
     page_size: int = Field(25, ge=5, le=500, description="Events per page on the events page.")

@@ -71,7 +71,7 @@ def draw(result: Result, max_width: int) -> Image:
     """The frame scaled to at most max_width, with the result drawn on it (a new array)."""
     image = result.frame.image
     scale = min(1.0, max_width / max(1, image.shape[1]))
-    scaled = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else image
+    scaled = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale < 1.0 else image
     canvas: Image = np.array(scaled, dtype=np.uint8, copy=True)  # a copy even unscaled: the frame stays as is
     detections = result.detections
     if len(detections) == 0:
