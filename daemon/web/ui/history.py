@@ -47,6 +47,37 @@ class EventReader(Protocol):
     def get(self, event_id: str) -> EventRow | None: ...
 
 
+class NoHistory:
+    """No events sink (yet): an empty history."""
+
+    def query(
+        self,
+        *,
+        camera: str | None = None,
+        label: str | None = None,
+        plate: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[EventRow]:
+        return []
+
+    def count(
+        self,
+        *,
+        camera: str | None = None,
+        label: str | None = None,
+        plate: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        return 0
+
+    def get(self, event_id: str) -> EventRow | None:
+        return None
+
+
 class FilterError(ValueError):
     """A filter in the query string that cannot be read; the message names it and the expected form."""
 

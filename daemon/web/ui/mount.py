@@ -3,36 +3,31 @@ metrics, event routes) and returns it with the UI's pages added, everything behi
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.history.store import EventStore
 from daemon.service.health import HealthRules
 from daemon.service.stats import Stats
 from daemon.service.uioptions import auth_required
+from daemon.web.events import EVENTS_DB, StoreReader
 from daemon.web.server import RouteGroup
 from daemon.web.ui.auth import Auth, protect
+from daemon.web.ui.history import EventReader, NoHistory
 from daemon.web.ui.live import LiveFeed, Viewers
 from daemon.web.ui.pages import UiPages, ui_group
 from daemon.web.ui.views import DaemonView
 
-EVENTS_DB = "events.db"  # the event store's file under state_dir, as the events sink writes it
-
 
 class StoreHandle:
-    """Opens the event store on the first page that needs it (the sink may create the file later)."""
+    """The event store for the pages: /api/events' reader (opened once the events sink made the file), or an
+    empty history while there is none, so that the UI never creates a database of its own."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._store: EventStore | None = None
-        self._lock = threading.Lock()
+    def __init__(self, state_dir: Path) -> None:
+        self._reader = StoreReader(state_dir / EVENTS_DB)
 
-    def __call__(self) -> EventStore:
-        with self._lock:
-            if self._store is None:
-                self._store = EventStore(self.path)
-            return self._store
+    def __call__(self) -> EventReader:
+        store = self._reader()
+        return store if store is not None else NoHistory()
 
 
 def make_auth(config: Config) -> Auth | None:
@@ -55,7 +50,7 @@ def make_pages(config: Config, stats: Stats, rules: HealthRules, feed: LiveFeed)
         sinks={s.id: s.type for s in config.sinks},
         providers={name: [str(p) for p in m.runtime.providers] for name, m in config.models.items()},
     )
-    store = StoreHandle(Path(config.state_dir) / EVENTS_DB)
+    store = StoreHandle(Path(config.state_dir))
     return UiPages(config.ui, view, store, make_auth(config))
 
 
