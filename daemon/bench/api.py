@@ -1,9 +1,10 @@
 """`edgewatch bench api`: the inference HTTP API under load while file streams run: latency and stream fps.
 
-Starts a real Daemon (YOLOX on N looping file streams, paced in real time) with the API on a free loopback
-port, then C client threads post /infer/object_detection as fast as answers come back for D seconds.
-Reports HTTP latency percentiles and throughput, errors, the streams' fps during the same window, and
-how many images each worker job carried (cross-request batching).
+Starts a real Daemon (YOLOX on N looping file streams, paced in real time and capped at `fps`) with the API on
+a free loopback port, then for each client count (0, 4, 16 by default) C client threads post
+/infer/object_detection as fast as answers come back for D seconds (a 503 is retried after its Retry-After).
+Reports, per client count, the streams' fps next to the no-client figure, HTTP latency percentiles of the
+answered requests, 503s and other errors, and how many images each worker job carried.
 """
 
 from __future__ import annotations
@@ -36,32 +37,49 @@ DEFAULT_IMAGES = ("three_buses.jpg", "crosswalk_people.jpg", "rf_car.jpg", "time
 
 @dataclass
 class ClientLog:
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # answered (200) requests
+    errors: list[str] = field(default_factory=list)  # anything but 200 and 503
+    busy: int = 0  # 503s (the API queue was full)
 
 
 def run(
-    clients: int = 4,
-    duration_s: float = 30.0,
-    streams: int = 2,
+    clients: Sequence[int] = (0, 4, 16),
+    duration_s: float = 20.0,
+    streams: int = 1,
+    fps: float = 5.0,
     video: str | Path | None = None,
     model: str | Path | None = None,
     images: Sequence[str | Path] | None = None,
     threads: int = 2,
     batch: int = 4,
 ) -> dict[str, Any]:
-    """Run the load test and return its figures (flat: names -> numbers)."""
+    """Run the load test for each client count on one daemon; figures are flat (names -> numbers)."""
     video = Path(video or SHARED / "media" / "london_street_TestV4.mp4")
     pictures = [Path(p) for p in images] if images else [SHARED / "media" / name for name in DEFAULT_IMAGES]
     _need(video, *pictures)
     bodies = [_body(p) for p in pictures]
-    with daemon_with_api(streams, video, model, threads, batch) as (daemon, server):
+    figures: dict[str, Any] = {"streams": streams, "stream_fps_cap": fps, "duration_s": duration_s}
+    with daemon_with_api(streams, video, model, threads, batch, fps) as (daemon, server):
         _post(server.port, bodies[0])  # the first call loads nothing (the daemon's model is shared) but opens the path
-        before = {sid: s.processed for sid, s in daemon.stats.sources.items()}
-        logs, seconds = _load(server.port, bodies, clients, duration_s)
-        after = {sid: s.processed for sid, s in daemon.stats.sources.items()}
-        batching = server.inference.batch_stats()
-    return _figures(logs, seconds, clients, before, after, batching) | {"video_fps": _video_fps(video)}
+        idle: float | None = None
+        for count in clients:
+            row = _measure(daemon, server, bodies, count, duration_s)
+            idle = row["stream_fps"] if idle is None and count == 0 else idle
+            if idle:
+                row["stream_fps_vs_idle_pct"] = 100.0 * row["stream_fps"] / idle
+            figures |= {f"clients_{count}_{name}": value for name, value in row.items()}
+    return figures
+
+
+def _measure(daemon: Any, server: ApiServer, bodies: list[bytes], clients: int, duration_s: float) -> dict[str, Any]:
+    """One window of `clients` clients: the streams' fps (mean per stream) and the HTTP figures."""
+    before = {sid: s.processed for sid, s in daemon.stats.sources.items()}
+    busy_before = server.inference.counters.busy
+    logs, seconds = _load(server.port, bodies, clients, duration_s)
+    after = {sid: s.processed for sid, s in daemon.stats.sources.items()}
+    row = _figures(logs, seconds, clients, before, after, server.inference.batch_stats())
+    row["http_503_counted_by_server"] = server.inference.counters.busy - busy_before
+    return row
 
 
 def _need(*paths: Path) -> None:
@@ -73,9 +91,9 @@ def _need(*paths: Path) -> None:
 @contextlib.contextmanager
 def daemon_with_api(
     streams: int = 2, video: str | Path | None = None, model: str | Path | None = None, threads: int = 2,
-    batch: int = 4,
+    batch: int = 4, fps: float | None = None, max_queued: int | None = None,
 ) -> Iterator[tuple[Any, ApiServer]]:
-    """A running Daemon (YOLOX, `streams` looping file sources paced in real time) and its API (model det/1)."""
+    """A running Daemon (YOLOX, `streams` looping file sources paced in real time, capped at `fps`) and its API."""
     from daemon.app import Daemon
     from daemon.config import load_config
 
@@ -83,7 +101,7 @@ def daemon_with_api(
     model = Path(model or SHARED / "models" / "yolox_nano.onnx")
     _need(video, model)
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-api-") as tmp:
-        config = load_config(_write_config(Path(tmp), video, model, streams, threads, batch))
+        config = load_config(_write_config(Path(tmp), video, model, streams, threads, batch, fps, max_queued))
         daemon = Daemon(config)
         daemon.start()
         own: ApiServer | None = None
@@ -113,9 +131,13 @@ def _video_fps(video: Path) -> float:
         capture.release()
 
 
-def _write_config(workdir: Path, video: Path, model: Path, streams: int, threads: int, batch: int) -> Path:
+def _write_config(workdir: Path, video: Path, model: Path, streams: int, threads: int, batch: int,
+                  fps: float | None = None, max_queued: int | None = None) -> Path:
+    cap = f", fps: {fps}" if fps else ""
+    queued = f", max_queued: {max_queued}" if max_queued else ""
     sources = "".join(
-        f"  - {{id: stream{i}, type: file, path: '{video}', pace: realtime, loop: true}}\n" for i in range(streams)
+        f"  - {{id: stream{i}, type: file, path: '{video}', pace: realtime, loop: true{cap}}}\n"
+        for i in range(streams)
     )
     path = workdir / "bench-api.yaml"
     path.write_text(
@@ -124,7 +146,7 @@ def _write_config(workdir: Path, video: Path, model: Path, streams: int, threads
         f"sources:\n{sources}"
         f"batch: {{max_size: {batch}, timeout_ms: 5}}\n"
         f"state_dir: '{workdir}/state'\n"
-        "api: {enabled: true, host: 127.0.0.1, port: 0}\n"
+        f"api: {{enabled: true, host: 127.0.0.1, port: 0{queued}}}\n"
     )
     return path
 
@@ -134,14 +156,16 @@ def _find_api(daemon: Any) -> ApiServer | None:
     return next((v for v in vars(daemon).values() if isinstance(v, ApiServer)), None)
 
 
-def _post(port: int, body: bytes, connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+def _post(port: int, body: bytes, connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes, float]:
+    """(status, body, Retry-After seconds or 0) of one detection request."""
     conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", "/infer/object_detection", body=body, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     data = response.read()
+    retry = response.getheader("Retry-After") or "0"
     if connection is None:
         conn.close()
-    return response.status, data
+    return response.status, data, float(retry) if retry.replace(".", "", 1).isdigit() else 0.0
 
 
 def _client(port: int, bodies: list[bytes], offset: int, deadline: float, out: ClientLog) -> None:
@@ -151,14 +175,19 @@ def _client(port: int, bodies: list[bytes], offset: int, deadline: float, out: C
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
             try:
-                status, data = _post(port, bodies[i % len(bodies)], conn)
+                status, data, retry_after = _post(port, bodies[i % len(bodies)], conn)
             except (OSError, http.client.HTTPException) as exc:
                 out.errors.append(f"{type(exc).__name__}: {exc}")
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 continue
-            out.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-            if status != 200:
+            if status == 503:
+                out.busy += 1
+                time.sleep(min(retry_after, max(0.0, deadline - time.monotonic())))  # as the answer asks
+                continue
+            if status == 200:
+                out.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            else:
                 out.errors.append(f"HTTP {status}: {data[:200]!r}")
             i += 1
     finally:
@@ -175,6 +204,7 @@ def _load(port: int, bodies: list[bytes], clients: int, duration_s: float) -> tu
         thread.start()
     for thread in workers:
         thread.join()
+    time.sleep(max(0.0, deadline - time.monotonic()))  # with no client the window still lasts duration_s
     return logs, time.monotonic() - t0
 
 
@@ -183,17 +213,16 @@ def _figures(logs: list[ClientLog], seconds: float, clients: int, before: dict[s
     latencies = np.array([v for log_ in logs for v in log_.latencies_ms], dtype=np.float64)
     errors = [e for log_ in logs for e in log_.errors]
     figures: dict[str, Any] = {
-        "clients": clients,
-        "duration_s": round(seconds, 2),
-        "http_requests": len(latencies),
+        "http_answered": len(latencies),
+        "http_503": sum(log_.busy for log_ in logs),
         "http_errors": len(errors),
         "http_rps": len(latencies) / seconds if seconds else 0.0,
     }
     for q in (50, 90, 99):
         figures[f"http_p{q}_ms"] = float(np.percentile(latencies, q)) if len(latencies) else float("nan")
     figures["http_max_ms"] = float(latencies.max()) if len(latencies) else float("nan")
-    for sid in sorted(after):
-        figures[f"stream_fps_{sid}"] = (after[sid] - before.get(sid, 0)) / seconds if seconds else 0.0
+    per_stream = [(after[sid] - before.get(sid, 0)) / seconds if seconds else 0.0 for sid in sorted(after)]
+    figures["stream_fps"] = sum(per_stream) / len(per_stream) if per_stream else 0.0
     figures["api_worker_jobs"] = batching["jobs"]
     figures["api_images_per_job"] = batching["images"] / batching["jobs"] if batching["jobs"] else 0.0
     figures["api_largest_job"] = batching["largest_job"]
