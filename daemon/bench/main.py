@@ -44,6 +44,7 @@ def register(subparsers: Any) -> None:
         ("api", "daemon.bench.api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
         ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
         ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
+        ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")

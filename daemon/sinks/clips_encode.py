@@ -39,7 +39,7 @@ class Shot:
 class EncodeOptions:
     fps: float = 10.0  # the nominal rate written in the stream header; pts carry the real times
     crf: int = 28
-    preset: str = "veryfast"
+    preset: str = "ultrafast"
     max_bytes: int = 50 * 1024 * 1024  # one clip larger than this is cut short
 
 
