@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
         ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
         ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
         ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
+        ("motion", "daemon.bench.motion", "detector calls and cars read with motion gating off and on"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -52,6 +53,11 @@ def register(subparsers: Any) -> None:
     soak = which.choices["soak"]
     soak.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs")
     soak.set_defaults(func=_delegate("daemon.bench.soak", "seconds"))
+    motion = which.choices["motion"]
+    motion.add_argument("--seed", type=int, default=0, help="the rendered quiet street's seed")
+    motion.add_argument("--rounds", type=int, default=3, help="interleaved off/on rounds; seconds are medians")
+    motion.add_argument("--cache", default=None, help="where the rendered street is kept (default ~/.cache/edgewatch)")
+    motion.set_defaults(func=_delegate("daemon.bench.motion", "seed", "rounds", "cache"))
     plates = which.choices["plates"]
     plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")
     plates.add_argument("--chains", default="plate,text", help="comma-separated: plate (plate detector), text")
