@@ -63,10 +63,12 @@ def shipped_example(path: Path) -> bool:
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
-    from daemon.config import ConfigError, check_config, effective_config
+    from daemon.config import ConfigError, check_config_source, effective_config
+    from daemon.preflight import check
 
     try:
-        config, notes = check_config(args.config)
+        config, notes, src = check_config_source(args.config)
+        seconds = check(config, src, load_models=not args.no_load, ports=not args.no_ports)  # what run checks
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
@@ -89,7 +91,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
     unresolved = f", {len(notes)} unresolved references noted" if notes else ""
-    print(f"{args.config}: valid ({len(config.sources)} sources, {len(config.models)} models, "
+    loaded = "not loaded" if args.no_load else f"loaded in {seconds:.1f}s"
+    print(f"{args.config}: valid ({len(config.sources)} sources, {len(config.models)} models {loaded}, "
           f"{len(config.sinks)} sinks{unresolved})")
     return EXIT_OK
 
@@ -97,7 +100,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import Daemon
     from daemon.cli.demo import demo_config_path, demo_report, results_files
-    from daemon.config import ConfigError, load_config
+    from daemon.config import ConfigError, read_config
+    from daemon.preflight import check
 
     try:
         path = Path(args.config) if args.config else demo_config_path()
@@ -105,7 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"edgewatch run: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        config = load_config(path)
+        config, src = read_config(path)
+        check(config, src)  # as validate does: models load and fit their stages, ports free; errors name lines
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
@@ -148,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config")
     validate.add_argument("--allow-missing-secrets", action="store_true",
                           help="exit 0 when the only problems are unresolved ${...} references (printed as notes)")
+    validate.add_argument("--no-load", action="store_true",
+                          help="skip loading the models (faster; a model that does not load or fit its stage is "
+                          "then only found by run)")
+    validate.add_argument("--no-ports", action="store_true",
+                          help="skip listening on http:/api: (when the running daemon holds them)")
     validate.add_argument("--show-effective", action="store_true",
                           help="print the resolved config with defaults filled in and secrets masked")
     validate.set_defaults(func=cmd_validate)

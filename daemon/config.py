@@ -177,18 +177,35 @@ class _Errors:
                 continue  # already reported entry by entry; an emptied list would only add noise
             self.add(loc, _explain(err, loc in self.src.secret_locs, model, tuple(err["loc"])))
 
+    def error(self) -> ConfigError | None:
+        return ConfigError(f"{self.src.path}: invalid config: " + "; ".join(self.items) + ".") if self.items else None
+
     def raise_if_any(self) -> None:
-        if self.items:
-            raise ConfigError(f"{self.src.path}: invalid config: " + "; ".join(self.items) + ".")
+        error = self.error()
+        if error is not None:
+            raise error
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read, substitute and validate a config file; raises ConfigError with a one-paragraph message."""
+    return read_config(path, env)[0]
+
+
+def read_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[Config, LoadedYaml]:
+    """load_config, plus the parsed YAML whose line numbers later checks (daemon/preflight.py) name."""
     try:
         src = load_yaml(path, env)
     except YamlError as exc:
         raise ConfigError(str(exc)) from None
-    return validate_config(src)
+    return validate_config(src), src
+
+
+def problems_error(src: LoadedYaml, problems: Sequence[tuple[Loc, str]]) -> ConfigError | None:
+    """Problems found after validation (at their YAML paths) as one ConfigError in the usual form; None if none."""
+    errors = _Errors(src)
+    for loc, message in problems:
+        errors.add(loc, message)
+    return errors.error()
 
 
 def check_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[Config, list[str]]:
@@ -196,6 +213,14 @@ def check_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[C
 
     Every other setting is still checked; values that kept a ${...} skip their own checks.
     """
+    config, notes, _src = check_config_source(path, env)
+    return config, notes
+
+
+def check_config_source(
+    path: str | Path, env: dict[str, str] | None = None
+) -> tuple[Config, list[str], LoadedYaml]:
+    """check_config, plus the parsed YAML (its lines, and which values kept a ${...})."""
     try:
         src = load_yaml(path, env, allow_unresolved=True)
     except YamlError as exc:
@@ -205,7 +230,7 @@ def check_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[C
         config = validate_config(src)
     except ConfigError as exc:
         raise ConfigError(str(exc) + "".join(f" Also: {note}" for note in notes)) from None
-    return config, notes
+    return config, notes, src
 
 
 def effective_config(config: Config) -> dict[str, object]:
