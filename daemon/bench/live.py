@@ -42,7 +42,7 @@ class Viewer(threading.Thread):
         if response.status != 200:
             raise RuntimeError(f"bench live: the live view answered {response.status}")
         while not self.stop.is_set():
-            line = response.fp.readline()
+            line = response.readline()
             if not line:
                 break
             if line.startswith(b"Content-Length:"):

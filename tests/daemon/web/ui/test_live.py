@@ -63,12 +63,12 @@ def test_viewers_are_bounded() -> None:
 def read_parts(response: http.client.HTTPResponse, count: int) -> list[bytes]:
     parts: list[bytes] = []
     while len(parts) < count:
-        line = response.fp.readline()
+        line = response.readline()
         assert line, "the stream ended"
         if line.startswith(b"Content-Length:"):
             size = int(line.split(b":")[1])
-            response.fp.readline()
-            parts.append(response.fp.read(size))
+            response.readline()
+            parts.append(response.read(size))
     return parts
 
 
