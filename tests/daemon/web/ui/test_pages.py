@@ -98,7 +98,7 @@ def test_event_stream_sends_new_and_changed_events(tmp_path: Path) -> None:
         time.sleep(1.5)  # the stream's first look has seen the two events already there
         store.record(payload(7, text="XY34CDE", start=T0 + 50))
         store.record(payload(0, kind="end", text="AB00CDE"))
-        rows = []
+        rows: list[dict[str, Any]] = []
         while len(rows) < 2:
             line = response.readline()
             assert line, "the stream ended"
