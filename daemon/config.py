@@ -105,6 +105,12 @@ class ApiOptions(BaseModel):
         16, ge=1, description="Most inference requests in flight (decoding, waiting for or on the worker); more "
         "get 503 with Retry-After.",
     )
+    url_images: bool = Field(False, description="Fetch {\"type\": \"url\"} images (off: such requests get a 400).")
+    url_allow: list[str] = Field(
+        default_factory=list, description="Hosts and networks (CIDR) URL images may come from; empty: any public "
+        "address. Loopback, link-local and private addresses only when listed.",
+    )
+    url_timeout_s: float = Field(10.0, gt=0, le=300, description="Whole download of one URL image, redirects included.")
 
 
 class Config(BaseModel):

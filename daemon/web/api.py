@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from daemon.config import ApiOptions
+from daemon.web.fetch import UrlFetcher, UrlPolicy
 from daemon.web.inference import Inference
 from daemon.web.models import ApiError, ModelRegistry
 from daemon.web.server import RouteGroup, error_response
@@ -63,6 +64,7 @@ class ApiService:
         per_image = math.ceil(options.max_image_bytes * 4 / 3) + 1024  # base64 plus its JSON wrapping
         self.max_body = options.max_batch * per_image + (1 << 20)
         self.in_flight = 0  # requests holding a place in the API queue (see admitted())
+        inference.fetcher = UrlFetcher(UrlPolicy.from_options(options))
 
     def endpoint(self, handler: Handler, *, auth: bool = True, queued: bool = False
                  ) -> Callable[[Request], Awaitable[Response]]:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.web.models import ApiError
 from pipelines.imagefile import ImageRefusedError, TooManyPixelsError, UnsupportedFormatError, decode_image
 from pipelines.preprocess import Image, as_image
-
-URL_TIMEOUT_S = 10.0
 
 
 class ImageTooLargeError(ApiError):
@@ -46,17 +41,22 @@ def image_refs(value: Any, field: str = "image", max_images: int | None = None) 
     return refs
 
 
-def decode_ref(ref: dict[str, Any], index: int, limits: Limits) -> Image:
-    """One reference to an HxWx3 uint8 BGR array; blocking (run it off the event loop)."""
+def ref_kind(ref: dict[str, Any], index: int) -> str:
+    """"base64" or "url"; a 400 naming the type for anything else."""
     kind = str(ref.get("type") or "base64").lower()
-    value = ref.get("value")
-    if kind == "base64":
-        data = _b64(value, index, limits)
-    elif kind == "url":
-        data = fetch_url(value, index, limits)
-    else:
+    if kind not in ("base64", "url"):
         raise ApiError(f"image {index}: type {kind!r} is not supported; use base64 or url")
-    return decode_bytes(data, index, limits)
+    return kind
+
+
+def decode_ref(ref: dict[str, Any], index: int, limits: Limits) -> Image:
+    """One base64 reference to an HxWx3 uint8 BGR array; blocking (run it off the event loop).
+
+    URL references are fetched first (daemon/web/fetch.py) and their bytes given to decode_bytes().
+    """
+    if ref_kind(ref, index) == "url":
+        raise ApiError(f"image {index}: a URL image must be fetched before it is decoded")
+    return decode_bytes(_b64(ref.get("value"), index, limits), index, limits)
 
 
 def _b64(value: Any, index: int, limits: Limits) -> bytes:
@@ -77,31 +77,6 @@ def _b64(value: Any, index: int, limits: Limits) -> bytes:
 
 def _is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
-
-
-def _safe_url(url: str) -> str:
-    """The URL without userinfo, query or fragment: safe to echo in errors and logs."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def fetch_url(value: Any, index: int, limits: Limits) -> bytes:
-    if not isinstance(value, str) or not _is_url(value):
-        raise ApiError(f"image {index}: url must start with http:// or https://")
-    request = urllib.request.Request(value, headers={"User-Agent": "edgewatch"})
-    try:
-        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
-            data: bytes = response.read(limits.max_bytes + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise ApiError(f"image {index}: cannot fetch {_safe_url(value)}: {reason}") from None
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"image {index}: {_safe_url(value)} is larger than api.max_image_bytes={limits.max_bytes}"
-        )
-    return data
 
 
 def decode_bytes(data: bytes, index: int, limits: Limits) -> Image:

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from daemon.web import format as fmt
 from daemon.web.batch import BatchCall, Coalescer, Submitter
+from daemon.web.fetch import UrlFetcher, UrlPolicy
 from daemon.web.format import Vectors
-from daemon.web.images import Limits, decode_ref, image_refs
+from daemon.web.images import Limits, decode_bytes, decode_ref, image_refs, ref_kind
 from daemon.web.models import TASK_TYPES, ApiError, ApiModel, ModelRegistry, UnknownModelError, WrongTaskError
 from pipelines.crops import CropOptions, crop_detection
 from pipelines.models import ModelOptions, model_class
@@ -61,6 +62,7 @@ class Inference:
         self._lock = threading.Lock()
         self._coalescers: list[Coalescer] = []
         self.counters = ApiCounters()
+        self.fetcher = UrlFetcher(UrlPolicy())  # URL images off; ApiService sets the configured policy
 
     # -- shared steps -----------------------------------------------------------------------------------
     async def model(self, model_id: Any, kind: str, route: str) -> ApiModel:
@@ -78,8 +80,19 @@ class Inference:
     async def images(self, value: Any, field: str = "image") -> tuple[list[Image], bool]:
         """Decoded images and whether the request sent a list (the response mirrors it)."""
         refs = image_refs(value, field, self.limits.max_images)
-        decoded = await asyncio.to_thread(lambda: [decode_ref(r, i, self.limits) for i, r in enumerate(refs)])
+        kinds = [ref_kind(ref, i) for i, ref in enumerate(refs)]
+        if "url" not in kinds:
+            decoded = await asyncio.to_thread(lambda: [decode_ref(r, i, self.limits) for i, r in enumerate(refs)])
+        else:  # fetched together in the fetcher's own threads, each decoded as it arrives
+            decoded = list(await asyncio.gather(*(self._image(ref, i, kind)
+                                                  for i, (ref, kind) in enumerate(zip(refs, kinds, strict=True)))))
         return decoded, isinstance(value, list)
+
+    async def _image(self, ref: dict[str, Any], index: int, kind: str) -> Image:
+        if kind == "url":
+            data = await self.fetcher.fetch(ref.get("value"), index)
+            return await asyncio.to_thread(decode_bytes, data, index, self.limits)
+        return await asyncio.to_thread(decode_ref, ref, index, self.limits)
 
     def coalescer(self, entry: ApiModel, slot: Hashable, call: BatchCall) -> Coalescer:
         with self._lock:
