@@ -15,8 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -138,6 +139,11 @@ class ClipRecorder:
         if found is None:
             found = self._buffers[camera] = RingBuffer(self.options.buffer_seconds, self.options.buffer_max_bytes)
         return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters at one instant (writer threads update them)."""
+        with self._lock:
+            return asdict(self.counters)
 
     @property
     def buffered_bytes(self) -> int:

@@ -21,6 +21,7 @@ from daemon.service.stats import SinkStats
 from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.clips import ClipOptions, ClipRecorder
 from daemon.sinks.event_views import event_folder, write_views
+from daemon.sinks.jpeg import SnapshotError
 from pipelines.tracking.best import BestViews
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class EventsOptions(SinkOptions):
 class EventCounters:
     recorded: int = 0
     snapshots: int = 0
+    snapshot_errors: int = 0
     pruned_events: int = 0
     pruned_files: int = 0
     pruned_bytes: int = 0
@@ -134,8 +136,12 @@ class EventsSink(Sink):
         if self.opts.snapshots and msg.result is not None:
             views = msg.result.extra.get("views")
             best = views if isinstance(views, BestViews) else None
-            files = write_views(folder, payload, best, msg.result.extra.get("best_crop"), self.opts.quality)
-            self.counters.snapshots += len(files.items())
+            try:
+                files = write_views(folder, payload, best, msg.result.extra.get("best_crop"), self.opts.quality)
+                self.counters.snapshots += len(files.items())
+            except SnapshotError as exc:  # a full disk loses the pictures, never the event
+                self.counters.snapshot_errors += 1
+                log.warning("events sink %s: event %s recorded without snapshots: %s", self.options.id, event_id, exc)
         self.store.record(payload, files)
         self.counters.recorded += 1
         if payload.get("type") == "end" and self.clips is not None:
@@ -171,7 +177,7 @@ class EventsSink(Sink):
         """The sink's counters: events recorded, snapshots, retention, and clips (with the buffer's bytes)."""
         out: dict[str, Any] = {**asdict(self.counters), "stored_bytes": self.store.total_bytes()}
         if self.clips is not None:
-            out["clips"] = {**asdict(self.clips.counters), "buffered_bytes": self.clips.buffered_bytes}
+            out["clips"] = {**self.clips.snapshot(), "buffered_bytes": self.clips.buffered_bytes}
         return out
 
     def close(self) -> None:

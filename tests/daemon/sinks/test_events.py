@@ -162,3 +162,14 @@ def test_options_name_what_is_wrong() -> None:
         EventsOptions.model_validate({"id": "h", "type": "events", "kinds": ["event"], "clips": {"enabled": True}})
     with pytest.raises(ValueError, match="event_id"):
         event_folder(Path("/tmp"), "gate", "../../etc")
+
+
+def test_an_unwritable_snapshot_folder_loses_the_pictures_not_the_event(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    sink = make_sink(tmp_path)
+    (tmp_path / "events" / "london").write_bytes(b"a file where the camera's folder goes")
+    sink.publish(event("new", frames, 20, 10))
+    (row,) = sink.store.query()
+    assert row.files.snapshot is None and sink.counters.snapshot_errors == 1 and sink.counters.recorded == 1
+    sink.close()
