@@ -1,13 +1,17 @@
 """Home Assistant discovery on a real mosquitto with the daemon on the rendered plates video: retained configs that
-follow HA's schema, and every topic an entity reads really gets a message."""
+follow HA's schema, every topic an entity reads really gets a message; a removed camera's configs are cleared."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import yaml
 
+from daemon.sinks.base import SinkContext
+from daemon.sinks.control import control_message
+from daemon.sinks.mqtt import MqttOptions, MqttSink
 from tests.fixtures.ha_schema import check_config, state_topics
 from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.plates_daemon import plates_config, run_to_end
@@ -54,3 +58,42 @@ def test_discovery_and_entity_states(mosquitto: Mosquitto, models_dir: Path, tmp
     for topic in [*configs, "edgewatch/street/plate", "edgewatch/street/snapshot", "edgewatch/street/objects"]:
         later.wait_for(lambda m, topic=topic: m.topic == topic and m.retain)
     assert later.wait_for(lambda m: m.topic == "edgewatch/street/alert").text == "OFF"
+
+
+class Switches:
+    """The daemon's side of camera control, for a sink without a daemon: every command accepted."""
+
+    def command(self, camera: str, switch: str, payload: str) -> str | None:
+        return None
+
+    def switch_states(self) -> Mapping[str, Mapping[str, bool]]:
+        return {"gate": {"detect": True, "enabled": True}}
+
+
+def test_removed_camera_clears_its_discovery(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    options = MqttOptions.model_validate(
+        {
+            "id": "broker",
+            "type": "mqtt",
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "homeassistant": {"enabled": True},
+        }
+    )
+    sink = MqttSink(options, SinkContext("p", ("gate", "yard"), str(tmp_path), control=Switches()))
+    seen = mosquitto.subscribe("#")
+    sink.start()
+    try:
+        gate = sink.homeassistant.discovery_removals("gate")
+        for topic, _ in gate:
+            if topic.endswith("/config"):
+                seen.wait_for(lambda m, topic=topic: m.topic == topic and m.payload)
+        sink.publish(control_message("gate", None, "2026-12-04T15:00:00.000Z"))
+        for topic, _ in gate:
+            seen.wait_for(lambda m, topic=topic: m.topic == topic and m.retain and not m.payload)
+    finally:
+        sink.close()
+    later = mosquitto.subscribe("#")
+    later.wait_for(lambda m: m.topic == "homeassistant/sensor/edgewatch/yard_plate/config")
+    later.wait_for(lambda m: m.topic == "edgewatch/availability")
+    assert not [m.topic for m in later.messages if "gate" in m.topic]  # nothing of it is left on the broker
