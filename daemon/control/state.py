@@ -29,6 +29,8 @@ from daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
+WORKER_WAIT_S = 10.0  # a batch on a slow CPU, at most
+
 
 class ControlledDaemon(Protocol):
     """What control needs from daemon.app.Daemon."""
@@ -145,6 +147,7 @@ class CameraControl:
             overlay.enabled.pop(camera, None)
             self._save()
             self._apply_detect()
+            self._after_worker_emptied()
             self._submit(control_message(camera, None, iso_utc(time.time())))
             log.info("control: camera %s removed", camera)
             return {**described, "state": "removed"}
@@ -157,9 +160,8 @@ class CameraControl:
         on = parse_switch(payload)
         if on is None:
             return f"payload {payload[:40]!r} for {switch}: expected ON or OFF"
-        with self.lock:
-            known = camera in self._ids()
-        if not known:
+        # no lock here: a reload holding it may be joining this very thread (paho's, when the sinks restart)
+        if camera not in self._ids():
             return f"unknown camera {camera!r}; cameras are: {', '.join(self._ids()) or 'none'}"
         self._commands.put(lambda: self._run_command(camera, switch, on))
         self._ensure_runner()
@@ -185,8 +187,9 @@ class CameraControl:
 
     # -- helpers --------------------------------------------------------------------------------------
     def _ids(self) -> list[str]:
-        return [s.id for s in self.daemon.config.sources] + [sid for sid in self.disabled
-                                                             if sid not in {s.id for s in self.daemon.config.sources}]
+        """Running cameras, then switched-off ones; safe without the lock (copies before iterating)."""
+        running = [s.id for s in self.daemon.config.sources]
+        return running + [sid for sid in list(self.disabled) if sid not in running]
 
     def _options(self, camera: str) -> SourceOptions:
         for options in self.daemon.config.sources:
@@ -220,6 +223,22 @@ class CameraControl:
         """The reload path with a plan that names only sources: the Daemon starts and stops them."""
         new = self.daemon.config.model_copy(update={"sources": sources})
         self.daemon.apply_reload(PreparedReload(new, plan, dict(self.daemon.model_fingerprints)))
+
+    def _after_worker_emptied(self) -> None:
+        """Wait until what the worker still had of a removed camera is out: the results of a batch that was
+        running, and the end events of its tracks, are sent before its topics are cleared, not after (they
+        would bring retained topics back). Worker jobs run between batches and before the tracks of removed
+        sources end, so the second of two jobs in a row completes after both."""
+        worker = self.daemon.worker
+        if worker is None or not worker.alive:
+            return
+        for _ in range(2):
+            try:
+                worker.submit(lambda: None).result(timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                log.warning("control: the worker did not finish its batch within %.0fs; clearing anyway",
+                            WORKER_WAIT_S)
+                return
 
     def _apply_detect(self) -> None:
         worker = self.daemon.worker

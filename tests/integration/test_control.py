@@ -4,6 +4,7 @@ retained topics of a removed camera cleared, refusals that disturb nothing, and 
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -63,7 +64,8 @@ def daemon(tmp_path: Path, models_dir: Path, media_dir: Path, mosquitto: Mosquit
         "pipeline": {"name": "control", "detector": "det"},
         "sources": [camera(media_dir, "cam1"), camera(media_dir, "cam2")],
         "sinks": [{"id": "mqtt", "type": "mqtt", "host": "127.0.0.1", "port": mosquitto.port, "qos": 0,
-                   "kinds": ["result", "status", "control"], "reconnect_min_s": 1, "reconnect_max_s": 2}],
+                   "kinds": ["result", "status", "control"], "reconnect_min_s": 1, "reconnect_max_s": 2,
+                   "homeassistant": {"enabled": True}}],
         "batch": {"max_size": BATCH, "timeout_ms": 5},
         "stats_interval_s": 0,
         "api": {"enabled": True, "host": "127.0.0.1", "port": api_port, "api_key": "k3y"},
@@ -129,13 +131,26 @@ def test_switches_cameras_and_overlay(
     assert status == 200 and body["state"] == "removed"
     seen.wait_for(lambda m: m.topic == f"{P}/cam1/status" and m.payload == b"" and m.retain)
     assert not [t for t, v in retained_now(mosquitto, f"{P}/cam1/#").items() if v], "cam1 retained topics left"
+    discovery = retained_now(mosquitto, "homeassistant/#")
+    assert not [t for t, v in discovery.items() if "/cam1_" in t and v], "cam1 discovery configs left"
+    assert [t for t, v in discovery.items() if "/cam2_" in t and v]
     listed = {c["id"]: c for c in http(port, "GET", "/api/cameras")[1]["cameras"]}
     assert set(listed) == {"cam2", "cam3"} and listed["cam2"]["state"] == "disabled"
+
+    # SIGHUP with the YAML unchanged: the overlay is applied again, so nothing changes
+    mark = len(proc.log_text())
+    proc.send_signal(signal.SIGHUP)
+    proc.wait_for_log("nothing changed", timeout=30, after=mark)
 
     # a restart: the overlay brings the same cameras back, and validate --show-effective shows them
     assert proc.terminate() == 0
     overlay = json.loads((proc.state_dir / "overlay.json").read_text())
     assert overlay["removed"] == ["cam1"] and overlay["enabled"] == {"cam2": False}
+    capsys.readouterr()
+    assert main(["validate", str(proc.config_path), "--show-effective"]) == 0
+    shown = capsys.readouterr()
+    assert "id: cam3" in shown.out and "id: cam1" not in shown.out
+    assert "removed: cam1" in shown.err and "capture off (enabled OFF): cam2" in shown.err
     after = len(seen.messages)
     proc.start().wait_for_log("edgewatch running", timeout=60, after=len(proc.log_text()))
     wait_until(lambda: sum(m.topic == f"{P}/cam3/results" for m in seen.messages[after:]) > 2, 30,
@@ -143,9 +158,5 @@ def test_switches_cameras_and_overlay(
     assert not [m for m in seen.messages[after:] if m.topic in (f"{P}/cam1/results", f"{P}/cam2/results")]
     listed = {c["id"]: c for c in http(port, "GET", "/api/cameras")[1]["cameras"]}
     assert set(listed) == {"cam2", "cam3"} and not listed["cam2"]["enabled"]
-    assert main(["validate", str(proc.config_path), "--show-effective"]) == 0
-    shown = capsys.readouterr()
-    assert "id: cam3" in shown.out and "id: cam1" not in shown.out
-    assert "removed: cam1" in shown.err and "capture off (enabled OFF): cam2" in shown.err
     pub.loop_stop()
     pub.disconnect()
