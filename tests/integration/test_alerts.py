@@ -31,7 +31,7 @@ def with_known(config: Path, known: list[dict[str, Any]]) -> Path:
 
 def test_alert_arrives_before_the_track_settles(mosquitto: Mosquitto, models_dir: Path, tmp_path: Path) -> None:
     seen = mosquitto.subscribe("edgewatch/#")
-    sinks = [
+    sinks: list[dict[str, Any]] = [
         {"id": "broker", "type": "mqtt", "host": mosquitto.host, "port": mosquitto.port},
         {"id": "lines", "type": "jsonl", "path": str(tmp_path / "out.jsonl"), "kinds": ["alert", "event"]},
     ]

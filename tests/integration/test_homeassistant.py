@@ -3,7 +3,7 @@ follow HA's schema, every topic an entity reads really gets a message; a removed
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,16 @@ from daemon.sinks.base import SinkContext
 from daemon.sinks.control import control_message
 from daemon.sinks.mqtt import MqttOptions, MqttSink
 from tests.fixtures.ha_schema import check_config, state_topics
-from tests.fixtures.mosquitto import Mosquitto
+from tests.fixtures.mosquitto import Mosquitto, Received
 from tests.fixtures.plates_daemon import plates_config, run_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def retained(topic: str, empty: bool = False) -> Callable[[Received], bool]:
+    """Matches a retained message on the topic, with an empty payload (a clear) or not."""
+    return lambda m: m.topic == topic and m.retain and (not m.payload) == empty
+
 
 STOLEN = {"name": "stolen", "plates": ["XY34ZQW"], "allow": False}  # the third car of tests/fixtures/plates_video.py
 
@@ -56,7 +62,7 @@ def test_discovery_and_entity_states(mosquitto: Mosquitto, models_dir: Path, tmp
     # a subscriber that comes later (HA restarting) gets every config and the entities' last states, retained
     later = mosquitto.subscribe("#")
     for topic in [*configs, "edgewatch/street/plate", "edgewatch/street/snapshot", "edgewatch/street/objects"]:
-        later.wait_for(lambda m, topic=topic: m.topic == topic and m.retain)
+        later.wait_for(retained(topic))
     assert later.wait_for(lambda m: m.topic == "edgewatch/street/alert").text == "OFF"
 
 
@@ -87,10 +93,10 @@ def test_removed_camera_clears_its_discovery(mosquitto: Mosquitto, tmp_path: Pat
         gate = sink.homeassistant.discovery_removals("gate")
         for topic, _ in gate:
             if topic.endswith("/config"):
-                seen.wait_for(lambda m, topic=topic: m.topic == topic and m.payload)
+                seen.wait_for(retained(topic))
         sink.publish(control_message("gate", None, "2026-12-04T15:00:00.000Z"))
         for topic, _ in gate:
-            seen.wait_for(lambda m, topic=topic: m.topic == topic and m.retain and not m.payload)
+            seen.wait_for(retained(topic, empty=True))
     finally:
         sink.close()
     later = mosquitto.subscribe("#")

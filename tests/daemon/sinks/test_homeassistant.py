@@ -111,7 +111,7 @@ def test_objects_plate_and_snapshot_follow_the_events() -> None:
     first = dict(ha.on_message(event("new", 1, crop=True)))
     assert json.loads(first["edgewatch/gate/objects"]) == {"car": 1}
     jpeg = cv2.imdecode(np.frombuffer(first["edgewatch/gate/snapshot"], np.uint8), cv2.IMREAD_COLOR)
-    assert jpeg.shape == (40, 60, 3)
+    assert jpeg is not None and jpeg.shape == (40, 60, 3)
     assert json.loads(dict(ha.on_message(event("new", 2, label="bus")))["edgewatch/gate/objects"]) == {
         "car": 1,
         "bus": 1,
