@@ -52,7 +52,8 @@ def annotate(views: BestViews, payload: Mapping[str, object]) -> Image:
         labels.append(text or "plate")
     scale = max(0.5, views.image.shape[1] / 1280)  # readable on a 4K frame, not huge on a small one
     boxed = sv.BoxAnnotator(thickness=max(2, round(2 * scale))).annotate(views.image.copy(), detections)
-    labelled = sv.LabelAnnotator(text_scale=0.6 * scale, text_thickness=max(1, round(scale)))
+    # smart_position keeps a label on the picture when its box touches the top edge
+    labelled = sv.LabelAnnotator(text_scale=0.6 * scale, text_thickness=max(1, round(scale)), smart_position=True)
     return np.asarray(labelled.annotate(boxed, detections, labels=labels), dtype=np.uint8)
 
 
