@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
         ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
         ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
         ("motion", "daemon.bench.motion", "detector calls and cars read with motion gating off and on"),
+        ("capacity", "daemon.bench.capacity", "cameras per box with the tracked plate chain, beside a bare loop"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -58,6 +59,12 @@ def register(subparsers: Any) -> None:
     motion.add_argument("--rounds", type=int, default=3, help="interleaved off/on rounds; seconds are medians")
     motion.add_argument("--cache", default=None, help="where the rendered street is kept (default ~/.cache/edgewatch)")
     motion.set_defaults(func=_delegate("daemon.bench.motion", "seed", "rounds", "cache"))
+    capacity = which.choices["capacity"]
+    capacity.add_argument("--cameras", dest="cameras_list", default="1,2,3", help="comma-separated camera counts")
+    capacity.add_argument("--seconds", type=float, default=20.0, help="measured window per run, after a warm-up")
+    capacity.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
+    capacity.add_argument("--fps", type=float, default=10.0, help="frames per second taken from each camera")
+    capacity.set_defaults(func=_delegate("daemon.bench.capacity", "cameras_list", "seconds", "rounds", "fps"))
     plates = which.choices["plates"]
     plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")
     plates.add_argument("--chains", default="plate,text", help="comma-separated: plate (plate detector), text")
