@@ -141,7 +141,7 @@ def row_view(row: EventRow) -> dict[str, Any]:
     out["badge"] = None
     if row.known_name:
         out["badge"] = {"text": row.known_name, "deny": row.known_list == "deny"}
-    out["agreement"] = round(row.agreement, 2) if row.agreement is not None else None
+    out["agreement"] = f"{row.agreement:.2f}" if row.agreement is not None else None  # same text in page and SSE
     return out
 
 
