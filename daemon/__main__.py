@@ -2,7 +2,8 @@
 clip-compare | build-engine.
 
 Exit codes: 0 success; 1 invalid config, bad input or startup failure (one-paragraph message on stderr);
-2 usage error; 3 ran but did not shut down cleanly within shutdown_timeout_s; 130 forced by a second signal.
+2 usage error; 3 ran but did not shut down cleanly within shutdown_timeout_s; 4 (run) ran and stopped in
+order, but a source failed or a sink delivered nothing; 130 forced by a second signal.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from daemon.service.statusline import CLEAR_LINE
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNCLEAN, EXIT_DEGRADED = 0, 1, 2, 3, 4
 
 # Sub-command modules, each with register(subparsers); explicit so a broken one fails loudly.
 COMMAND_MODULES = (
@@ -123,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.start()
     except (OSError, ValueError, LookupError) as exc:
         print(f"{path}: cannot start: {exc}", file=sys.stderr)
-        daemon.stop()
+        if not daemon.stop():
+            leave_now(EXIT_ERROR)
         return EXIT_ERROR
     daemon.wait()
     clean = daemon.stop()
@@ -132,7 +138,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.config:  # the built-in demo: what it read, per plate
         for line in demo_report(demo_files):
             print(line, file=sys.stderr)
-    return EXIT_OK if clean else EXIT_UNCLEAN
+    return run_exit_code(daemon, clean)
+
+
+def run_exit_code(daemon: Daemon, clean: bool) -> int:
+    """3 after an overrun shutdown, 4 when a source failed or a sink delivered nothing, else 0; the last line
+    says why. After an overrun the process ends here (leave_now): threads are still running."""
+    problems = daemon.problems()
+    if not clean:
+        unprocessed = sum(s.unprocessed for s in daemon.stats.sources.values())
+        print(f"exit {EXIT_UNCLEAN}: shutdown did not finish within {daemon.config.shutdown_timeout_s:g}s; "
+              f"{unprocessed} frame(s) read but not processed", *problems, sep="; ", file=sys.stderr)
+        leave_now(EXIT_UNCLEAN)
+    if problems:
+        print(f"exit {EXIT_DEGRADED}:", "; ".join(problems), file=sys.stderr)
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+def leave_now(code: int) -> NoReturn:
+    """End the process without interpreter finalization, after flushing the logs and the output.
+
+    Threads the shutdown gave up on may still be inside ONNX Runtime or OpenCV; a normal exit would destroy
+    their sessions under them (C++ std::terminate: "terminate called without an active exception", SIGABRT,
+    rc 134). Sinks have already been flushed and closed by Daemon.stop(), so nothing is lost by skipping it.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from daemon.service.health import HealthRules, progress_problems
 from daemon.service.memory import keep_frame_buffers
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier, Watchdog, watchdog_interval
+from daemon.service.outcome import count_unprocessed, run_problems
 from daemon.service.stats import Stats
 from daemon.service.statusline import StatusLine, stats_payload, summary_lines
 from daemon.sinks.base import Sink, SinkContext
@@ -309,9 +310,10 @@ class Daemon:
         if self.watchdog is not None:
             self.watchdog.stop()
         for capture in self.captures.values():
-            capture.stop(timeout=max(0.1, deadline - time.monotonic()) / max(1, len(self.captures)))
+            clean &= capture.stop(timeout=max(0.1, deadline - time.monotonic()) / max(1, len(self.captures)))
         if self.worker is not None:
             clean &= self.worker.stop(drain=True, timeout=max(0.1, deadline - time.monotonic()))
+        unprocessed = count_unprocessed(self.stats)  # frames read and never run, e.g. a queue the worker left
         if self.vlm is not None:  # before the fan-out closes: answers still arriving go out through it
             self.vlm.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
         for capture in self.captures.values():
@@ -320,10 +322,11 @@ class Daemon:
         if self.fanout is not None:
             clean &= bool(self.fanout.close(timeout=max(0.5, deadline - time.monotonic())))
         if self.health is not None:
-            self.health.stop()
+            clean &= self.health.stop()
         self.notifier.close()
         if not clean:
-            log.warning("shutdown did not finish within %.1fs", self.config.shutdown_timeout_s)
+            log.warning("shutdown did not finish within %.1fs; %d frame(s) read but not processed",
+                        self.config.shutdown_timeout_s, unprocessed)
         return clean
 
     def install_signal_handlers(self) -> None:
@@ -344,6 +347,10 @@ class Daemon:
 
     def summary(self) -> list[str]:
         return summary_lines(self.stats)
+
+    def problems(self) -> list[str]:
+        """After stop(): failed sources and sinks that delivered nothing (a non-zero exit code)."""
+        return run_problems(self.stats)
 
 
 def _now_iso() -> str:

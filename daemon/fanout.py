@@ -71,7 +71,7 @@ class _SinkRunner:
     def start(self) -> None:
         error = self._call("start", self.sink.start)
         if error is not None:  # one sink failing to start must not stop the others
-            self.start_failed = True
+            self.start_failed = self.stats.start_failed = True
             self.stats.last_error = f"start failed: {_describe(error)}"
             self.stats.connected = False
             log.error("sink %s failed to start, it will receive nothing: %s", self.name, _describe(error))
@@ -126,7 +126,7 @@ class _SinkRunner:
         self.finished.set()
 
     def _publish(self, msg: Message) -> None:
-        if self._call("publish", lambda: self.sink.publish(msg)) is None:
+        if self._call("publish", lambda: self.sink.publish(msg)) is None and not self.sink.counts_deliveries:
             self.stats.published += 1
 
     def _call(self, what: str, action: Callable[[], None]) -> Exception | None:

@@ -70,8 +70,16 @@ def source_check(source: SourceStats, now: float, max_frame_age_s: float, requir
     return Check(False, f"{state} for {now - source.state_since:.1f}s{detail}", required)
 
 
-def sink_check(sink: SinkStats, required: bool = True) -> Check:
-    """Healthy when connected, or when a durable spool keeps what it cannot deliver yet."""
+def sink_check(sink: SinkStats, required: bool = True, now: float | None = None) -> Check:
+    """Healthy when connected, or when a durable spool keeps what it cannot deliver yet; not when the broker has
+    refused the login for longer than its auth_grace_s, whatever `required` says: no retry fixes that."""
+    since = sink.auth_failed_since
+    if since is not None:
+        age = (time.monotonic() if now is None else now) - since
+        if age > sink.auth_grace_s:
+            return Check(False, f"auth_failed for {age:.0f}s: {sink.last_error}", True)
+        return Check(True, f"auth_failed for {age:.0f}s (unhealthy after auth_grace_s={sink.auth_grace_s:g}): "
+                     f"{sink.last_error}", required)
     if sink.connected:
         return Check(True, "connected", required)
     detail = f" ({sink.last_error})" if sink.last_error else ""
@@ -105,7 +113,7 @@ def evaluate(stats: Stats, rules: HealthRules, now: float | None = None) -> Heal
         required = sid in rules.required_sinks
         sink = sinks_seen.get(sid)
         report.sinks[sid] = (
-            sink_check(sink, required) if sink is not None else Check(False, "not started yet", required)
+            sink_check(sink, required, now) if sink is not None else Check(False, "not started yet", required)
         )
     checks = [*report.sources.values(), *report.sinks.values()]
     report.healthy = report.worker.healthy and all(c.healthy for c in checks if c.required)

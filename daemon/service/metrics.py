@@ -113,7 +113,9 @@ class StatsCollector(Collector):
 
     def _sinks(self, sinks: list[SinkStats]) -> Iterator[Metric]:
         specs: list[tuple[type, str, str, Callable[[SinkStats], float]]] = [
-            (CounterMetricFamily, "edgewatch_sink_published", "Messages the sink delivered.", lambda s: s.published),
+            (CounterMetricFamily, "edgewatch_sink_published",
+             "Messages the sink delivered (MQTT: acknowledged by the broker; QoS 0: written to it).",
+             lambda s: s.published),
             (CounterMetricFamily, "edgewatch_sink_failed", "Publish calls that raised.", lambda s: s.failed),
             (CounterMetricFamily, "edgewatch_sink_dropped", "Messages dropped: sink queue full.", lambda s: s.dropped),
             (
@@ -136,6 +138,14 @@ class StatsCollector(Collector):
                 "Spooled messages dropped by the size/age limits.",
                 lambda s: s.spool_dropped,
             ),
+            (
+                GaugeMetricFamily,
+                "edgewatch_sink_auth_failed",
+                "1 while the broker refuses the sink's login (bad user name or password, not authorized).",
+                lambda s: int(s.auth_failed_since is not None),
+            ),
+            (CounterMetricFamily, "edgewatch_sink_auth_failures", "Logins the broker refused.",
+             lambda s: s.auth_failures),
         ]
         for kind, name, doc, read in specs:
             metric = kind(name, doc, labels=["sink"])

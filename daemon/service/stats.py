@@ -46,6 +46,7 @@ class SourceStats:
     errors: int = 0
     last_error: str = ""
     last_frame_mono: float = 0.0
+    unprocessed: int = 0  # read but neither processed nor dropped when the shutdown gave up (set by Daemon.stop)
     dropped: Counter[str] = field(default_factory=Counter)  # by reason: queue_full, fps_cap, stale, error
     errors_by_reason: Counter[str] = field(default_factory=Counter)  # open, read, stall, unreadable, ...
     state_counts: Counter[str] = field(default_factory=Counter)  # transitions into each state
@@ -72,6 +73,12 @@ class SinkStats:
     spool_depth: int = 0
     spool_bytes: int = 0
     spool_dropped: int = 0  # discarded by the spool's size/age limits
+    start_failed: bool = False  # start() raised: the sink received nothing (daemon/fanout.py)
+    # Written by the MQTT sink: since when the broker has refused our login (None: it has not, or no longer),
+    # how often, and how long a refusal may last before /healthz calls the sink unhealthy (its auth_grace_s).
+    auth_failed_since: float | None = None
+    auth_failures: int = 0
+    auth_grace_s: float = 30.0
 
 
 @dataclass

@@ -58,13 +58,15 @@ def summary_lines(stats: Stats) -> list[str]:
              f"{stats.worker.errors} errors"]
     for sid, s in stats.sources.items():
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(s.dropped.items())) or "none"
+        unprocessed = f", not processed {s.unprocessed}" if s.unprocessed else ""
         lines.append(
             f"source {sid}: {s.state}; captured {s.captured}, processed {s.processed} "
-            f"({s.processed / elapsed:.1f} fps), detections {s.detections}, dropped {dropped}, "
+            f"({s.processed / elapsed:.1f} fps), detections {s.detections}, dropped {dropped}{unprocessed}, "
             f"reconnects {s.reconnects}, errors {s.errors}"
         )
     for kid, k in stats.sinks.items():
-        lines.append(f"sink {kid}: published {k.published}, failed {k.failed}, dropped {k.dropped}")
+        spooled = f", left in spool {k.spool_depth}" if k.spool_depth else ""
+        lines.append(f"sink {kid}: published {k.published}, failed {k.failed}, dropped {k.dropped}{spooled}")
     return lines + tracking_lines(stats)
 
 

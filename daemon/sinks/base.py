@@ -46,6 +46,9 @@ class Sink(ABC):
     """A destination for messages. publish() is called from the sink's own fan-out thread only."""
 
     Options: ClassVar[type[SinkOptions]] = SinkOptions
+    # True: the sink adds to SinkStats.published itself, when the far end acknowledged a message (a broker's
+    # PUBACK); the fan-out then counts only failures. False: a publish() that returned counts as delivered.
+    counts_deliveries: ClassVar[bool] = False
 
     def __init__(self, options: SinkOptions, context: SinkContext) -> None:
         self.options = options

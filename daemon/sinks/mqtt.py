@@ -37,6 +37,7 @@ from daemon.sinks.base import MessageKind, Sink, SinkContext, SinkOptions
 from daemon.sinks.control import MqttControl
 from daemon.sinks.encode import to_json
 from daemon.sinks.homeassistant import HomeAssistant, HomeAssistantOptions
+from daemon.sinks.mqtt_auth import LoginState, is_refused_login
 from daemon.sinks.mqtt_delivery import AckTracker, Handed, SpoolOptions, SpoolSender
 from daemon.sinks.mqtt_tls import TlsOptions, set_tls
 from daemon.sinks.spool import Spool
@@ -103,6 +104,11 @@ class MqttOptions(SinkOptions):
     homeassistant: HomeAssistantOptions = Field(
         default_factory=HomeAssistantOptions, description="Home Assistant MQTT discovery (README \"Integrations\")."
     )
+    auth_grace_s: float = Field(
+        30.0, ge=0, le=86400,
+        description="A broker that keeps refusing the login (bad user name or password, not authorized) for "
+        "this long makes /healthz unhealthy, whether or not the sink is `required`.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttOptions:
@@ -137,12 +143,14 @@ class Outgoing:
     retain: bool
     source_id: str | None = None
     durable: bool = False  # goes through the on-disk spool
+    counted: bool = False  # a Message's own topic: counted as published once acknowledged (encode() sets it)
 
 
 class MqttSink(Sink):
     """Publishes messages to one broker; connects and reconnects in paho's background thread."""
 
     Options: ClassVar[type[SinkOptions]] = MqttOptions
+    counts_deliveries: ClassVar[bool] = True  # published = acknowledged by the broker (QoS 0: written to it)
 
     def __init__(self, options: SinkOptions, context: SinkContext) -> None:
         if not isinstance(options, MqttOptions):
@@ -164,7 +172,9 @@ class MqttSink(Sink):
         self._acks = AckTracker()  # mids handed to paho and not yet acknowledged
         self.spool: Spool | None = None  # with spool.enabled, from start() on
         self.sender: SpoolSender | None = None
-        self._stats: SinkStats | None = None
+        self._stats = SinkStats(options.id)  # the fan-out's counters from attach_stats() on
+        self._count_lock = threading.Lock()  # acks are counted on paho's thread and, when early, on senders
+        self.login = LoginState(options.id, self.broker, options.username, self._stats)
         self.homeassistant = HomeAssistant(options.homeassistant, options.topic_prefix, context.source_ids,
                                            control=context.control is not None)
         # {prefix}/+/detect|enabled/set in, retained .../state out (daemon/sinks/control.py)
@@ -188,11 +198,16 @@ class MqttSink(Sink):
         retain = msg.kind in _RETAINED_KINDS or (msg.kind == "result" and self.opts.retain_results)
         durable = self.opts.spool.enabled and qos > 0 and msg.kind in _SPOOLED_KINDS
         payload = to_json(msg.payload).encode("utf-8")
-        return Outgoing(self.topic_for(msg), payload, qos, retain, msg.source_id, durable)
+        return Outgoing(self.topic_for(msg), payload, qos, retain, msg.source_id, durable, counted=True)
 
     # -- Sink contract --------------------------------------------------------------------------------
     def attach_stats(self, stats: SinkStats) -> None:
         self._stats = stats
+        self.login.attach(stats, self.opts.auth_grace_s)
+
+    def _count_delivered(self) -> None:
+        with self._count_lock:
+            self._stats.published += 1
 
     @property
     def spool_path(self) -> Path:
@@ -212,7 +227,8 @@ class MqttSink(Sink):
                 self.spool = None
             raise
         if self.spool is not None:
-            self.sender = SpoolSender(self.spool, client, self._acks, self.opts.max_inflight, self.options.id)
+            self.sender = SpoolSender(self.spool, client, self._acks, self.opts.max_inflight, self.options.id,
+                                      on_acked=self._count_delivered)
             self.sender.start()
         self._client = client
         log.info("mqtt sink %s: connecting to %s as %s", self.options.id, self.broker, self.client_id)
@@ -231,7 +247,7 @@ class MqttSink(Sink):
         out = self.encode(msg)
         self.send(out)
         if msg.kind == "alert":  # every camera's alerts on one topic too
-            self.send(replace(out, topic=f"{self.opts.topic_prefix}/alerts"))
+            self.send(replace(out, topic=f"{self.opts.topic_prefix}/alerts", counted=False))
 
     def send(self, out: Outgoing) -> None:
         """Spool or hand one encoded message to paho; raises MqttPublishError when the broker will not get it.
@@ -279,7 +295,7 @@ class MqttSink(Sink):
             self.sender.stop()
         with self._lock:
             if self._connected:
-                self._hand_to_paho_locked(Outgoing(self.availability_topic, b"offline", _AVAILABILITY_QOS, True))
+                self._hand_to_paho_locked(self._availability(b"offline"))
         self._wait_for_acks(deadline)
         left, spooled = self._pending(), self.spool.pending_count() if self.spool is not None else 0
         if left or spooled:
@@ -329,7 +345,8 @@ class MqttSink(Sink):
         rc = MQTTErrorCode(info.rc)
         # QoS>0 messages refused for lack of a connection stay in paho's queue and go out on reconnect.
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and out.qos > 0):
-            self._acks.register(info.mid, Handed(out.qos, None))
+            if not self._acks.register(info.mid, Handed(out.qos, None, counted=out.counted)) and out.counted:
+                self._count_delivered()  # its acknowledgement overtook publish()'s return
             if out.retain:
                 self._retained[out.topic] = (out, info.mid)
         elif out.retain:
@@ -343,6 +360,9 @@ class MqttSink(Sink):
             self._hand_to_paho_locked(out)  # behind any older value paho still holds, so order is kept
         else:
             self._retained[out.topic] = (out, None)  # offline: only the latest matters; sent on connect
+
+    def _availability(self, state: bytes) -> Outgoing:
+        return Outgoing(self.availability_topic, state, _AVAILABILITY_QOS, True)
 
     def _pending(self) -> int:
         return self._acks.count(spooled=False)
@@ -363,18 +383,24 @@ class MqttSink(Sink):
         # Called with paho's message lock held: touch only _acks and the spool here, never _lock.
         handed = self._acks.acked(mid)
         if handed is not None and handed.spool_id is not None and self.sender is not None:
-            self.sender.on_delivered(handed.spool_id)
+            self.sender.on_delivered(handed.spool_id)  # counts it too
+        elif handed is not None and handed.counted:
+            self._count_delivered()
 
     def _on_connect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.ConnectFlags, reason: ReasonCode,
                     _props: Properties | None) -> None:
+        if is_refused_login(reason):
+            self.login.refused(reason)
+            return
         if reason.is_failure:
             self._note_failure(f"broker refused the connection: {reason}")
             return
+        self.login.accepted()
         with self._lock:
             if self._closing:
                 return
             self._connected = True
-            self._hand_to_paho_locked(Outgoing(self.availability_topic, b"online", _AVAILABILITY_QOS, True))
+            self._hand_to_paho_locked(self._availability(b"online"))
             for out, mid in list(self._retained.values()):
                 if mid is None or not self._is_pending(mid):  # pending ones paho re-sends itself, in order
                     self._hand_to_paho_locked(out)

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,7 @@ class Handed:
     qos: int
     spool_id: int | None  # the spool row it carries; None for messages that are not spooled
     generation: int = 0  # SpoolSender's connection count when it was handed
+    counted: bool = True  # a Message's delivery, counted as published; False for the sink's own availability
 
 
 class AckTracker:
@@ -130,8 +132,10 @@ class SpoolSender:
     acknowledged, so no message can overtake an older one that was in flight when the link broke.
     """
 
-    def __init__(self, spool: Spool, client: mqtt.Client, tracker: AckTracker, window: int, name: str) -> None:
+    def __init__(self, spool: Spool, client: mqtt.Client, tracker: AckTracker, window: int, name: str,
+                 on_acked: Callable[[], None] | None = None) -> None:
         self.spool = spool
+        self.on_acked = on_acked  # the sink counts every acknowledged row as published
         self.client = client
         self.tracker = tracker
         self.cond = tracker.cond  # one lock: acks, appends and connection changes all wake the sender
@@ -169,7 +173,9 @@ class SpoolSender:
             self.cond.notify_all()
 
     def on_delivered(self, spool_id: int) -> None:
-        """The broker acknowledged the row (paho's on_publish): remove it from the spool."""
+        """The broker acknowledged the row (paho's on_publish): count it delivered, remove it from the spool."""
+        if self.on_acked is not None:
+            self.on_acked()
         if self._remove(spool_id):
             with self.cond:  # paho's thread and, for acks that overtook publish(), the sender thread
                 self.delivered += 1

@@ -201,8 +201,9 @@ def test_username_and_password(
     wait_until(lambda: right.connected)
     right.publish(Message("status", "cam1", {"state": "streaming"}))
     assert seen.wait_for(is_("edgewatch/cam1/status")).json() == {"state": "streaming"}
-    wait_until(lambda: "refused the connection" in caplog.text)
+    wait_until(lambda: "refused the login of user edge" in caplog.text)
     assert not wrong.connected
+    assert wrong.login.stats.auth_failed_since is not None and right.login.stats.auth_failed_since is None
     right.close()
     wrong.close()
     assert "127.0.0.1:" in caplog.text and "Sending CONNECT" in caplog.text  # paho's debug lines were captured

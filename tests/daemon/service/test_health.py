@@ -105,3 +105,17 @@ def test_progress_problems_ignore_outages_but_catch_wedged_threads() -> None:
         "source cam2: streaming but no frame for 90.0s",
     ]
     assert progress_problems(stats, HealthRules(worker_stall_s=60), now=NOW) == []  # capture not judged
+
+
+def test_a_refused_login_is_unhealthy_after_its_grace_even_when_not_required() -> None:
+    sink = SinkStats("mqtt", spooling=True, last_error="broker refused the login of user edge: Not authorized")
+    sink.auth_failed_since, sink.auth_grace_s = 100.0, 30.0
+    within = sink_check(sink, required=False, now=120.0)
+    assert within.healthy and within.reason.startswith("auth_failed for 20s (unhealthy after auth_grace_s=30)")
+    after = sink_check(sink, required=False, now=131.0)
+    assert not after.healthy and after.required and after.reason.startswith("auth_failed for 31s: broker refused")
+    stats = Stats()
+    stats.sinks["mqtt"] = sink
+    assert not evaluate(stats, HealthRules(), now=131.0).healthy
+    sink.auth_failed_since = None  # accepted again: spooling while disconnected is healthy as before
+    assert sink_check(sink, required=False, now=131.0).healthy
