@@ -48,6 +48,7 @@ class AlertWatch:
 
     def __init__(self, consensus_for: ConsensusFor | None = None) -> None:
         self.consensus_for = consensus_for
+        self._watched: dict[str, bool] = {}  # stage -> its known list has entries that alert (looked up once)
 
     def update(self, alerts: TrackAlerts, track: TrackState) -> list[dict[str, Any]]:
         """Payloads of the alerts this frame raised, retracted or raised again on the track."""
@@ -58,7 +59,7 @@ class AlertWatch:
             if not isinstance(st.votes, TextVotes):
                 continue
             options = self.consensus_for(stage)
-            if not any(entry.alerts for entry in options.known):
+            if not self._watched.setdefault(stage, any(entry.alerts for entry in options.known)):
                 continue  # nothing to watch for: no reads are looked at
             for read in _new_reads(alerts, stage, st.votes):
                 out.extend(self._raise(alerts, track, stage, read, options, _settled_known(st.consensus)))
