@@ -64,6 +64,7 @@ class Worker:
         self.observer = observer
         self.tracks = TrackHooks(stats, emit_event, observer)
         self.detect_off: frozenset[str] = frozenset()  # detect/set OFF (daemon/control/): read, not run
+        self.on_detect_off: Callable[[Frame], None] | None = None  # such a frame, e.g. for the live view
         self.motion = MotionGate(emit, stats)  # motion-gated sources: which frames the pipeline runs on
         self._wake = threading.Event()
         for q in queues.values():
@@ -166,6 +167,8 @@ class Worker:
             frame = source_queue.get_nowait() if source_queue is not None else None
             if frame is not None and sid in self.detect_off:  # taken so capture and the live view go on
                 self.stats.source(sid).dropped["detect_off"] += 1
+                if self.on_detect_off is not None:
+                    attempt(self.on_detect_off, frame)
             elif frame is not None:
                 out.append(frame)
         return out

@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import supervision as sv
+
 from daemon.config import Config, load_config
 from daemon.control.errors import ControlError
 from daemon.control.overlay import Overlay, apply_overlay, overlay_path, read_overlay, validate_source, write_overlay
 from daemon.fanout import Fanout
-from daemon.frames import Message, iso_utc
+from daemon.frames import Frame, Message, Result, iso_utc
 from daemon.reload import Fingerprint, PreparedReload, ReloadPlan
 from daemon.service.stats import Stats
 from daemon.sinks.control import SWITCHES, control_message, parse_switch
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 WORKER_WAIT_S = 10.0  # a batch on a slow CPU, at most
 
 
+class LiveView(Protocol):
+    """The UI's live feed (daemon/web/ui/live.py): frames of a camera whose inference is off still go there."""
+
+    def offer(self, result: Result) -> None: ...
+
+
 class ControlledDaemon(Protocol):
     """What control needs from daemon.app.Daemon."""
 
@@ -41,6 +49,9 @@ class ControlledDaemon(Protocol):
     worker: Worker | None
     fanout: Fanout | None
     stats: Stats
+
+    @property
+    def live(self) -> LiveView: ...
 
     def apply_reload(self, prepared: PreparedReload) -> None: ...
 
@@ -78,8 +89,14 @@ class CameraControl:
         return self.load(load_config(path))
 
     def started(self) -> None:
-        """The worker exists: give it the cameras whose inference is off."""
+        """The worker exists: give it the cameras whose inference is off, and where their frames go."""
         self._apply_detect()
+        if self.daemon.worker is not None:
+            self.daemon.worker.on_detect_off = self._to_live_view
+
+    def _to_live_view(self, frame: Frame) -> None:
+        """A frame that skipped inference: the live view shows it, without boxes (the worker's thread)."""
+        self.daemon.live.offer(Result(frame, self.daemon.config.pipeline.name, sv.Detections.empty()))
 
     # -- queries --------------------------------------------------------------------------------------
     def switch_states(self) -> Mapping[str, Mapping[str, bool]]:
