@@ -27,6 +27,7 @@ from daemon.service.outcome import count_unprocessed, run_problems
 from daemon.service.stats import Stats
 from daemon.service.statusline import StatusLine, stats_payload, summary_lines
 from daemon.sinks.base import Sink, SinkContext
+from daemon.sinks.events_metrics import EventsCollector
 from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
@@ -71,6 +72,7 @@ class Daemon:
         self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
         self.metrics.registry.register(TrackingCollector(self.stats))
         self.metrics.registry.register(MotionCollector(lambda: self.worker.motion if self.worker else None))
+        self.metrics.registry.register(EventsCollector(lambda: self.sinks))  # events sinks' clips and retention
         self.rules = HealthRules(
             required_sources=frozenset(s.id for s in config.sources if s.required),
             required_sinks=frozenset(s.id for s in config.sinks if s.required),

@@ -147,7 +147,7 @@ class ClipRecorder:
 
     @property
     def buffered_bytes(self) -> int:
-        return sum(b.bytes for b in self._buffers.values())
+        return sum(b.bytes for b in list(self._buffers.values()))  # read by the metrics scrape too
 
     def frame(self, frame: Frame) -> None:
         """Buffer a frame (at most `fps` per second per camera), then cut the clips whose window has passed."""

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import supervision as sv
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from daemon.frames import Frame, Message, Result, iso_utc
@@ -19,6 +21,7 @@ from daemon.sinks.base import SinkContext
 from daemon.sinks.clips_encode import probe_seconds
 from daemon.sinks.event_views import event_folder
 from daemon.sinks.events import EventsOptions, EventsSink
+from daemon.sinks.events_metrics import EventsCollector
 from pipelines.tracking.best import BestViews
 
 T0 = 1_795_341_720.0
@@ -141,6 +144,16 @@ def test_a_full_disk_pauses_clips_and_nothing_else(tmp_path: Path, frames: list[
     assert sink._stats is not None and "disk full" in sink._stats.last_error
     (stored,) = EventStore(tmp_path / "events.db").query()
     assert stored.files.clip is None and stored.files.snapshot is not None and stored.files.snapshot.exists()
+    registry = CollectorRegistry()
+    registry.register(EventsCollector(lambda: [sink]))
+    scraped = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    assert scraped[("edgewatch_event_clips_disk_full", (("sink", "history"),))] == 1
+    assert scraped[("edgewatch_event_clips_total", (("outcome", "skipped_disk_full"), ("sink", "history")))] == 1
+    assert scraped[("edgewatch_events_recorded_total", (("sink", "history"),))] == 2
 
 
 def test_retention_by_size_keeps_the_newest_events(tmp_path: Path, frames: list[np.ndarray]) -> None:
