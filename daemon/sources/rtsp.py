@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 from urllib.parse import quote, urlsplit
@@ -114,6 +115,7 @@ class RtspSource(Source):
         ]
         with _OPEN_LOCK:
             before = _socket_fds()
+            started = time.monotonic()
             with _capture_options(self.opts.transport):
                 try:
                     cap = cv2.VideoCapture(self.connect_url(), cv2.CAP_FFMPEG, params)
@@ -121,12 +123,10 @@ class RtspSource(Source):
                     raise SourceError(f"{self.describe()}: OpenCV failed: {mask_credentials(str(exc))}") from None
             ours = {fd: link for fd, link in _socket_fds().items()
                     if before.get(fd) != link and _peer_is(fd, addresses, port)}
+            took = time.monotonic() - started
         if not cap.isOpened():
             cap.release()
-            raise SourceError(
-                f"{self.describe()}: cannot open the stream within {self.opts.open_timeout_s:g}s over "
-                f"{self.opts.transport} (unreachable, unauthorized, unknown path or no video)"
-            )
+            raise SourceError(f"{self.describe()}: {self._open_failure(host, port, took)}")
         capture = CvCapture(cap, f"RTSP stream {self.safe_url}", lambda: _shutdown(ours))
         with self._lock:
             self._cv, self._first = capture, True
@@ -134,6 +134,24 @@ class RtspSource(Source):
             "source %s: connected to %s over %s, %dx%d", self.options.id, self.safe_url, self.opts.transport,
             int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         )
+
+    def _open_failure(self, host: str, port: int, took: float) -> str:
+        """Why the open failed, as far as we can tell: OpenCV only says it did not open. A failure well before
+        open_timeout_s was an answer, not silence: a quick TCP connect tells a refused port from a server that
+        answered but would not stream."""
+        limit = self.opts.open_timeout_s
+        if took >= limit * 0.9:
+            return (f"cannot open the stream within {limit:g}s over {self.opts.transport} "
+                    "(unreachable, or the camera did not answer)")
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, limit)):
+                pass
+        except ConnectionRefusedError:
+            return f"connection refused by {host}:{port} after {took:.1f}s (nothing listens there)"
+        except OSError as exc:
+            return f"cannot connect to {host}:{port} after {took:.1f}s: {exc.strerror or exc}"
+        return (f"the server at {host}:{port} answered but the stream did not open after {took:.1f}s over "
+                f"{self.opts.transport} (unauthorized, unknown path or no video)")
 
     def read(self) -> tuple[Image, float | None] | None:
         capture = self._cv

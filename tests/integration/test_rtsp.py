@@ -14,6 +14,7 @@ from daemon.capture import Capture, make_capture
 from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import SourceError
 from daemon.sources.rtsp import RtspOptions, RtspSource
+from tests.fixtures.mosquitto import free_port
 from tests.fixtures.recorders import States
 from tests.fixtures.rtsp_server import RtspServer
 
@@ -105,6 +106,22 @@ def test_stall_watchdog_reconnects_within_the_timeout(rtsp_server: RtspServer) -
         capture.stop(timeout=3)
 
 
+def test_a_refused_connection_is_logged_as_refused_not_as_a_timeout() -> None:
+    port = free_port()  # nothing listens there
+    source = RtspSource(RtspOptions(id="cam", type="rtsp", url=f"rtsp://127.0.0.1:{port}/cam1", open_timeout_s=10))
+    with pytest.raises(SourceError) as info:
+        source.open()
+    assert f"connection refused by 127.0.0.1:{port} after " in str(info.value)
+    assert "within 10s" not in str(info.value)
+
+
+def test_a_server_that_answers_but_does_not_stream_is_not_a_timeout(rtsp_server: RtspServer) -> None:
+    source = RtspSource(RtspOptions(id="cam", type="rtsp", url=rtsp_server.url("/no-such-mount"), open_timeout_s=10))
+    with pytest.raises(SourceError) as info:
+        source.open()
+    assert f"the server at 127.0.0.1:{rtsp_server.port} answered but the stream did not open" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("how", "password", "streams"),
     [("url", PASSWORD, True), ("fields", PASSWORD, True), ("url", PASSWORD + "-wrong", False),
@@ -132,7 +149,7 @@ def test_credentials_never_reach_logs_errors_or_states(
             assert stats.state == "failed" and stats.errors_by_reason["open"] == 1
             with pytest.raises(SourceError) as info:
                 capture.source.open()
-            assert PASSWORD not in str(info.value) and "cannot open" in str(info.value)
+            assert PASSWORD not in str(info.value) and "answered but the stream did not open" in str(info.value)
     finally:
         capture.stop(timeout=3)
     seen = [caplog.text, capfd.readouterr().err, stats.last_error, capture.source.describe(),
