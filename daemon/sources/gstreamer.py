@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -126,22 +126,28 @@ def credentials(options: GstOptions) -> tuple[str, str] | None:
     return None
 
 
+class _Gi(NamedTuple):
+    gst: Any
+    video: Any
+    glib: Any
+
+
 @functools.cache
-def _gi() -> tuple[Any, Any]:
-    """The Gst and GstVideo modules, Gst initialised once (imported here: other sources never need PyGObject)."""
+def _gi() -> _Gi:
+    """Gst, GstVideo and GLib, Gst initialised once (imported here: other sources never need PyGObject)."""
     try:
         import gi
 
         gi.require_version("Gst", "1.0")
         gi.require_version("GstVideo", "1.0")
-        from gi.repository import Gst, GstVideo
+        from gi.repository import GLib, Gst, GstVideo
     except (ImportError, ValueError) as exc:
         raise SourceError(
             f"GStreamer is not available to this Python ({exc}): pip install PyGObject (needs the Debian packages "
             "libgirepository1.0-dev libcairo2-dev) and apt-get install gstreamer1.0-plugins-good gstreamer1.0-libav"
         ) from None
     Gst.init(None)
-    return Gst, GstVideo
+    return _Gi(Gst, GstVideo, GLib)
 
 
 class GstSource(Source):
@@ -170,12 +176,12 @@ class GstSource(Source):
         return self.opts.stall_timeout_s
 
     def open(self) -> None:
-        gst = _gi()[0]
+        gst = _gi().gst
         description = describe_pipeline(self.opts)
         log.info("source %s: GStreamer pipeline %s", self.options.id, mask_credentials(description))
         try:
             pipeline = gst.parse_launch(description)
-        except Exception as exc:  # GLib.Error: a missing element or a syntax error, named by GStreamer
+        except _gi().glib.Error as exc:  # a missing element or a syntax error, named by GStreamer
             raise SourceError(f"{self.describe()}: cannot build the pipeline: {mask_credentials(str(exc))}") from None
         self._set_credentials(pipeline)
         with self._lock:
@@ -223,7 +229,7 @@ class GstSource(Source):
 
     def _pull(self, timeout_s: float) -> tuple[Image, float | None] | None:
         """The next frame within timeout_s; None on a timeout; SourceError on a pipeline error or EOS."""
-        gst = _gi()[0]
+        gst = _gi().gst
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
@@ -240,7 +246,7 @@ class GstSource(Source):
                 return None
 
     def _frame(self, gst: Any, sample: Any) -> tuple[Image, float | None]:
-        info = _gi()[1].VideoInfo.new_from_caps(sample.get_caps())
+        info = _gi().video.VideoInfo.new_from_caps(sample.get_caps())
         width, height, stride = info.width, info.height, info.stride[0]
         buffer = sample.get_buffer()
         ok, mapped = buffer.map(gst.MapFlags.READ)
@@ -256,7 +262,7 @@ class GstSource(Source):
 
     def _bus_error(self, pipeline: Any) -> None:
         """Raise SourceError for an error or end-of-stream message waiting on the pipeline's bus."""
-        gst = _gi()[0]
+        gst = _gi().gst
         message = pipeline.get_bus().pop_filtered(gst.MessageType.ERROR | gst.MessageType.EOS)
         if message is None:
             return
@@ -271,4 +277,4 @@ class GstSource(Source):
             self._pipeline = self._sink = None
             self._pending = None
         if pipeline is not None:
-            pipeline.set_state(_gi()[0].State.NULL)  # thread-safe; a pull in progress returns at once
+            pipeline.set_state(_gi().gst.State.NULL)  # thread-safe; a pull in progress returns at once
