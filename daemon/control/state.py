@@ -165,6 +165,7 @@ class CameraControl:
             self._save()
             self._apply_detect()
             self._after_worker_emptied()
+            self.daemon.stats.source(camera).set_state("removed")  # /healthz: not expected to stream any more
             self._submit(control_message(camera, None, iso_utc(time.time())))
             log.info("control: camera %s removed", camera)
             return {**described, "state": "removed"}

@@ -54,6 +54,8 @@ class HealthReport:
 def source_check(source: SourceStats, now: float, max_frame_age_s: float, required: bool = True) -> Check:
     """Healthy when streaming with a recent frame, or when a finite source has ended."""
     state = source.state
+    if state in ("disabled", "removed"):  # by runtime control (daemon/control/): not meant to stream
+        return Check(True, f"{state} at runtime (enabled OFF or removed)", required)
     if state == "ended":
         return Check(True, "ended (finite source finished)", required)
     if state == "streaming":

@@ -136,6 +136,8 @@ def test_switches_cameras_and_overlay(
     assert [t for t, v in discovery.items() if "/cam2_" in t and v]
     listed = {c["id"]: c for c in http(port, "GET", "/api/cameras")[1]["cameras"]}
     assert set(listed) == {"cam2", "cam3"} and listed["cam2"]["state"] == "disabled"
+    health = proc.healthz()  # cam1 and cam2 are required (the default), yet switched off on purpose
+    assert health["healthy"], health
 
     # SIGHUP with the YAML unchanged: the overlay is applied again, so nothing changes
     mark = len(proc.log_text())
