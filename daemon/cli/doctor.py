@@ -322,6 +322,7 @@ def _first_frame(source: Source, outcome: dict[str, Any]) -> None:
 
 
 def check_sink(options: SinkOptions, state_dir: Path) -> Check:
+    from daemon.sinks.events import EventsOptions
     from daemon.sinks.jsonl import JsonlOptions
     from daemon.sinks.mqtt import MqttOptions
     from daemon.sinks.snapshots import SnapshotOptions
@@ -333,6 +334,9 @@ def check_sink(options: SinkOptions, state_dir: Path) -> Check:
     if isinstance(options, SnapshotOptions):
         return _writable(f"sink {options.id}", Path(options.dir) if options.dir else state_dir / "snapshots",
                          "the snapshot JPEGs")
+    if isinstance(options, EventsOptions):
+        return _writable(f"sink {options.id}", Path(options.dir) if options.dir else state_dir / "events",
+                         "the event snapshots and clips")
     return Check(f"sink {options.id}", "ok", f"{options.type}: nothing to check before it runs")
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from daemon.cli.doctor import check_sink
 from daemon.frames import Frame, Message, Result, iso_utc
 from daemon.history.store import EventStore
 from daemon.service.stats import SinkStats
@@ -186,3 +187,11 @@ def test_an_unwritable_snapshot_folder_loses_the_pictures_not_the_event(
     (row,) = sink.store.query()
     assert row.files.snapshot is None and sink.counters.snapshot_errors == 1 and sink.counters.recorded == 1
     sink.close()
+
+
+def test_doctor_checks_that_the_events_folder_is_writable(tmp_path: Path) -> None:
+    options = EventsOptions.model_validate({"id": "history", "type": "events"})
+    assert check_sink(options, tmp_path).status == "ok"
+    (tmp_path / "events").write_bytes(b"not a folder")
+    found = check_sink(options, tmp_path)
+    assert found.status == "fail" and "events" in found.detail
