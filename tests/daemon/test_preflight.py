@@ -16,15 +16,15 @@ from tests.conftest import MEDIA, MODELS
 BASE = """\
 models:
   det: {{type: yolox, path: {det}, runtime: {{intra_op_threads: 1}}}}
-  cls: {{type: classify, path: {models}/squeezenet1.1_fp16.onnx, labels_file: {labels}}}
 pipeline:
   name: p
   detector: det
-  stages: [{{name: kind, model: cls}}]
+  stages: []
 sources:
   - {{id: cam1, type: file, path: {media}/london_street_TestV4.mp4}}
 sinks:
   - {{id: out, type: jsonl, path: {out}/results.jsonl}}
+# the line numbers below are asserted
 http: {{enabled: {http}, host: {http_host}, port: {http_port}}}
 api: {{enabled: {api}, host: 127.0.0.1, port: {api_port}}}
 """
@@ -40,12 +40,18 @@ def busy_port() -> Iterator[int]:
 
 def config(tmp_path: Path, **changes: object) -> Path:
     values: dict[str, object] = {
-        "det": f"{MODELS}/yolox_nano.onnx", "models": MODELS, "labels": f"{MODELS}/imagenet_labels.txt",
-        "media": MEDIA, "out": tmp_path, "http": "false", "http_host": "127.0.0.1", "http_port": 0,
-        "api": "false", "api_port": 0, **changes}
+        "det": f"{MODELS}/yolox_nano.onnx", "media": MEDIA, "out": tmp_path,
+        "http": "false", "http_host": "127.0.0.1", "http_port": 0, "api": "false", "api_port": 0, **changes}
     path = tmp_path / "pipeline.yaml"
     path.write_text(BASE.format(**values))
     return path
+
+
+def with_stage(path: Path, model: str, stage: str = "classify", labels: str | None = None) -> None:
+    """Add a second stage running `model` (a file in MODELS) as the given type; its model entry is line 2."""
+    entry = f"  second: {{type: {stage}, path: {MODELS}/{model}" + (f", labels_file: {labels}" if labels else "")
+    text = path.read_text().replace("  det: {", entry + "}\n  det: {")
+    path.write_text(text.replace("stages: []", "stages: [{name: second, model: second}]"))
 
 
 def garbage(tmp_path: Path) -> str:
@@ -57,7 +63,7 @@ CASES = {  # case -> (changes, where, words)
     "garbage onnx": (lambda tmp: {"det": garbage(tmp)}, "models.det (line 2)", "not a valid ONNX model"),
     "classifier as detector": (lambda tmp: {"det": f"{MODELS}/squeezenet1.1_fp16.onnx"}, "models.det (line 2)",
                                "the yolox stage needs"),
-    "missing labels_file": (lambda tmp: {"labels": f"{tmp}/no-labels.txt"}, "models.cls (line 3)", "no-labels.txt"),
+    "missing labels_file": (lambda tmp: {}, "models.second (line 2)", "no-labels.txt"),
 }
 
 
@@ -66,6 +72,8 @@ def test_validate_and_run_refuse_a_model_that_does_not_load(tmp_path: Path, case
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     make, where, words = CASES[case]
     path = config(tmp_path, **make(tmp_path))
+    if case == "missing labels_file":
+        with_stage(path, "squeezenet1.1_fp16.onnx", labels=f"{tmp_path}/no-labels.txt")
     for command in ("validate", "run"):
         assert main([command, str(path)]) == 1, command
         err = capsys.readouterr().err
@@ -73,15 +81,15 @@ def test_validate_and_run_refuse_a_model_that_does_not_load(tmp_path: Path, case
     assert main(["validate", "--no-load", str(path)]) == 0  # the file is there: only loading finds it broken
 
 
-def test_a_detector_as_a_classify_stage_and_yolox_as_ocr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("stage", "words"), [("classify", "classifier output 'output' has shape"),
+                                             ("ocr", "recogniser input 'images'")])
+def test_a_detector_as_a_classify_or_ocr_stage(tmp_path: Path, stage: str, words: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = config(tmp_path)
-    text = path.read_text().replace(f"{MODELS}/squeezenet1.1_fp16.onnx", f"{MODELS}/yolox_nano.onnx")
-    text = text.replace("  cls: {", f"  reader: {{type: ocr, path: {MODELS}/yolox_nano.onnx}}\n  cls: {{")
-    path.write_text(text.replace("[{name: kind, model: cls}]", "[{name: kind, model: cls}, {name: t, model: reader}]"))
+    with_stage(path, "yolox_nano.onnx", stage)
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "models.cls (line 4)" in err and "classifier output 'output' has shape" in err
-    assert "models.reader (line 3)" in err and "recogniser input 'images'" in err, err
+    assert "models.second (line 2)" in err and words in err, err
 
 
 def test_a_negative_input_size_is_refused_even_without_loading(tmp_path: Path,
