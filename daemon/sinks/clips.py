@@ -129,6 +129,7 @@ class ClipRecorder:
         self._buffers: dict[str, RingBuffer] = {}
         self._last_t: dict[str, float] = {}
         self._due: list[_Due] = []
+        self._warned: set[str] = set()  # cameras whose clips had no frames
         self._pool = ThreadPoolExecutor(max_workers=options.writers, thread_name_prefix="clip-writer")
         self._pending = 0
         self._lock = threading.Lock()  # counters and _pending are also written by the writer threads
@@ -198,8 +199,12 @@ class ClipRecorder:
         if not shots:
             with self._lock:
                 self.counters.empty += 1
-            log.warning(
-                "clip of event %s: no frames of %s in its window (are results sent to this sink?)",
+            # once per camera at warning level: without `result` messages every event would say it again
+            level = logging.DEBUG if due.camera in self._warned else logging.WARNING
+            self._warned.add(due.camera)
+            log.log(
+                level,
+                "clip of event %s: no frames of %s in its window (does the pipeline publish_results?)",
                 due.event_id,
                 due.camera,
             )

@@ -195,3 +195,14 @@ def test_doctor_checks_that_the_events_folder_is_writable(tmp_path: Path) -> Non
     (tmp_path / "events").write_bytes(b"not a folder")
     found = check_sink(options, tmp_path)
     assert found.status == "fail" and "events" in found.detail
+
+
+def test_clips_without_frames_are_counted_and_said_once(
+    tmp_path: Path, frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(tmp_path, clips=CLIPS)
+    for track in range(3):  # events, but no `result` messages: nothing to cut clips from
+        sink.publish(event("end", frames, 40 + track, 10 + track, track=track))
+    sink.close()
+    assert sink.clips is not None and sink.clips.counters.empty == 3 and sink.clips.counters.written == 0
+    assert [r.levelname for r in caplog.records if "no frames of london" in r.message] == ["WARNING"]
