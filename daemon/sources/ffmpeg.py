@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions, mask_credentials
+from daemon.sources.ffmpeg_input import InputFile, has_password, split_stream_options
 from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,10 @@ STDERR_LINES = 40  # the last lines of ffmpeg's stderr kept for error messages
 class FfmpegOptions(SourceOptions):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors must not echo the URL
 
-    input: str = Field(..., repr=False, description="Input URL or path for ffmpeg -i; credentials are never logged.")
+    input: str = Field(
+        ..., repr=False, description="Input URL or path for ffmpeg -i; credentials are never logged, and a URL "
+        "with a password reaches ffmpeg through a private file, not its command line (daemon/sources/ffmpeg_input.py).",
+    )
     input_args: list[str] = Field(
         default_factory=list,
         description='Options before -i, e.g. ["-hwaccel", "cuda", "-c:v", "h264_cuvid"] or ["-rtsp_transport", "tcp"].',
@@ -82,6 +86,7 @@ class FfmpegSource(Source):
         self._closed = False
         self._reading = False
         self._index = 0
+        self._input_file: InputFile | None = None  # while open, for an input with a password
 
     @property
     def safe_input(self) -> str:
@@ -98,20 +103,46 @@ class FfmpegSource(Source):
     def paced(self) -> bool:
         return self.opts.realtime or not self.opts.is_finite
 
+    def _input(self, args: list[str]) -> list[str]:
+        """`args -i INPUT`, or with a password in the URL, `args -f concat ... -i FILE` (the URL in the file)."""
+        if self._input_file is None:
+            return [*args, "-i", self.opts.input]
+        return [*split_stream_options(args)[0], *self._input_file.input_args()]
+
     def command(self, size_wh: tuple[int, int]) -> list[str]:
-        """ffmpeg's argument list (it holds the input's credentials: never log it unmasked)."""
+        """ffmpeg's argument list (without a password in the URL it holds the input: never log it unmasked)."""
         scale = ["-vf", f"scale={size_wh[0]}:{size_wh[1]}"] if self.opts.width else []
         return [
-            self.opts.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *self.opts.input_args,
-            *(["-re"] if self.opts.realtime else []), "-i", self.opts.input, *scale, "-an", "-sn", "-dn",
-            *self.opts.extra_args, "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
+            self.opts.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+            *self._input([*self.opts.input_args, *(["-re"] if self.opts.realtime else [])]),
+            *scale, "-an", "-sn", "-dn", *self.opts.extra_args, "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]
+
+    def probe_command(self) -> list[str]:
+        return [self.opts.ffprobe, "-v", "error", "-select_streams", "v:0",
+                "-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate:stream_side_data=rotation",
+                "-of", "json", *self._input(self.opts.probe_args)]
+
+    def _write_input_file(self) -> None:
+        """An input with a password goes to ffmpeg in a private file; its stream options go with it."""
+        self._remove_input_file()
+        if has_password(self.opts.input):
+            # one file serves ffprobe and ffmpeg: the stream options of both (input_args win)
+            pairs = split_stream_options(self.opts.probe_args)[1] + split_stream_options(self.opts.input_args)[1]
+            stream_options = list(dict(pairs).items())
+            try:
+                self._input_file = InputFile(self.opts.input, stream_options)
+            except (OSError, ValueError) as exc:
+                raise SourceError(f"{self.describe()}: cannot hand the input to ffmpeg privately: {exc}") from None
+
+    def _remove_input_file(self) -> None:
+        if self._input_file is not None:
+            self._input_file.remove()
+            self._input_file = None
 
     def probe(self) -> tuple[tuple[int, int], float | None]:
         """(width, height) as ffmpeg will output them (rotation applied) and the frame rate, from ffprobe."""
-        cmd = [self.opts.ffprobe, "-v", "error", *self.opts.probe_args, "-select_streams", "v:0",
-               "-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate:stream_side_data=rotation",
-               "-of", "json", self.opts.input]
+        cmd = self.probe_command()
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=self.opts.open_timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -132,23 +163,32 @@ class FfmpegSource(Source):
         return (width, height), _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
 
     def open(self) -> None:
-        if self.opts.width is not None and self.opts.height is not None:
-            self.size_wh, self.fps = (self.opts.width, self.opts.height), None
-        else:
-            self.size_wh, self.fps = self.probe()
-        self._stderr.clear()
+        self._write_input_file()
         try:
-            proc = subprocess.Popen(self.command(self.size_wh), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, bufsize=1 << 20)
-        except OSError as exc:
-            raise SourceError(f"{self.describe()}: cannot run {self.opts.ffmpeg}: {exc.strerror}") from None
+            proc = self._start_ffmpeg()
+        except BaseException:
+            self._remove_input_file()
+            raise
         assert proc.stderr is not None
         self._drain = threading.Thread(target=self._drain_stderr, args=(proc.stderr,),
                                        name=f"ffmpeg-stderr-{self.options.id}", daemon=True)
         self._drain.start()
         with self._lock:
             self._proc, self._closed, self._index = proc, False, 0
+        assert self.size_wh is not None
         log.info("source %s: ffmpeg reading %s at %dx%d", self.options.id, self.safe_input, *self.size_wh)
+
+    def _start_ffmpeg(self) -> subprocess.Popen[bytes]:
+        if self.opts.width is not None and self.opts.height is not None:
+            self.size_wh, self.fps = (self.opts.width, self.opts.height), None
+        else:
+            self.size_wh, self.fps = self.probe()
+        self._stderr.clear()
+        try:
+            return subprocess.Popen(self.command(self.size_wh), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, bufsize=1 << 20)
+        except OSError as exc:
+            raise SourceError(f"{self.describe()}: cannot run {self.opts.ffmpeg}: {exc.strerror}") from None
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
         with stream:
@@ -217,6 +257,7 @@ class FfmpegSource(Source):
             proc.stdout.close()
         if self._drain is not None:
             self._drain.join(timeout=1.0)
+        self._remove_input_file()
 
 
 def _rate(text: object) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from daemon.capture import Capture, make_capture
 from daemon.service.stats import SourceStats, Stats
 from daemon.sources.base import SourceError
+from daemon.sources.ffmpeg import FfmpegOptions, FfmpegSource
 from daemon.sources.rtsp import RtspOptions, RtspSource
 from tests.fixtures.mosquitto import free_port
 from tests.fixtures.recorders import States
@@ -104,6 +106,30 @@ def test_stall_watchdog_reconnects_within_the_timeout(rtsp_server: RtspServer) -
     finally:
         rtsp_server.resume()
         capture.stop(timeout=3)
+
+
+def test_ffmpeg_gets_an_rtsp_password_through_a_private_file_not_its_command_line(
+    rtsp_server_factory: Factory,
+) -> None:
+    server = rtsp_server_factory(mounts=("/cam1",), user=USER, password=PASSWORD)
+    options = {"id": "ff", "type": "ffmpeg", "input": server.url("/cam1", with_credentials=True),
+               "input_args": ["-rtsp_transport", "tcp"], "probe_args": ["-rtsp_transport", "tcp"]}
+    source = FfmpegSource(FfmpegOptions.model_validate(options))
+    encoded = "pa55%3Aw%40rd%2Fx"
+    source.open()
+    try:
+        assert encoded not in " ".join(source.probe_command())  # as open() ran ffprobe
+        frames = [source.read() for _ in range(5)]
+        assert all(f is not None and f[0].shape == (240, 320, 3) for f in frames)  # authenticated and probed
+        assert source._proc is not None and source._input_file is not None
+        argv = Path(f"/proc/{source._proc.pid}/cmdline").read_bytes().decode()
+        assert encoded not in argv and PASSWORD not in argv and "concat" in argv
+        secret_file = Path(source._input_file.path)
+        assert secret_file.stat().st_mode & 0o777 == 0o600 and secret_file.parent.stat().st_mode & 0o777 == 0o700
+        assert "option rtsp_transport 'tcp'" in secret_file.read_text()
+    finally:
+        source.close()
+    assert not secret_file.parent.exists()
 
 
 def test_a_refused_connection_is_logged_as_refused_not_as_a_timeout() -> None:
