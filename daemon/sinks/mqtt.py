@@ -104,6 +104,10 @@ class MqttOptions(SinkOptions):
     homeassistant: HomeAssistantOptions = Field(
         default_factory=HomeAssistantOptions, description="Home Assistant MQTT discovery (README \"Integrations\")."
     )
+    control: bool = Field(
+        True, description="Take runtime commands on <prefix>/+/detect/set and <prefix>/+/enabled/set (README "
+        "\"Runtime control topics\"); false: this broker can switch nothing.",
+    )
     auth_grace_s: float = Field(
         30.0, ge=0, le=86400,
         description="A broker that keeps refusing the login (bad user name or password, not authorized) for "
@@ -175,10 +179,11 @@ class MqttSink(Sink):
         self._stats = SinkStats(options.id)  # the fan-out's counters from attach_stats() on
         self._count_lock = threading.Lock()  # acks are counted on paho's thread and, when early, on senders
         self.login = LoginState(options.id, self.broker, options.username, self._stats)
+        commands = context.control if options.control else None
         self.homeassistant = HomeAssistant(options.homeassistant, options.topic_prefix, context.source_ids,
-                                           control=context.control is not None)
+                                           control=commands is not None)
         # {prefix}/+/detect|enabled/set in, retained .../state out (daemon/sinks/control.py)
-        self.control = MqttControl(options.topic_prefix, context.control,
+        self.control = MqttControl(options.topic_prefix, commands,
                                    lambda topic, payload, retain: self.send(Outgoing(topic, payload, 1, retain)),
                                    lambda camera: [t for t, _ in self.homeassistant.discovery_removals(camera)])
 
