@@ -8,7 +8,9 @@ from collections.abc import Mapping
 import paho.mqtt.client as mqtt
 import pytest
 
+from daemon.sinks.base import SinkContext
 from daemon.sinks.control import MqttControl, control_message, parse_switch
+from daemon.sinks.mqtt import MqttOptions, MqttSink
 
 Sent = list[tuple[str, bytes, bool]]
 
@@ -79,3 +81,12 @@ def test_commands_and_refusals() -> None:
     assert unknown == {"error": "unknown camera 'cam7'", "topic": "site/a/cam7/enabled/set", "payload": "ON",
                        "camera": "cam7"}
     assert "not UTF-8" in binary["error"] and binary["camera"] == "cam1"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_mqtt_sink_option_control(enabled: bool) -> None:
+    handler = Cameras()
+    options = MqttOptions.model_validate({"id": "m", "type": "mqtt", "control": enabled})
+    sink = MqttSink(options, SinkContext("p", ("cam1",), "/tmp", control=handler))
+    assert (sink.control.handler is handler) is enabled
+    assert sink.homeassistant.control is enabled
