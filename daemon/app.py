@@ -32,6 +32,7 @@ from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
 from daemon.web.app import ApiServer, start_endpoints
+from daemon.web.cameras import with_cameras
 from daemon.web.events import with_events
 from daemon.web.health import health_routes
 from daemon.web.server import WebServer
@@ -112,6 +113,7 @@ class Daemon:
         """http: and api: on the one web stack, then systemd READY: only now are models loaded and sinks started."""
         assert self.worker is not None
         served = with_events(health_routes(self.stats, self.rules, self.metrics), self.state_dir)  # + /api/events
+        served = with_cameras(served, self.control if self.config.ui.enabled else None)  # behind the UI's login
         health = with_ui(served, self.config, self.stats, self.rules, self.live)
         endpoints = start_endpoints(self.config.http, self.config.api, health, self.models, self.config.models,
                                     self.worker, cameras=self.control)

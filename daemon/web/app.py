@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from daemon.config import ApiOptions, BatchOptions, HttpOptions
 from daemon.web.api import ApiService, api_routes
 from daemon.web.batch import Submitter
-from daemon.web.cameras import CameraController, camera_routes
+from daemon.web.cameras import CameraController, api_camera_routes
 from daemon.web.images import Limits
 from daemon.web.inference import Inference
 from daemon.web.models import ApiError, ModelRegistry
@@ -63,7 +63,7 @@ class ApiServer:
 def api_groups(service: ApiService, cameras: CameraController | None = None) -> list[RouteGroup]:
     """The route groups of the inference API: the model routes, the Roboflow Workflow routes and, in the
     daemon, the camera control routes (daemon/web/cameras.py), all behind the one api_key."""
-    extra = [camera_routes(service, cameras)] if cameras is not None else []
+    extra = [api_camera_routes(service, cameras)] if cameras is not None else []
     return [api_routes(service), workflow_routes(service), *extra]
 
 
