@@ -82,8 +82,9 @@ class Message:
     """A unit of work for a sink: a topic kind, the source it concerns and a JSON-ready payload.
 
     kind is one of: "result" (per-frame detections), "status" (source state, retained),
-    "event" (track events), "stats" (periodic counters, retained); those four carry "run" in their payload,
-    added here so that no producer can leave it out (the frame's run when there is a frame, else the current one).
+    "event" (track events), "alert" (known plates), "stats" (periodic counters, retained); those carry "run" in
+    their payload, added here so that no producer can leave it out (the frame's run when there is a frame, else
+    the current one).
     """
 
     kind: str
@@ -98,4 +99,4 @@ class Message:
             object.__setattr__(self, "payload", {**schema, "run": run, **self.payload})  # frozen: set once, here
 
 
-RUN_KINDS = frozenset({"result", "status", "event", "stats"})  # README "Payload schema"; not control messages
+RUN_KINDS = frozenset({"result", "status", "event", "alert", "stats"})  # README "Payload schema"; not control messages
