@@ -350,6 +350,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda _s, _f: self._reload.set())
 
     def summary(self) -> list[str]:
+        count_unprocessed(self.stats)  # again: a worker the shutdown gave up on may have run a few more since
         return summary_lines(self.stats)
 
     def problems(self) -> list[str]:
