@@ -3,7 +3,9 @@ and on with one viewer reading the MJPEG stream, on one looping file source play
 
 The three cases run interleaved, `rounds` times each, and each figure is the median, so a noisy neighbour on a
 shared machine hits all of them alike. Every run is a fresh Daemon (YOLOX-nano, same batch and threads) with
-http: on; its fps is the frames processed in a `seconds` window that opens `warmup_s` after start() returned.
+http: on; its fps is the frames processed in a `seconds` window that opens `warmup_s` after start() returned, and
+its CPU per frame the process's CPU time (every thread) in that window over those frames: on a shared machine
+fps swings with the neighbours' load, CPU per frame much less.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def _config(workdir: Path, video: Path, model: Path, ui: bool, threads: int) -> 
     return path
 
 
-def _one_run(config_path: Path, viewer: bool, seconds: float, warmup_s: float) -> tuple[float, float]:
-    """Pipeline fps of one daemon run, and the frames per second the viewer received (0 without one)."""
+def _one_run(config_path: Path, viewer: bool, seconds: float, warmup_s: float) -> tuple[float, float, float]:
+    """Pipeline fps of one daemon run, the process's CPU ms per processed frame (all threads: capture, worker,
+    web server, encoder), and the frames per second the viewer received (0 without one)."""
     from daemon.app import Daemon
     from daemon.config import load_config
 
@@ -81,9 +84,11 @@ def _one_run(config_path: Path, viewer: bool, seconds: float, warmup_s: float) -
         stats = daemon.stats.source("cam")
         time.sleep(warmup_s)
         processed, received, t0 = stats.processed, watcher.frames if watcher else 0, time.perf_counter()
+        cpu0 = time.process_time()
         time.sleep(seconds)
-        elapsed = time.perf_counter() - t0
-        fps = (stats.processed - processed) / elapsed
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        frames = stats.processed - processed
+        fps, cpu_ms = frames / elapsed, 1000.0 * cpu / max(1, frames)
         shown = ((watcher.frames - received) / elapsed) if watcher is not None else 0.0
     finally:
         if watcher is not None:  # the viewer leaves first: the server's shutdown then has no stream to wait for
@@ -91,7 +96,7 @@ def _one_run(config_path: Path, viewer: bool, seconds: float, warmup_s: float) -
             watcher.join(5)
         daemon.request_stop()
         daemon.stop()
-    return fps, shown
+    return fps, cpu_ms, shown
 
 
 def run(
@@ -109,6 +114,7 @@ def run(
         if not path.is_file():
             raise FileNotFoundError(f"bench live: {path} does not exist (set EDGEWATCH_SHARED)")
     fps: dict[str, list[float]] = {case: [] for case in CASES}
+    cpu: dict[str, list[float]] = {case: [] for case in CASES}
     viewer_fps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-live-") as tmp:
         configs = {
@@ -116,8 +122,9 @@ def run(
         }
         for _ in range(rounds):
             for case in CASES:
-                pipeline_fps, received = _one_run(configs[case], case == "ui_on_1_viewer", seconds, warmup_s)
+                pipeline_fps, cpu_ms, received = _one_run(configs[case], case == "ui_on_1_viewer", seconds, warmup_s)
                 fps[case].append(pipeline_fps)
+                cpu[case].append(cpu_ms)
                 if case == "ui_on_1_viewer":
                     viewer_fps.append(received)
     figures: dict[str, Any] = {
@@ -127,8 +134,14 @@ def run(
         "live_fps_cap": UiOptions().live_fps,
     }
     figures.update({f"{case}_fps": statistics.median(values) for case, values in fps.items()})
+    figures.update({f"{case}_cpu_ms_per_frame": statistics.median(values) for case, values in cpu.items()})
     figures["viewer_received_fps"] = statistics.median(viewer_fps)
     base = figures["ui_off_fps"]
     figures["cost_0_viewers_pct"] = 100.0 * (1.0 - figures["ui_on_0_viewers_fps"] / base)
     figures["cost_1_viewer_pct"] = 100.0 * (1.0 - figures["ui_on_1_viewer_fps"] / base)
+    # CPU per frame hardly depends on what other processes do, unlike fps on a shared machine: on a CPU-bound
+    # pipeline, the share of CPU a case adds is the share of fps it costs once the machine is otherwise idle
+    cpu_base = figures["ui_off_cpu_ms_per_frame"]
+    figures["cpu_cost_0_viewers_pct"] = 100.0 * (figures["ui_on_0_viewers_cpu_ms_per_frame"] / cpu_base - 1.0)
+    figures["cpu_cost_1_viewer_pct"] = 100.0 * (figures["ui_on_1_viewer_cpu_ms_per_frame"] / cpu_base - 1.0)
     return figures
