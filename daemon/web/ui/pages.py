@@ -7,7 +7,6 @@ files (snapshot, crop, plate, clip) and /api/events are served by daemon/web/eve
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from daemon.web.server import RouteGroup, error_response
 from daemon.web.ui import auth as login
 from daemon.web.ui import history, live, views
 from daemon.web.ui.auth import Auth
-
-log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/static"
