@@ -1,12 +1,13 @@
 """SIGHUP with a hostile config file, against the real daemon process (issue 16 item 1).
 
-Before the bounded loader: invalid UTF-8 and a recursive alias ended the process with a traceback (rc 1), and a
-"billion laughs" file made RSS climb ~30 MB/s with SIGTERM no longer stopping it. Now each is one ERROR line,
-the old pipeline keeps producing, and SIGTERM still ends the run in order.
+Before the bounded loader: invalid UTF-8 and a recursive alias ended the process with a traceback, a "billion
+laughs" file made RSS climb ~30 MB/s with SIGTERM no longer stopping it, and a FIFO as a ${file:} secret hung
+it. Now each is one ERROR line, the old pipeline keeps producing, and SIGTERM still ends the run in order.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ HOSTILE = [
     ("recursive alias", lambda good: b"pipeline: &s {name: x, detector: det, stages: [{model: det, stages: *s}]}\n",
      "recursive alias"),
     ("billion laughs", lambda good: BILLION_LAUGHS.encode(), "values, aliases expanded"),
+    ("5000-deep nesting", lambda good: b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested deeper than 48 levels"),
+    # a secret that is a FIFO with no writer: open() alone would block the reload (the main thread) forever
+    ("FIFO secret", lambda good: good + b"x_secret: ${file:fifo}\n", "must be a regular file, not a FIFO"),
 ]
 
 
@@ -40,6 +44,7 @@ def proc(tmp_path: Path, models_dir: Path, media_dir: Path) -> Iterator[DaemonPr
 def test_hostile_reloads_keep_the_daemon_running_and_sigterm_stops_it(proc: DaemonProcess, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     good = proc.config_path.read_bytes()
+    os.mkfifo(proc.config_path.parent / "fifo")
     proc.start().wait_for_log("edgewatch running")
     wait_until(lambda: len(read_jsonl(out)) >= 3, 60, "first results", proc)
     for name, make, words in HOSTILE:
