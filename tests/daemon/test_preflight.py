@@ -121,3 +121,9 @@ def test_http_and_api_on_one_port_of_overlapping_addresses(tmp_path: Path, capsy
     assert "http.port (line 12)" in capsys.readouterr().err
     shared = config(tmp_path, http="true", http_port=port, api="true", api_port=port)  # one address: shared
     assert main(["validate", str(shared)]) == 0
+
+
+def test_a_model_with_an_unresolved_setting_is_not_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config(tmp_path, det="'${EW_TEST_UNSET_MODELS}/yolox_nano.onnx'")
+    assert main(["validate", "--allow-missing-secrets", str(path)]) == 0, capsys.readouterr().err
+    assert "EW_TEST_UNSET_MODELS" in capsys.readouterr().err  # a note, and no load error
