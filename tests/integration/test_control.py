@@ -47,7 +47,7 @@ def results(seen: Collector, source: str) -> int:
 def retained_now(broker: Mosquitto, topic: str) -> dict[str, bytes]:
     """What a new subscriber gets replayed for `topic` (retained messages only), after a short settle."""
     fresh = broker.subscribe(topic)
-    time.sleep(1.0)
+    time.sleep(0.5)  # the broker sends retained messages right after the SUBACK
     got = {m.topic: m.payload for m in list(fresh.messages) if m.retain}
     fresh.close()
     return got
@@ -91,7 +91,7 @@ def test_switches_cameras_and_overlay(
     seen.wait_for(lambda m: m.topic == f"{P}/cam1/detect/state" and m.payload == b"OFF")
     at_off, captured = results(seen, "cam1"), proc.metric("edgewatch_frames_captured_total", source="cam1")
     cam2_before = results(seen, "cam2")
-    wait_until(lambda: results(seen, "cam2") >= cam2_before + 6, 20, "cam2 results go on", proc)
+    wait_until(lambda: results(seen, "cam2") >= cam2_before + 4, 20, "cam2 results go on", proc)
     assert results(seen, "cam1") <= at_off + BATCH
     assert proc.metric("edgewatch_frames_captured_total", source="cam1") > captured
     assert proc.metric("edgewatch_frames_dropped_total", source="cam1", reason="detect_off") > 0
