@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,13 @@ from daemon import registry
 from daemon.config import Config, resolve_config_paths
 from daemon.control.errors import ControlError, FieldError
 from daemon.sources.base import SourceOptions
+from daemon.yamlsrc import YamlError, resolve_reference
 from pipelines.models import UnknownTypeError
 
 log = logging.getLogger(__name__)
 
 OVERLAY_FILE = "overlay.json"
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")  # a ${...} reference, as in the YAML
 
 
 class OverlayError(ValueError):
@@ -83,14 +86,18 @@ def write_overlay(path: Path, overlay: Overlay) -> None:
     os.replace(tmp, path)
 
 
-def validate_source(entry: Mapping[str, Any], base_dir: Path) -> tuple[SourceOptions, dict[str, Any]]:
-    """One source entry checked as a YAML `sources:` item is: (options, the entry with paths made absolute).
+def validate_source(entry: Mapping[str, Any], base_dir: Path, env: Mapping[str, str] | None = None
+                    ) -> tuple[SourceOptions, dict[str, Any]]:
+    """One source entry checked as a YAML `sources:` item is: (options, the entry to keep in the overlay).
 
-    Raises ControlError(422) listing every field that is wrong, each with its path (e.g. `reconnect.max_s`).
+    ${VAR}, ${cred:NAME} and ${file:PATH} are substituted as in the YAML, for the check only: the kept entry
+    holds the references, not the secrets, and is substituted again at every load. Relative paths are made
+    relative to base_dir (the config file's folder). Raises ControlError(422) naming every wrong field.
     """
-    resolved = {"sources": [dict(entry)]}
-    resolve_config_paths(resolved, base_dir)
-    data = resolved["sources"][0]
+    env = os.environ if env is None else env
+    kept = _with_paths(dict(entry), base_dir)
+    kept.update({k: v for k, v in entry.items() if isinstance(v, str) and "${" in v})  # resolved at each load
+    data = _with_paths(_substituted(dict(entry), (), base_dir, env), base_dir)
     type_name = data.get("type")
     if not isinstance(type_name, str):
         expected = ", ".join(registry.names("source"))
@@ -104,7 +111,28 @@ def validate_source(entry: Mapping[str, Any], base_dir: Path) -> tuple[SourceOpt
         options = options_model.model_validate(data)
     except ValidationError as exc:
         raise ControlError(422, "invalid source", field_errors(exc)) from None
-    return options, data
+    return options, kept
+
+
+def _with_paths(entry: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    wrapped = {"sources": [entry]}
+    resolve_config_paths(wrapped, base_dir)
+    return dict(wrapped["sources"][0])
+
+
+def _substituted(value: Any, loc: tuple[str | int, ...], base_dir: Path, env: Mapping[str, str]) -> Any:
+    """value with every ${...} in its strings resolved (daemon/yamlsrc.py's rules); 422 naming the field if not."""
+    if isinstance(value, dict):
+        return {k: _substituted(v, (*loc, str(k)), base_dir, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substituted(v, (*loc, i), base_dir, env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    where = ".".join(str(part) for part in loc)
+    try:
+        return _REFERENCE.sub(lambda m: resolve_reference(m.group(1), env, base_dir, where=where), value)
+    except YamlError as exc:  # UnresolvedReference too; the message names the reference, never a secret
+        raise ControlError(422, "invalid source", [FieldError(where, str(exc))]) from None
 
 
 def field_errors(exc: ValidationError) -> list[FieldError]:

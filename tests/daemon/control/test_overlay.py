@@ -108,3 +108,16 @@ def test_effective_with_overlay_reads_state_dir(config: Config) -> None:
     assert notes == describe_overlay(overlay, overlay_path(config.state_dir))
     assert "  removed: cam2" in notes and "  inference off (detect OFF): cam1" in notes
     assert json.loads(overlay_path(config.state_dir).read_text())["version"] == 1
+
+
+def test_references_resolved_for_the_check_kept_in_the_overlay(tmp_path: Path) -> None:
+    (tmp_path / "campw").write_text("s3cret\n", encoding="utf-8")
+    entry = {"id": "gate", "type": "rtsp", "url": "rtsp://admin:${cred:campw}@10.0.0.5/stream"}
+    options, kept = validate_source(entry, tmp_path, env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert "s3cret" in str(options.model_dump(mode="python")["url"])
+    assert kept["url"] == entry["url"]  # overlay.json never holds the password
+    with pytest.raises(ControlError) as caught:
+        validate_source(entry, tmp_path, env={})
+    assert [e.field for e in caught.value.errors] == ["url"]
+    message = caught.value.errors[0].message
+    assert "${cred:campw}" in message and "CREDENTIALS_DIRECTORY" in message
