@@ -146,11 +146,12 @@ class RtspSource(Source):
         try:
             with socket.create_connection((host, port), timeout=min(2.0, limit)):
                 pass
+        # host and port are not named: in a URL whose password has a raw "@" they may be a piece of it
         except ConnectionRefusedError:
-            return f"connection refused by {host}:{port} after {took:.1f}s (nothing listens there)"
+            return f"connection refused after {took:.1f}s (nothing listens on that port)"
         except OSError as exc:
-            return f"cannot connect to {host}:{port} after {took:.1f}s: {exc.strerror or exc}"
-        return (f"the server at {host}:{port} answered but the stream did not open after {took:.1f}s over "
+            return f"cannot connect after {took:.1f}s: {exc.strerror or exc}"
+        return (f"the server answered but the stream did not open after {took:.1f}s over "
                 f"{self.opts.transport} (unauthorized, unknown path or no video)")
 
     def read(self) -> tuple[Image, float | None] | None:

@@ -370,7 +370,7 @@ def test_rtsp_option_errors_never_echo_the_secret(options: dict[str, Any], messa
 
 def test_rtsp_unreachable_camera_error_is_masked() -> None:
     source = RtspSource(rtsp_options(url=f"rtsp://admin:{SECRET}@127.0.0.1:1/live", open_timeout_s=2))
-    with pytest.raises(SourceError, match="connection refused by 127.0.0.1:1 after ") as info:
+    with pytest.raises(SourceError, match=r"(cannot connect|connection refused) after") as info:
         source.open()
     assert "rtsp://***@127.0.0.1:1/live" in str(info.value)
     assert SECRET not in str(info.value)
