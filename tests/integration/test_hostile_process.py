@@ -180,27 +180,18 @@ def test_http_and_api_on_one_address_share_one_server_and_a_good_run_exits_0(
 
 
 # -- item 10: a run that delivered nothing ------------------------------------------------------------------
-def test_a_sink_that_delivered_nothing_exits_4(
+def test_a_sink_that_delivered_nothing_and_a_failed_source_exit_4(
     procs: Callable[..., DaemonProcess], tmp_path: Path, models_dir: Path, media_dir: Path
 ) -> None:
-    sinks = [{"id": "out", "type": "jsonl", "path": "/proc/nope/results.jsonl"}]
-    proc = procs(tmp_path, small_config(models_dir, pictures(tmp_path, media_dir), sinks))
-    assert proc.start().wait(60) == 4
-    assert_no_abort(proc)
-    last = output_lines(proc)[-1]
-    assert last.startswith("exit 4: sink out failed to start") and "/proc/nope" in last, last
-
-
-def test_a_missing_image_folder_exits_4(
-    procs: Callable[..., DaemonProcess], tmp_path: Path, models_dir: Path, media_dir: Path
-) -> None:
+    """Both at once, one daemon: a JSONL path under /proc and an image folder that does not exist."""
     source = {"id": "pics", "type": "images", "folder": str(tmp_path / "no-such-folder")}
-    sinks = [{"id": "out", "type": "jsonl", "path": str(tmp_path / "results.jsonl")}]
+    sinks = [{"id": "out", "type": "jsonl", "path": "/proc/nope/results.jsonl"}]
     proc = procs(tmp_path, small_config(models_dir, source, sinks))
     assert proc.start().wait(60) == 4
     assert_no_abort(proc)
     last = output_lines(proc)[-1]
     assert last.startswith("exit 4: source pics failed: ") and "no-such-folder" in last, last
+    assert "; sink out failed to start (" in last and "/proc/nope" in last, last
 
 
 # -- item 11: a broker that refuses the login ---------------------------------------------------------------
