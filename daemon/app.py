@@ -309,6 +309,7 @@ class Daemon:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         clean = True
         self.notifier.stopping("stopping: draining queues and flushing sinks")
+        self.control.close()  # a camera change in progress finishes; none starts a source after this
         if self.api is not None:  # before the worker: requests in flight finish, new ones get 503
             clean &= self.api.stop(timeout=max(0.1, (deadline - time.monotonic()) / 4))
         if self.watchdog is not None:

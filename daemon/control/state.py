@@ -68,6 +68,7 @@ class CameraControl:
         self.added: set[str] = set()
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runner: threading.Thread | None = None
+        self._closed = False  # the daemon is stopping: no camera may start any more
 
     # -- loading: start and SIGHUP ---------------------------------------------------------------------
     def load(self, config: Config) -> Config:
@@ -98,6 +99,15 @@ class CameraControl:
         """A frame that skipped inference: the live view shows it, without boxes (the worker's thread)."""
         self.daemon.live.offer(Result(frame, self.daemon.config.pipeline.name, sv.Detections.empty()))
 
+    def close(self) -> None:
+        """At shutdown, before the sources stop: waits for a change in progress, then refuses new ones."""
+        with self.lock:
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ControlError(503, "the daemon is stopping")
+
     # -- queries --------------------------------------------------------------------------------------
     def switch_states(self) -> Mapping[str, Mapping[str, bool]]:
         with self.lock:
@@ -117,6 +127,7 @@ class CameraControl:
     # -- changes --------------------------------------------------------------------------------------
     def set_switch(self, camera: str, switch: str, on: bool) -> dict[str, object]:
         with self.lock:
+            self._check_open()
             self._options(camera)  # 404 for an unknown camera
             overlay = self._overlay()
             if switch == "detect":
@@ -135,6 +146,7 @@ class CameraControl:
     def add(self, entry: Mapping[str, Any]) -> dict[str, object]:
         """A new camera from a source entry (the YAML schema); 422 when invalid, 409 when its id is taken."""
         with self.lock:
+            self._check_open()
             options, resolved = validate_source(entry, self._base_dir())
             if options.id in self._ids():
                 raise ControlError(409, f"a camera with id {options.id!r} already exists; ids must be unique")
@@ -150,6 +162,7 @@ class CameraControl:
     def remove(self, camera: str) -> dict[str, object]:
         """Stop the camera and forget it; its retained MQTT topics are cleared."""
         with self.lock:
+            self._check_open()
             described = self.describe(camera)  # 404 for an unknown camera
             if self.disabled.pop(camera, None) is None:
                 self._apply(ReloadPlan(sources_removed=[camera]),
