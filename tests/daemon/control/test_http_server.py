@@ -79,3 +79,7 @@ def test_routes_behind_the_ui_login(daemon: Daemon, media_dir: Path) -> None:
                        "enabled": {"cam2": False}}
     status, body = request(daemon, "POST", "/api/cameras/cam2/enabled", {"on": "ON"})
     assert status == 200 and body["enabled"] is True and "cam2" in daemon.captures
+
+    daemon.control.close()  # what Daemon.stop() does first: no change may start a camera after it
+    status, body = request(daemon, "POST", "/api/cameras/cam2/enabled", {"on": False})
+    assert status == 503 and body["message"] == "the daemon is stopping" and "cam2" in daemon.captures
