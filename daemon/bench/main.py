@@ -47,6 +47,7 @@ def register(subparsers: Any) -> None:
         ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
         ("motion", "daemon.bench.motion", "detector calls and cars read with motion gating off and on"),
         ("capacity", "daemon.bench.capacity", "cameras per box with the tracked plate chain, beside a bare loop"),
+        ("peer", "daemon.bench.peer", "edgewatch vs Roboflow's InferencePipeline (own venv) vs the bare loop"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -65,6 +66,7 @@ def register(subparsers: Any) -> None:
     capacity.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
     capacity.add_argument("--fps", type=float, default=10.0, help="frames per second taken from each camera")
     capacity.set_defaults(func=_delegate("daemon.bench.capacity", "cameras_list", "seconds", "rounds", "fps"))
+    _peer_options(which.choices["peer"])
     plates = which.choices["plates"]
     plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")
     plates.add_argument("--chains", default="plate,text", help="comma-separated: plate (plate detector), text")
@@ -76,6 +78,19 @@ def register(subparsers: Any) -> None:
                         help="also run each chain with issue 15's identity, re-linking and weighted vote switched off")
     plates.set_defaults(func=_delegate("daemon.bench.plates", "seeds", "chains", "cache", "photos", "example",
                                        "baseline"))
+
+
+def _peer_options(peer: Any) -> None:
+    peer.add_argument("--streams", default="1,3", help="comma-separated stream counts (the same video k times)")
+    peer.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
+    peer.add_argument("--spin", default="on,off", help="ONNX Runtime spin-wait settings to run: on, off or on,off")
+    peer.add_argument("--batches", default="1,4", help="comma-separated edgewatch batch.max_size values")
+    peer.add_argument("--no-peer", dest="peer", action="store_false",
+                      help="skip InferencePipeline (no venv is built): bare loop and edgewatch only")
+    peer.add_argument("--loops", type=int, default=3, help="times the video is played back to back")
+    peer.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads, in every contender")
+    peer.set_defaults(func=_delegate("daemon.bench.peer", "streams", "rounds", "spin", "batches", "peer", "loops",
+                                     "threads"))
 
 
 def _delegate(module: str, *options: str) -> Any:
@@ -113,18 +128,23 @@ def _cmd_overhead(args: argparse.Namespace) -> int:
 def overhead(
     video: Path, model: Path, loops: int, threads: int, batch: int, repeats: int = 3, keep_buffers: bool = True
 ) -> dict[str, Any]:
-    """Raw decode, no-op daemon, model alone and YOLOX daemon on the same looped video, in one run.
+    """Raw decode, no-op daemon, model alone, the bare loop and YOLOX daemon on the same looped video, in one run.
 
     The four measurements are interleaved `repeats` times and each figure is the median, so that a noisy
     neighbour on a shared machine hits all of them alike rather than one phase.
     """
+    from daemon.bench import reference  # onnxruntime: loaded by this benchmark, not by every `edgewatch` start
+    from pipelines.runtime.base import RuntimeOptions
+
     # the daemon tunes the allocator when it starts and that is process-wide: tune it first so that raw decode
     # and the model alone are measured under the same allocator in every repeat
     if keep_buffers:
         keep_frame_buffers()
     runs: dict[str, list[float]] = {"raw_decode_fps": [], "daemon_noop_fps": [], "model_alone_fps": [],
-                                    "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": [],
+                                    "bare_loop_fps": [], "daemon_yolox_fps": [], "daemon_yolox_batch1_fps": [],
                                     "daemon_noop_page_faults_per_frame": []}
+    spin = RuntimeOptions().spin_wait  # the bare loop spins (or not) as the daemon's detector does by default
+    decoded = reference.decode(video)
     with tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp:
         looped = Path(tmp) / "looped.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(video),
@@ -142,17 +162,27 @@ def overhead(
             runs["daemon_noop_page_faults_per_frame"].append(
                 (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / frames)
             runs["model_alone_fps"].append(_ratio(_model_alone(video, model, threads)))
+            runs["bare_loop_fps"].append(_ratio(reference.loop(model, decoded, 1, threads, spin)))
             runs["daemon_yolox_fps"].append(daemon_fps(model, batch))
             if batch != 1:
                 runs["daemon_yolox_batch1_fps"].append(daemon_fps(model, 1))
     figures: dict[str, Any] = {"frames": frames, "repeats": repeats, "batch": batch, "threads": threads,
-                               "keep_frame_buffers": keep_buffers}
+                               "keep_frame_buffers": keep_buffers, "spin_wait": spin}
     figures.update({key: statistics.median(values) for key, values in runs.items() if values})
     figures["noop_vs_decode"] = figures["daemon_noop_fps"] / figures["raw_decode_fps"]
-    figures["yolox_vs_model_alone"] = figures["daemon_yolox_fps"] / figures["model_alone_fps"]
-    if "daemon_yolox_batch1_fps" in figures:
-        figures["yolox_batch1_vs_model_alone"] = figures["daemon_yolox_batch1_fps"] / figures["model_alone_fps"]
+    figures.update(_model_ratios(figures))
     return figures
+
+
+def _model_ratios(figures: dict[str, Any]) -> dict[str, float]:
+    """Each daemon figure against the bare reference loop and, labelled as such, against the project's detect()."""
+    out = {"model_alone_vs_bare_loop": figures["model_alone_fps"] / figures["bare_loop_fps"]}
+    for name, key in (("yolox", "daemon_yolox_fps"), ("yolox_batch1", "daemon_yolox_batch1_fps")):
+        if key in figures:
+            out[f"{name}_vs_bare_loop"] = figures[key] / figures["bare_loop_fps"]
+            # the older figure: its denominator is the project's own detect() loop, not a bare session
+            out[f"{name}_vs_model_alone (project-code denominator)"] = figures[key] / figures["model_alone_fps"]
+    return out
 
 
 def _ratio(measure: tuple[int, float]) -> float:
