@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -159,15 +159,18 @@ def _fingerprint(row: EventRow) -> tuple[Any, ...]:
     return (row.last_type, row.plate, row.end, row.agreement, row.known_name, row.files)
 
 
-async def changes(store: EventReader, filters: EventFilters, poll_s: float, size: int) -> AsyncIterator[bytes]:
+async def changes(
+    store: EventReader, filters: EventFilters, poll_s: float, size: int, running: Callable[[], bool]
+) -> AsyncIterator[bytes]:
     """SSE: every event of the filtered newest `size` that is new or changed since the last look.
 
-    The first look only remembers what the page already shows; later ones send `event: row` messages.
+    The first look only remembers what the page already shows; later ones send `event: row` messages. Ends
+    once `running()` is False (the daemon is stopping), so the server's shutdown waits for no stream.
     """
     seen: dict[str, tuple[Any, ...]] | None = None
     query = filters.as_query()
     yield b"retry: 2000\n\n"
-    while True:
+    while running():
         rows = await run_in_threadpool(lambda: store.query(**query, limit=size, offset=0))
         fresh = {row.event_id: _fingerprint(row) for row in rows}
         if seen is not None:

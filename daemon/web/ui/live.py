@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import cv2
 from starlette.concurrency import run_in_threadpool
@@ -91,12 +91,15 @@ def part(jpeg: bytes) -> bytes:
     return head + jpeg + b"\r\n"
 
 
-async def frames(feed: LiveFeed, source_id: str, options: UiOptions, viewers: Viewers) -> AsyncIterator[bytes]:
-    """The MJPEG parts of one viewer's stream: a newer Result, at most live_fps a second; ends with the client."""
+async def frames(
+    feed: LiveFeed, source_id: str, options: UiOptions, viewers: Viewers, running: Callable[[], bool]
+) -> AsyncIterator[bytes]:
+    """The MJPEG parts of one viewer's stream: a newer Result, at most live_fps a second; ends with the client
+    or once `running()` is False (the source was stopped)."""
     interval = 1.0 / options.live_fps
     shown: Result | None = None
     try:
-        while True:
+        while running():
             result = feed.latest(source_id)
             if result is not None and result is not shown:
                 shown = result
@@ -115,7 +118,14 @@ def snapshot(feed: LiveFeed, source_id: str, options: UiOptions) -> Response:
     return Response(encode(result, options), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-def stream(request: Request, feed: LiveFeed, known: set[str], options: UiOptions, viewers: Viewers) -> Response:
+def stream(
+    request: Request,
+    feed: LiveFeed,
+    known: set[str],
+    options: UiOptions,
+    viewers: Viewers,
+    running: Callable[[str], bool],
+) -> Response:
     """GET /live/{source}.mjpg: multipart/x-mixed-replace; 404 for an unknown source, 503 over max_viewers."""
     source_id = request.path_params["source"]
     if source_id not in known:
@@ -124,7 +134,7 @@ def stream(request: Request, feed: LiveFeed, known: set[str], options: UiOptions
         log.warning("ui: live view of %s refused: %d viewers already (ui.max_viewers)", source_id, viewers.limit)
         return error_response(503, f"{viewers.limit} live viewers already (ui.max_viewers); try again later")
     return StreamingResponse(
-        frames(feed, source_id, options, viewers),
+        frames(feed, source_id, options, viewers, lambda: running(source_id)),
         media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={"Cache-Control": "no-store"},
     )

@@ -106,14 +106,23 @@ class UiPages:
         except history.FilterError as exc:
             return error_response(400, str(exc))
         return StreamingResponse(
-            history.changes(self.store(), filters, SSE_POLL_S, self.options.page_size),
+            history.changes(
+                self.store(), filters, SSE_POLL_S, self.options.page_size, lambda: views.daemon_running(self.view)
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     # -- live view --------------------------------------------------------------------------------------
     def live_stream(self, request: Request) -> Response:
-        return live.stream(request, self.view.feed, set(self.view.sources), self.options, self.view.viewers)
+        return live.stream(
+            request,
+            self.view.feed,
+            set(self.view.sources),
+            self.options,
+            self.view.viewers,
+            lambda sid: views.source_running(self.view, sid),
+        )
 
     def live_jpeg(self, request: Request) -> Response:
         source_id = request.path_params["source"]

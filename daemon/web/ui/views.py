@@ -30,6 +30,20 @@ class DaemonView:
     providers: Mapping[str, Sequence[str]]  # model name -> execution providers asked for, in fallback order
 
 
+STOPPED = "stopped"  # what a capture says once stop() was called: the daemon is stopping or a reload removed it
+
+
+def source_running(view: DaemonView, source_id: str) -> bool:
+    """False once the source's capture was stopped: its live view ends, so the server's shutdown waits for none."""
+    source = view.stats.sources.get(source_id)
+    return source is None or source.state != STOPPED
+
+
+def daemon_running(view: DaemonView) -> bool:
+    """False once every source was stopped (the daemon is stopping): the event streams end."""
+    return any(source_running(view, sid) for sid in view.sources) or not view.sources
+
+
 def _age(source: SourceStats | None, now: float) -> float | None:
     if source is None or not source.last_frame_mono:
         return None

@@ -91,6 +91,8 @@ def test_mjpeg_sends_new_frames_only_and_refuses_viewers_over_the_limit(tmp_path
         assert pages.view.viewers.served == 1  # the same Result is not encoded again
         feed.offer(result(images[1], 1))
         (second,) = read_parts(response, 1)
+        pages.view.stats.source("cam").set_state("stopped")  # the daemon stops: the stream ends by itself
+        assert response.read() is not None and response.isclosed()
         conn.close()
         decoded = [np.asarray(cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR)) for p in (first, second)]
         assert decoded[0].shape == (180, 320, 3)  # scaled to live_max_width

@@ -87,9 +87,9 @@ def test_events_page_filters_pages_and_badges(tmp_path: Path) -> None:
         assert request(port, "/events/cam-99").status == 404
 
 
-def test_event_stream_sends_new_and_changed_events(tmp_path: Path) -> None:
+def test_event_stream_sends_new_and_changed_events_until_the_daemon_stops(tmp_path: Path) -> None:
     store = fill(tmp_path / "events.db", 2)
-    with ui_server(tmp_path) as (port, _pages):
+    with ui_server(tmp_path) as (port, pages):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/events/stream?plate=cde")
         response = conn.getresponse()
@@ -104,6 +104,8 @@ def test_event_stream_sends_new_and_changed_events(tmp_path: Path) -> None:
             assert line, "the stream ended"
             if line.startswith(b"data: "):
                 rows.append(json.loads(line[6:]))
+        pages.view.stats.source("cam").set_state("stopped")
+        assert response.read() is not None and response.isclosed()  # the stream ended by itself
         conn.close()
     assert {(r["event_id"], r["type"], r["plate"]) for r in rows} == {
         ("cam-7", "new", "XY34CDE"),
