@@ -268,7 +268,8 @@ def test_bad_inputs_are_reported_and_the_rest_keeps_running(
     assert proc.metric("edgewatch_source_errors_total", source="folder") == 1
     corrupted = proc.metric("edgewatch_frames_processed_total", source="corrupted")
     assert corrupted > 0  # what was still decodable
-    assert proc.terminate() == 0
+    assert proc.terminate() == 4  # the run went on, but a source failed: exit code 4 says so
+    assert "exit 4: source truncated failed: " in proc.log_text().splitlines()[-1]
     report("bad_inputs", truncated="failed: cannot decode", corrupted_frames_decoded=int(corrupted),
            corrupted_frames_in_file=152, broken_images_skipped=1, good_images=2, daemon_kept_running=True)
 
