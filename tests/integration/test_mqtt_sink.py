@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.frames import Message
+from daemon.frames import Message, current_run
 from daemon.sinks.base import SinkContext
 from daemon.sinks.mqtt import MqttOptions, MqttSink
 from tests.fixtures.mosquitto import Mosquitto, Received, free_port
@@ -32,6 +32,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(0.02)
+
+
+def body(message: Received) -> Any:
+    """The JSON payload without the run id, which daemon/frames.py adds to every message (checked here)."""
+    data = message.json()
+    assert data.pop("run") == current_run()
+    return data
 
 
 def is_(topic: str, text: str | None = None) -> Callable[[Received], bool]:
@@ -91,7 +98,7 @@ def test_messages_land_on_the_documented_topics(
     payload = {"source_id": source_id, "seq": 5, "text": "AB·123"}
     sink.publish(Message(kind, source_id, payload))
     got = seen.wait_for(is_(topic))
-    assert got.json() == payload and got.retain is retained and got.qos == 1
+    assert body(got) == payload and got.retain is retained and got.qos == 1
     sink.close()
     availability = seen.wait_for_count(AVAILABILITY, 2)
     assert [(m.text, m.retain) for m in availability] == [("online", True), ("offline", True)]
@@ -107,7 +114,7 @@ def test_retain_results_prefix_and_per_kind_qos(
     wait_until(lambda: sink.pending == 0)
     late = broker.subscribe("site/#")  # subscribes after the fact: only retained messages arrive
     got = late.wait_for(is_("site/gate/cam1/results"))
-    assert (got.json(), got.retain, got.qos) == ({"seq": 1}, True, 0)
+    assert (body(got), got.retain, got.qos) == ({"seq": 1}, True, 0)
     assert late.wait_for(is_("site/gate/availability")).text == "online"
 
 
@@ -150,7 +157,7 @@ def test_broker_started_after_the_sink(brokers: Callable[..., Mosquitto], sinks:
     wait_until(lambda: sink.connected)
     wait_until(lambda: sink.pending == 0)  # the broker acknowledged the held event
     late = broker.subscribe("edgewatch/#")
-    assert late.wait_for(is_("edgewatch/cam1/status")).json() == {"state": "streaming"}
+    assert body(late.wait_for(is_("edgewatch/cam1/status"))) == {"state": "streaming"}
     assert late.wait_for(is_(AVAILABILITY)).text == "online"
 
 
@@ -165,8 +172,8 @@ def test_retained_state_is_published_again_after_a_broker_restart(
     wait_until(lambda: sink.pending == 0)
     broker.restart()  # persistence is off: the broker forgets every retained message
     late = broker.subscribe("edgewatch/#")
-    assert late.wait_for(is_("edgewatch/cam1/status")).json() == {"state": "streaming"}
-    assert late.wait_for(is_("edgewatch/stats")).json() == {"fps": 12.5}
+    assert body(late.wait_for(is_("edgewatch/cam1/status"))) == {"state": "streaming"}
+    assert body(late.wait_for(is_("edgewatch/stats"))) == {"fps": 12.5}
     assert late.wait_for(is_(AVAILABILITY)).text == "online"
     assert sink.connected
 
@@ -187,7 +194,7 @@ def test_retained_state_keeps_its_order_across_a_broker_crash(
     broker.start()
     wait_until(lambda: sink.connected and sink.pending == 0)
     late = broker.subscribe("edgewatch/cam1/status")
-    assert late.wait_for(is_("edgewatch/cam1/status")).json() == {"state": "streaming"}
+    assert body(late.wait_for(is_("edgewatch/cam1/status"))) == {"state": "streaming"}
 
 
 def test_username_and_password(
@@ -200,7 +207,7 @@ def test_username_and_password(
     right = sinks(broker, username="edge", password=PASSWORD, client_id="right")
     wait_until(lambda: right.connected)
     right.publish(Message("status", "cam1", {"state": "streaming"}))
-    assert seen.wait_for(is_("edgewatch/cam1/status")).json() == {"state": "streaming"}
+    assert body(seen.wait_for(is_("edgewatch/cam1/status"))) == {"state": "streaming"}
     wait_until(lambda: "refused the login of user edge" in caplog.text)
     assert not wrong.connected
     assert wrong.login.stats.auth_failed_since is not None and right.login.stats.auth_failed_since is None
@@ -221,5 +228,5 @@ def test_tls(brokers: Callable[..., Mosquitto], sinks: Callable[..., MqttSink], 
     sink = sinks(broker, tls=tls)
     wait_until(lambda: sink.connected)
     sink.publish(Message("result", "cam1", {"seq": 9}))
-    assert seen.wait_for(is_("edgewatch/cam1/results")).json() == {"seq": 9}
+    assert body(seen.wait_for(is_("edgewatch/cam1/results"))) == {"seq": 9}
     assert "New client connected" in broker.log_text()
