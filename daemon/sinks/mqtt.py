@@ -38,7 +38,7 @@ from daemon.sinks.encode import to_json
 from daemon.sinks.homeassistant import HomeAssistant
 from daemon.sinks.mqtt_auth import LoginState, is_refused_login
 from daemon.sinks.mqtt_delivery import AckTracker, Handed, SpoolSender
-from daemon.sinks.mqtt_options import MqttOptions
+from daemon.sinks.mqtt_options import MqttOptions as MqttOptions  # re-exported: its users import it from here
 from daemon.sinks.mqtt_tls import set_tls
 from daemon.sinks.spool import Spool
 

@@ -1,4 +1,4 @@
-"""The run's outcome behind `edgewatch run`'s exit code: unprocessed frames, failed sources, sinks that delivered nothing."""
+"""The run outcome behind `edgewatch run`'s exit code: unprocessed frames, failed sources, silent sinks."""
 
 from __future__ import annotations
 
