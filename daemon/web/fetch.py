@@ -59,9 +59,14 @@ def special_range(address: Address) -> str | None:
     """Why an address is not public (loopback, link-local, private, ...), or None for a public one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for reason, hit in (("loopback", address.is_loopback), ("link-local", address.is_link_local),
-                        ("unspecified", address.is_unspecified), ("multicast", address.is_multicast),
-                        ("private", address.is_private), ("reserved", address.is_reserved)):
+    for reason, hit in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+    ):
         if hit:
             return reason
     return None
@@ -85,8 +90,9 @@ class UrlPolicy:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 hosts.add(entry.lower().rstrip("."))
-        return cls(options.url_images, frozenset(hosts), tuple(networks), options.url_timeout_s,
-                   options.max_image_bytes)
+        return cls(
+            options.url_images, frozenset(hosts), tuple(networks), options.url_timeout_s, options.max_image_bytes
+        )
 
     def check(self, host: str, address: Address, what: str) -> None:
         """UrlRefusedError unless `host` at `address` may be fetched; `what` names the URL in the message."""
@@ -96,8 +102,10 @@ class UrlPolicy:
             raise UrlRefusedError(f"{what}: host {host} is not in api.url_allow")
         reason = special_range(address)
         if reason is not None:
-            raise UrlRefusedError(f"{what}: {host} resolves to a {reason} address; list the host or its network "
-                                  "in api.url_allow to fetch from it")
+            raise UrlRefusedError(
+                f"{what}: {host} resolves to a {reason} address; list the host or its network "
+                "in api.url_allow to fetch from it"
+            )
 
 
 class UrlFetcher:
@@ -109,8 +117,10 @@ class UrlFetcher:
 
     async def fetch(self, url: object, index: int) -> bytes:
         if not self.policy.enabled:
-            raise ApiError(f"image {index}: URL images are off; send base64, or set api.url_images: true "
-                           "(with api.url_allow) to let the server fetch them")
+            raise ApiError(
+                f"image {index}: URL images are off; send base64, or set api.url_images: true "
+                "(with api.url_allow) to let the server fetch them"
+            )
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ApiError(f"image {index}: url must start with http:// or https://")
         return await asyncio.wrap_future(self._pool.submit(self.fetch_now, url, index))
@@ -159,18 +169,23 @@ class UrlFetcher:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         watchdog = threading.Timer(remaining, conn.close_socket)  # the whole download, not each read
         watchdog.start()
+        response: http.client.HTTPResponse | None = None
         try:
             conn.request("GET", path, headers={"User-Agent": "edgewatch", "Accept": "image/*"})
             response = conn.getresponse()
-            return response.status, response.getheader("Location"), self._read(response, what)
+            data = self._read(response, what)
+            if conn.expired or (response.status == 200 and (response.length or 0) > 0):  # cut short by the watchdog
+                raise OSError("the connection ended before the whole body arrived")
+            return response.status, response.getheader("Location"), data
         except (OSError, http.client.HTTPException) as exc:
-            if time.monotonic() >= deadline - 0.01:
-                raise ApiError(f"{what}: did not finish within api.url_timeout_s={self.policy.timeout_s:g} s"
-                               ) from None
+            if conn.expired:
+                raise ApiError(f"{what}: did not finish within api.url_timeout_s={self.policy.timeout_s:g} s") from None
             raise ApiError(f"{what}: cannot fetch: {exc}") from None
         finally:
             watchdog.cancel()
-            conn.close()
+            if response is not None:
+                response.close()
+            conn.release()
 
     def _read(self, response: http.client.HTTPResponse, what: str) -> bytes:
         if response.status != 200:
@@ -192,11 +207,13 @@ class _PinnedConnection(http.client.HTTPConnection):
         super().__init__(host, port, timeout=timeout)
         self.address = address
         self._lock = threading.Lock()
+        self._raw: socket.socket | None = None  # kept: http.client drops self.sock once a response owns it
+        self.expired = False  # the watchdog closed the socket at the deadline
 
     def _open(self) -> socket.socket:
         sock = socket.create_connection((str(self.address), self.port), self.timeout)
         with self._lock:
-            self.sock = sock
+            self.sock = self._raw = sock
         return sock
 
     def connect(self) -> None:
@@ -205,10 +222,19 @@ class _PinnedConnection(http.client.HTTPConnection):
     def close_socket(self) -> None:
         """From the watchdog thread: end whatever read or connect is blocked on the socket."""
         with self._lock:
-            sock = self.sock
+            sock = self._raw
+            self.expired = True
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed: the deadline check reports it
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        """Close the socket for good (not close(): http.client calls that while a response still reads)."""
+        self.close()
+        with self._lock:
+            raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
 
 class _PinnedTlsConnection(_PinnedConnection):
@@ -220,9 +246,7 @@ class _PinnedTlsConnection(_PinnedConnection):
 
     def connect(self) -> None:
         sock = self._open()
-        wrapped = self.context.wrap_socket(sock, server_hostname=self.host)
-        with self._lock:
-            self.sock = wrapped
+        self.sock = self.context.wrap_socket(sock, server_hostname=self.host)
 
 
 def _pinned(scheme: str, host: str, port: int, address: Address, timeout: float) -> _PinnedConnection:

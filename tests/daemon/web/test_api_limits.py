@@ -33,8 +33,10 @@ def chunked_upload(port: int, headers: str, total: int) -> tuple[int, dict[str, 
 
     def send() -> None:
         try:
-            sock.sendall(f"POST /infer/object_detection HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
-                         f"Content-Type: application/json\r\n{headers}\r\n".encode())
+            sock.sendall(
+                f"POST /infer/object_detection HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+                f"Content-Type: application/json\r\n{headers}\r\n".encode()
+            )
             sock.sendall(b'%x\r\n{"model_id": "det/1", "image": "\r\n' % 32)
             while sent[0] < total:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))

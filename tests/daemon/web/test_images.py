@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.web.images import ImageTooLargeError, Limits, decode_ref, image_refs
+from daemon.web.fetch import UrlFetcher, UrlPolicy
+from daemon.web.images import ImageTooLargeError, Limits, decode_bytes, decode_ref, image_refs
 from daemon.web.models import ApiError
 from tests.fixtures.api_server import file_server
 from tests.fixtures.bombs import hdr_bomb, pam_header, png_header
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_images=4)
+ALLOW_LOOPBACK = UrlFetcher(UrlPolicy(enabled=True, hosts=frozenset({"127.0.0.1"})))
 
 
 def b64(data: bytes) -> str:
@@ -44,13 +47,15 @@ def test_base64_decodes_like_imread(media_dir: Path, form: str) -> None:
 
 def test_url_images_are_fetched(media_dir: Path, media_server: str) -> None:
     (ref,) = image_refs(f"{media_server}/rf_car.jpg")
-    assert np.array_equal(decode_ref(ref, 0, LIMITS), cv2.imread(str(media_dir / "rf_car.jpg")))
+    assert ref["type"] == "url"
+    data = asyncio.run(ALLOW_LOOPBACK.fetch(ref["value"], 0))
+    assert np.array_equal(decode_bytes(data, 0, LIMITS), cv2.imread(str(media_dir / "rf_car.jpg")))
 
 
 def test_url_errors_never_echo_credentials_or_query(media_server: str) -> None:
     url = media_server.replace("http://", "http://user:hunter2@") + "/missing.jpg?token=s3cret"
-    with pytest.raises(ApiError, match="cannot fetch") as info:
-        decode_ref({"type": "url", "value": url}, 0, LIMITS)
+    with pytest.raises(ApiError, match="answered HTTP 404") as info:
+        asyncio.run(ALLOW_LOOPBACK.fetch(url, 0))
     assert "hunter2" not in str(info.value) and "s3cret" not in str(info.value)
     assert "/missing.jpg" in str(info.value)
 
@@ -82,7 +87,7 @@ def test_bad_image_lists(value: Any, status: int, message: str) -> None:
         ({"type": "base64", "value": b64(b"\0" * 6_000_000)}, 413, "max_image_bytes=5000000"),
         ({"type": "base64", "value": b64(png_header(6000, 6000))}, 413, "6000x6000 = 36000000 pixels"),
         ({"type": "base64", "value": b64(png_header(50000, 50000))}, 413, "max_image_pixels"),
-        ({"type": "url", "value": "ftp://example.com/a.jpg"}, 400, "must start with http"),
+        ({"type": "url", "value": "http://example.com/a.jpg"}, 400, "must be fetched before"),
     ],
 )
 def test_bad_images_are_refused_before_decoding(ref: dict[str, Any], status: int, message: str) -> None:

@@ -24,7 +24,7 @@ def api(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     models = model_options(models_dir)
     models["clip"] = options({"type": "clip", "path": str(image_encoder(tmp / "image.onnx")),
                               "text_path": str(text_encoder(tmp / "text.onnx")), "tokenizer": str(tokenizer)})
-    running = serve(models_dir, models=models)
+    running = serve(models_dir, models=models, url_images=True, url_allow=["127.0.0.1"])  # test_url_images
     yield running
     running.stop()
 
@@ -124,4 +124,4 @@ def test_url_images(api: Running, media_dir: Path) -> None:
         assert [p["class"] for p in by_url["predictions"]] == [p["class"] for p in by_b64["predictions"]]
         status, missing = api.post("/infer/object_detection",
                                    {"model_id": "det/1", "image": {"type": "url", "value": url + ".nope"}})
-        assert status == 400 and "cannot fetch" in missing["message"]
+        assert status == 400 and "/three_buses.jpg.nope answered HTTP 404" in missing["message"]
