@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.web.models import ApiError
-from pipelines.imagefile import ImageRefusedError, TooManyPixelsError, UnsupportedFormatError, decode_image
+from pipelines.imagefile import ImageRefusedError, TooManyPixelsError, decode_image
 from pipelines.preprocess import Image, as_image
 
 
@@ -89,7 +89,5 @@ def decode_bytes(data: bytes, index: int, limits: Limits) -> Image:
         return as_image(decode_image(data, limits.max_pixels, f"image {index}"))
     except TooManyPixelsError as exc:
         raise ImageTooLargeError(f"{exc} (api.max_image_pixels)") from None
-    except UnsupportedFormatError as exc:
-        raise ApiError(str(exc), 415) from None
-    except ImageRefusedError as exc:
+    except ImageRefusedError as exc:  # a refused format or an undecodable picture: 400, as Roboflow's server
         raise ApiError(str(exc)) from None

@@ -214,7 +214,7 @@ def test_errors_are_clear_and_harmless(sdk_python: Path, api: Running, media_dir
     out = drive(sdk_python, api.port, "errors", model_id="det/1", path=str(media_dir / "rf_car.jpg"),
                 not_image=str(not_image), reader="reader/1")
     assert out["unknown_model"]["status"] == 404 and "no-such-model/1" in out["unknown_model"]["message"]
-    assert out["not_an_image"]["status"] == 400 and "cannot decode" in out["not_an_image"]["message"]
+    assert out["not_an_image"]["status"] == 400 and "is not an accepted image format" in out["not_an_image"]["message"]
     assert out["ocr_model_via_infer"]["message"].startswith("ModelTaskTypeNotSupportedError")
     assert out["still_serving"] > 0 and api.worker.alive
 

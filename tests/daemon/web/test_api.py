@@ -128,7 +128,7 @@ def test_classification_shape(api: Running, media_dir: Path, models_dir: Path) -
     ("path", "body", "status", "message"),
     [
         ("/infer/object_detection", {"model_id": "det/1"}, 400, "no image"),
-        ("/infer/object_detection", {"model_id": "det/1", "image": {"type": "base64", "value": "aGVsbG8="}}, 415,
+        ("/infer/object_detection", {"model_id": "det/1", "image": {"type": "base64", "value": "aGVsbG8="}}, 400,
          "data starting with b'hello' is not an accepted image format"),
         ("/infer/object_detection", {"image": "x"}, 400, "model_id is missing"),
         ("/infer/object_detection", {"model_id": "nope/1", "image": "x"}, 404, "unknown model_id 'nope/1'"),

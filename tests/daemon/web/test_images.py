@@ -80,9 +80,9 @@ def test_bad_image_lists(value: Any, status: int, message: str) -> None:
     [
         ({"type": "numpy", "value": "gASV"}, 400, "type 'numpy' is not supported"),
         ({"type": "base64", "value": ""}, 400, "missing"),
-        ({"type": "base64", "value": b64(b"this is not an image")}, 415, "image 0: data starting with b'this is "),
-        ({"type": "base64", "value": b64(hdr_bomb(3000, 3000))}, 415, "image 0: format Radiance HDR is not an accep"),
-        ({"type": "base64", "value": b64(pam_header(3000, 3000))}, 415, "format PAM is not an accepted image format"),
+        ({"type": "base64", "value": b64(b"this is not an image")}, 400, "image 0: data starting with b'this is "),
+        ({"type": "base64", "value": b64(hdr_bomb(3000, 3000))}, 400, "image 0: format Radiance HDR is not an accep"),
+        ({"type": "base64", "value": b64(pam_header(3000, 3000))}, 400, "format PAM is not an accepted image format"),
         ({"type": "base64", "value": b64(png_header(64, 64)[:20])}, 400, "image 0: PNG header cannot be read"),
         ({"type": "base64", "value": b64(b"\0" * 6_000_000)}, 413, "max_image_bytes=5000000"),
         ({"type": "base64", "value": b64(png_header(6000, 6000))}, 413, "6000x6000 = 36000000 pixels"),
