@@ -79,8 +79,8 @@ class Coalescer:
 
     Images of concurrent requests with the same parameters go into the same call, so requests that arrive
     while the worker is busy (with frames or a previous job) are served together. A job never takes more
-    than `max_images`, and the worker runs at most one job between two frame batches when streams are
-    busy: HTTP gets a fair share of the device instead of all of it. Calls run on the worker thread.
+    than `max_images`, and the worker runs one job, then looks at the stream queues again (daemon/worker.py
+    JOBS_PER_TURN): HTTP gets a fair share of the device instead of all of it. Calls run on the worker thread.
     """
 
     def __init__(self, worker: Submitter, call: BatchCall, max_images: int, name: str = "") -> None:
