@@ -64,7 +64,8 @@ class RuntimeOptions(BaseModel):
     spin_wait: bool = Field(
         default=False,
         description="Let ONNX Runtime's idle CPU threads spin (ORT's own default). Off here: on a small box a "
-        "spinning detector thread steals the core that decoding and the next stage need.",
+        "spinning detector thread steals the core that decoding and the next stage need (`edgewatch bench peer "
+        "--spin on,off`: spinning cut the daemon's fps by 51-69% on a busy 2-core box; README 'Benchmarks').",
     )
     warmup_runs: int = Field(default=1, ge=0, description="Inference runs on zeros at load time.")
     device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA/TensorRT providers and engines.")
