@@ -73,7 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         config, notes, src = check_config_source(args.config)
-        seconds = check(config, src, load_models=not args.no_load, ports=not args.no_ports)  # what run checks
+        seconds = check(config, src, load_models=not args.no_load, ports=not args.no_ports).seconds  # as run
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
@@ -115,14 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         config, src = read_config(path)
-        check(config, src)  # as validate does: models load and fit their stages, ports free; errors name lines
+        preloaded = check(config, src).models  # as validate: models load and fit their stages, ports free
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
     if args.status_interval is not None:
         config.status_interval_s = args.status_interval
     demo_files = results_files(config) if not args.config else {}
-    daemon = Daemon(config, config_path=path)
+    daemon = Daemon(config, config_path=path, models=preloaded)
     daemon.install_signal_handlers()
     try:
         daemon.start()

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -50,10 +51,15 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running pipeline config. start() -> wait() -> stop(); or run() for all three."""
 
-    def __init__(self, config: Config, pipeline: PipelineLike | None = None, config_path: Path | None = None) -> None:
-        """pipeline: run this one instead of building config.pipeline from config.models (benchmarks, tests)."""
+    def __init__(
+        self, config: Config, pipeline: PipelineLike | None = None, config_path: Path | None = None,
+        models: Mapping[str, LoadedModel] | None = None,
+    ) -> None:
+        """pipeline: run this one instead of building config.pipeline from config.models (benchmarks, tests);
+        models: config.models already loaded (by the pre-flight check), used by the first start only."""
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP
+        self._preloaded: dict[str, LoadedModel] = dict(models or {})
         self.models: dict[str, LoadedModel] = {}
         self.model_fingerprints: dict[str, Fingerprint] = {}
         self.stats = Stats()
@@ -148,7 +154,11 @@ class Daemon:
 
     def _load_pipeline(self) -> PipelineLike:
         """The configured models, loaded, and the pipeline over them (pipelines/build.py: plain or tracked)."""
-        self.models = {name: load_model(options, name) for name, options in self.config.models.items()}
+        preloaded, self._preloaded = self._preloaded, {}  # a reload loads its own
+        self.models = {
+            name: preloaded[name] if name in preloaded else load_model(options, name)
+            for name, options in self.config.models.items()
+        }
         self.model_fingerprints = fingerprints(self.config.models)
         return build_pipeline(*pipeline_to_build(self.config, self.models), isolate_stage_errors=True)
 

@@ -98,10 +98,11 @@ def _flat(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def check(config: Config, src: LoadedYaml, load_models: bool = True, ports: bool = True) -> float:
-    """preflight() as one ConfigError (all problems, with lines) or the seconds it took."""
+def check(config: Config, src: LoadedYaml, load_models: bool = True, ports: bool = True) -> PreflightReport:
+    """preflight() as one ConfigError (all problems, with lines), else its report: `run` starts on the models
+    it loaded instead of loading each twice."""
     report = preflight(config, src, load_models, ports)
     error = report.error(src)
     if error is not None:
         raise error
-    return report.seconds
+    return report

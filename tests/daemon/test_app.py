@@ -93,3 +93,18 @@ def test_stats_messages_are_published(tmp_path: Path, media_dir: Path, models_di
     last = stats[-1]
     assert last["pipeline"] == "photos" and last["sources"]["photos"]["processed"] >= 1  # type: ignore[index]
     assert last["sinks"]["out"]["published"] >= 1  # type: ignore[index]
+
+
+def test_run_starts_on_the_models_the_preflight_loaded(tmp_path: Path, media_dir: Path, models_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # `run` checks the config as `validate` does, which loads every model; the daemon must not load them again
+    import daemon.app
+    import daemon.preflight
+
+    calls: list[str] = []
+    for module in (daemon.app, daemon.preflight):
+        real = module.load_model
+        monkeypatch.setattr(module, "load_model", lambda options, name, _real=real: calls.append(name) or
+                            _real(options, name))
+    assert main(["run", str(images_config(tmp_path, media_dir, models_dir))]) == 0
+    assert calls == ["det"]
