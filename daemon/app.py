@@ -32,6 +32,7 @@ from daemon.sinks.events_metrics import EventsCollector
 from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
 from daemon.vlm.stage import VlmStages
+from daemon.web.apimetrics import ApiCollector
 from daemon.web.app import ApiServer, start_endpoints
 from daemon.web.cameras import with_cameras
 from daemon.web.events import with_events
@@ -79,6 +80,7 @@ class Daemon:
         self.metrics = Metrics(self.stats, lambda: {sid: len(c.queue) for sid, c in self.captures.items()})
         self.metrics.registry.register(TrackingCollector(self.stats))
         self.metrics.registry.register(MotionCollector(lambda: self.worker.motion if self.worker else None))
+        self.metrics.registry.register(ApiCollector(lambda: self.api.inference.counters if self.api else None))
         self.metrics.registry.register(EventsCollector(lambda: self.sinks))  # events sinks' clips and retention
         self.rules = HealthRules(
             required_sources=frozenset(s.id for s in config.sources if s.required),
