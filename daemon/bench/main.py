@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         ("two-stage", "daemon.bench.stages", "second stages batched vs one call per crop, same results"),
         ("tracks", "daemon.bench.tracks", "second-stage calls and fps with per-track scheduling off vs on"),
         ("plates", "daemon.bench.plates", "vehicles read exactly, false plates, split tracks, read latency"),
-        ("api", "daemon.bench.api", "4 HTTP clients for 30 s while 2 streams run: latency and stream fps"),
+        ("api", "daemon.bench.api", "0, 4, 16 HTTP clients against a 5 fps stream: its fps, API p50/p99, 503s"),
         ("soak", "daemon.bench.soak", "resident memory over a long tracked run, growth fitted after warm-up"),
         ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
         ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
