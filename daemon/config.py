@@ -7,17 +7,16 @@ each source, sink and model entry is checked by the Options model of the class i
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon import registry
+from daemon.configproblems import ConfigError, ConfigErrors, masked, number_problems
+from daemon.service.httpoptions import ApiOptions, HttpOptions
 from daemon.service.uioptions import UiOptions, check_ui
 from daemon.sinks.base import SinkOptions
 from daemon.sources.base import SourceOptions
@@ -46,12 +45,7 @@ _STAGE_PATHS = ("match.folder", "match.cache_dir")
 _PLUGIN_LISTS: tuple[tuple[str, registry.Kind], ...] = (("sources", "source"), ("sinks", "sink"))
 
 
-_SECRET_WORDS = ("password", "secret", "token", "key")
-# Durations (settings named *_s) are waited on with threading timeouts, which overflow near 9.2e9 s; no
-# setting needs more than a few days, so everything above about 11 days is a typo or an attack.
-MAX_DURATION_S = 1_000_000.0
 MAX_PIPELINE_NAME = 128  # the name is in every payload and MQTT topic
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")  # credentials inside a URL
 
 
 def default_state_dir() -> str:
@@ -66,51 +60,6 @@ class BatchOptions(BaseModel):
     timeout_ms: float = Field(
         10.0, ge=0, le=10_000, description="How long the worker waits to fill a batch after its first frame."
     )
-
-
-class HttpOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Serve /healthz and /metrics over HTTP.")
-    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
-    port: int = Field(9108, ge=0, le=65535, description="TCP port (0 picks a free one).")
-
-
-class ApiOptions(BaseModel):
-    """The Roboflow-compatible inference HTTP API (inference_sdk's InferenceHTTPClient talks to it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Serve the inference HTTP API.")
-    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
-    port: int = Field(9001, ge=0, le=65535, description="TCP port (9001 as Roboflow's local server; 0: any free).")
-    api_key: SecretStr | None = Field(
-        None, description="If set, requests must carry this api_key (use ${cred:...} or ${file:...})."
-    )
-    models: dict[str, str] = Field(
-        default_factory=dict,
-        description="model_id (e.g. vehicles/1) -> name under models:. Empty: every model as NAME/1.",
-    )
-    model_dirs: list[str] = Field(
-        default_factory=list, description="Folders from which /model/add may load a model file given by path."
-    )
-    workflows_dir: str | None = Field(
-        None, description="Folder of Roboflow Workflow specifications run by workspace and id: "
-        "POST /{workspace}/workflows/{id} reads {workspace}/{id}.json, else {id}.json, in it.",
-    )
-    max_image_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
-    max_batch: int = Field(32, ge=1, description="Most images in one request.")
-    max_queued: int = Field(
-        16, ge=1, description="Most inference requests in flight (decoding, waiting for or on the worker); more "
-        "get 503 with Retry-After.",
-    )
-    url_images: bool = Field(False, description="Fetch {\"type\": \"url\"} images (off: such requests get a 400).")
-    url_allow: list[str] = Field(
-        default_factory=list, description="Hosts and networks (CIDR) URL images may come from; empty: any public "
-        "address. Loopback, link-local and private addresses only when listed.",
-    )
-    url_timeout_s: float = Field(10.0, gt=0, le=300, description="Whole download of one URL image, redirects included.")
 
 
 class Config(BaseModel):
@@ -155,43 +104,6 @@ class Config(BaseModel):
     )
 
 
-class ConfigError(ValueError):
-    """An invalid config; str() is the one-paragraph message for the user."""
-
-
-class _Errors:
-    """Collects errors from all passes so the user sees every problem at once."""
-
-    def __init__(self, src: LoadedYaml) -> None:
-        self.src = src
-        self.items: list[str] = []
-        self.invalid_models: set[str] = set()  # reported already: stages naming them get no second error
-
-    def add(self, loc: Loc, message: str) -> None:
-        if self.src.is_unresolved(loc):
-            return  # the value is still a ${...} (validate --allow-missing-secrets): reported as a note instead
-        line = self.src.line_of(loc)
-        where = _loc_str(loc) or "top level"
-        self.items.append(f"{where}{f' (line {line})' if line else ''}: {message}")
-
-    def add_validation(
-        self, prefix: Loc, exc: ValidationError, model: type[BaseModel] | None, skip: frozenset[str] = frozenset()
-    ) -> None:
-        for err in exc.errors(include_url=False):
-            loc = (*prefix, *err["loc"])
-            if loc and loc[0] in skip:
-                continue  # already reported entry by entry; an emptied list would only add noise
-            self.add(loc, _explain(err, loc in self.src.secret_locs, model, tuple(err["loc"])))
-
-    def error(self) -> ConfigError | None:
-        return ConfigError(f"{self.src.path}: invalid config: " + "; ".join(self.items) + ".") if self.items else None
-
-    def raise_if_any(self) -> None:
-        error = self.error()
-        if error is not None:
-            raise error
-
-
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read, substitute and validate a config file; raises ConfigError with a one-paragraph message."""
     return read_config(path, env)[0]
@@ -208,7 +120,7 @@ def read_config(path: str | Path, env: dict[str, str] | None = None) -> tuple[Co
 
 def problems_error(src: LoadedYaml, problems: Sequence[tuple[Loc, str]]) -> ConfigError | None:
     """Problems found after validation (at their YAML paths) as one ConfigError in the usual form; None if none."""
-    errors = _Errors(src)
+    errors = ConfigErrors(src)
     for loc, message in problems:
         errors.add(loc, message)
     return errors.error()
@@ -242,19 +154,9 @@ def check_config_source(
 def effective_config(config: Config) -> dict[str, object]:
     """The validated config with defaults filled in, as plain data, with every secret masked (for printing)."""
     data = config.model_dump(mode="json", serialize_as_any=True)  # serialize_as_any: each plug-in's own options
-    masked = _masked(data, "")
-    assert isinstance(masked, dict)
-    return masked
-
-
-def _masked(value: object, key: str) -> object:
-    if isinstance(value, dict):
-        return {k: _masked(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v, key) for v in value]
-    if isinstance(value, str) and value and any(w in key.lower() for w in _SECRET_WORDS):
-        return "***"
-    return _USERINFO.sub(r"\1***@", value) if isinstance(value, str) else value
+    shown = masked(data, "")
+    assert isinstance(shown, dict)
+    return shown
 
 
 def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], PipelineSpec]:
@@ -270,7 +172,7 @@ def load_pipeline_section(path: str | Path) -> tuple[dict[str, ModelOptions], Pi
               for note in notes]
     if needed:
         raise ConfigError(" ".join(needed))
-    errors = _Errors(src)
+    errors = ConfigErrors(src)
     data = src.data if isinstance(src.data, dict) else {}
     for key in ("models", "pipeline"):
         if key not in data:
@@ -294,7 +196,7 @@ def pipeline_to_build(config: Config, models: Mapping[str, LoadedModel]) -> tupl
 
 
 def validate_config(src: LoadedYaml) -> Config:
-    errors = _Errors(src)
+    errors = ConfigErrors(src)
     if not isinstance(src.data, dict):
         errors.add((), f"expected a mapping of settings, got {type(src.data).__name__}")
         errors.raise_if_any()
@@ -359,7 +261,7 @@ def _relative_to(base_dir: Path, value: object) -> object:
     return value
 
 
-def _plugin(entry: object, loc: Loc, kind: registry.Kind, errors: _Errors) -> BaseModel | None:
+def _plugin(entry: object, loc: Loc, kind: registry.Kind, errors: ConfigErrors) -> BaseModel | None:
     """One source, sink or model entry, validated by the Options of the plug-in its `type:` names."""
     if not isinstance(entry, dict):
         errors.add(loc, f"expected a mapping with a 'type:' key, got {type(entry).__name__}")
@@ -380,7 +282,7 @@ def _plugin(entry: object, loc: Loc, kind: registry.Kind, errors: _Errors) -> Ba
         return None
 
 
-def _plugins_in_list(section: object, name: str, kind: registry.Kind, errors: _Errors) -> list[BaseModel]:
+def _plugins_in_list(section: object, name: str, kind: registry.Kind, errors: ConfigErrors) -> list[BaseModel]:
     if not isinstance(section, list):
         errors.add((name,), f"expected a list of {kind} entries, got {type(section).__name__}")
         return []
@@ -388,7 +290,7 @@ def _plugins_in_list(section: object, name: str, kind: registry.Kind, errors: _E
     return [b for b in built if b is not None]
 
 
-def _plugins_by_name(section: object, errors: _Errors) -> dict[str, ModelOptions]:
+def _plugins_by_name(section: object, errors: ConfigErrors) -> dict[str, ModelOptions]:
     """The models: mapping; each model's file must exist."""
     if not isinstance(section, dict):
         errors.add(("models",), f"expected a mapping of model name -> settings, got {type(section).__name__}")
@@ -405,7 +307,7 @@ def _plugins_by_name(section: object, errors: _Errors) -> dict[str, ModelOptions
     return models
 
 
-def _pipeline_spec(section: object, errors: _Errors) -> PipelineSpec | None:
+def _pipeline_spec(section: object, errors: ConfigErrors) -> PipelineSpec | None:
     try:
         return PipelineSpec.model_validate(section)
     except ValidationError as exc:
@@ -413,7 +315,7 @@ def _pipeline_spec(section: object, errors: _Errors) -> PipelineSpec | None:
         return None
 
 
-def _workflow_spec(section: dict[str, object], models: object, errors: _Errors) -> WorkflowPipelineSpec | None:
+def _workflow_spec(section: dict[str, object], models: object, errors: ConfigErrors) -> WorkflowPipelineSpec | None:
     """A `pipeline: {workflow: ...}` section, its file compiled against the models (errors at its `workflow:` line)."""
     try:
         spec = WorkflowPipelineSpec.model_validate(section)
@@ -428,7 +330,7 @@ def _workflow_spec(section: dict[str, object], models: object, errors: _Errors) 
     return spec
 
 
-def _check_semantics(config: Config, errors: _Errors) -> None:
+def _check_semantics(config: Config, errors: ConfigErrors) -> None:
     for section, ids in (("sources", [s.id for s in config.sources]), ("sinks", [s.id for s in config.sinks])):
         counts = Counter(ids)
         for i, item_id in enumerate(ids):
@@ -439,33 +341,14 @@ def _check_semantics(config: Config, errors: _Errors) -> None:
     _check_vlm(config, errors)
     if len(config.pipeline.name) > MAX_PIPELINE_NAME:
         errors.add(("pipeline", "name"), f"at most {MAX_PIPELINE_NAME} characters, got {len(config.pipeline.name)}")
-    for loc, message in _number_problems(config, ()):
+    for loc, message in number_problems(config, ()):
         errors.add(loc, message)
     ui_secret = ("ui", "token") in errors.src.secret_locs
     for path, message in check_ui(config.ui, config.http.enabled, config.http.host, ui_secret):
         errors.add(tuple(path.split(".")), message)
 
 
-def _number_problems(value: object, loc: Loc) -> list[tuple[Loc, str]]:
-    """Every non-finite float and over-long duration (*_s) in the validated config, any plug-in's options included.
-
-    Pydantic turns the string "1e400" into inf, so the loader's check on YAML numbers is not enough.
-    """
-    if isinstance(value, BaseModel):
-        return [p for name, item in value for p in _number_problems(item, (*loc, name))]  # its fields, with values
-    if isinstance(value, list | tuple):
-        return [p for i, item in enumerate(value) for p in _number_problems(item, (*loc, i))]
-    if isinstance(value, dict):
-        return [p for key, item in value.items() for p in _number_problems(item, (*loc, str(key)))]
-    if isinstance(value, float) and not math.isfinite(value):
-        return [(loc, f"expected a finite number, got {value}")]
-    name = str(loc[-1]) if loc else ""
-    if isinstance(value, int | float) and name.endswith("_s") and value > MAX_DURATION_S:
-        return [(loc, f"a duration of at most {MAX_DURATION_S:g} seconds, got {value:g}")]
-    return []
-
-
-def _check_zone_sources(config: Config, errors: _Errors) -> None:
+def _check_zone_sources(config: Config, errors: ConfigErrors) -> None:
     """A zone under a source id that does not exist would silently never trigger."""
     tracking = config.pipeline.tracking
     zones = tracking.events.zones if tracking is not None else {}
@@ -476,7 +359,7 @@ def _check_zone_sources(config: Config, errors: _Errors) -> None:
                        f"zones for unknown source {source_id!r}; sources are: {', '.join(sorted(known))}")
 
 
-def _check_stage_models(config: Config, errors: _Errors) -> None:
+def _check_stage_models(config: Config, errors: ConfigErrors) -> None:
     """Every model a stage names must exist and be of a kind that fits its place in the chain."""
     spec = config.pipeline
     if isinstance(spec, WorkflowPipelineSpec):
@@ -493,7 +376,7 @@ def _check_stage_models(config: Config, errors: _Errors) -> None:
     _check_match_stages(config, spec.stages, ("pipeline",), errors)
 
 
-def _check_match_stages(config: Config, stages: list[StageSpec], loc: Loc, errors: _Errors) -> None:
+def _check_match_stages(config: Config, stages: list[StageSpec], loc: Loc, errors: ConfigErrors) -> None:
     """A stage's match: needs an embed model (whose vectors it compares) and an existing gallery folder."""
     for i, stage in enumerate(stages):
         here = (*loc, "stages", i)
@@ -506,7 +389,7 @@ def _check_match_stages(config: Config, stages: list[StageSpec], loc: Loc, error
         _check_match_stages(config, stage.stages, here, errors)
 
 
-def _check_vlm(config: Config, errors: _Errors) -> None:
+def _check_vlm(config: Config, errors: ConfigErrors) -> None:
     for loc, message in check_vlm_options(config.vlm, [s.id for s in config.sources]):
         errors.add(("vlm", *loc), message)
     for i, stage in enumerate(config.vlm):
@@ -514,7 +397,7 @@ def _check_vlm(config: Config, errors: _Errors) -> None:
             errors.add(("vlm", i, "api_key"), "write the key as ${cred:NAME}, ${file:PATH} or ${ENV}, not in the file")
 
 
-def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None, errors: _Errors) -> None:
+def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None, errors: ConfigErrors) -> None:
     if name in errors.invalid_models:
         return  # its own entry's error says what is wrong; "unknown model" here would be false
     if name not in config.models:
@@ -524,36 +407,3 @@ def _check_model_ref(config: Config, name: str, loc: Loc, kinds: set[str] | None
     kind = registry.resolve("model", config.models[name].type).kind
     if kinds is not None and kind not in kinds:
         errors.add(loc, f"model {name!r} is a {kind} model; this position needs a {' or '.join(sorted(kinds))} model")
-
-
-def _loc_str(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _explain(err: ErrorDetails, secret: bool, model: type[BaseModel] | None, rel_loc: Loc) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, rel_loc[:-1])
-        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key {rel_loc[-1]!r}{hint}"
-    if kind == "missing":
-        return "required setting is missing"
-    text = msg[0].lower() + msg[1:] if msg else kind
-    sensitive = secret or any(w in str(rel_loc[-1] if rel_loc else "").lower() for w in _SECRET_WORDS)
-    if not sensitive and "input" in err and not isinstance(err["input"], dict | list):
-        text += f", got {err['input']!r}"
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def _allowed_keys(model: type[BaseModel] | None, loc: Loc) -> list[str]:
-    """Walk nested pydantic models along loc to list the keys allowed there (best effort)."""
-    for part in loc:
-        if model is None or isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return sorted(model.model_fields) if model is not None else []
