@@ -163,6 +163,7 @@ def play(video: Path, models: Mapping[str, LoadedModel], motion: MotionOptions |
         "seconds": seconds,
         "seen": seen,
         "published": published,
+        "outcomes": dict(gate.counts.get("street", {})),  # why each frame was inferred or gated
     }
 
 
@@ -194,7 +195,10 @@ def run(seed: int = 0, rounds: int = 3, cache: str | None = None, threads: int =
         for name, motion in (("off", None), ("on", options)):
             played = play(video, models, motion)
             runs[name].append(
-                {**{k: played[k] for k in ("frames", "calls", "gated", "seconds")}, **score(truth, sc, played)}
+                {
+                    **{k: played[k] for k in ("frames", "calls", "gated", "seconds", "outcomes")},
+                    **score(truth, sc, played),
+                }
             )
             log.info("bench motion %s: %s", name, runs[name][-1])
     figures: dict[str, Any] = {
@@ -211,6 +215,7 @@ def run(seed: int = 0, rounds: int = 3, cache: str | None = None, threads: int =
         figures[f"{name}_calls_per_frame"] = last["calls"] / last["frames"]
         figures[f"{name}_cars_read"] = last["read"]
         figures[f"{name}_false_plates"] = last["false_plates"]
+        figures[f"{name}_outcomes"] = last["outcomes"]
         figures[f"{name}_seconds_median"] = statistics.median(r["seconds"] for r in rows)
     figures["same_cars_read"] = figures["on_cars_read"] == figures["off_cars_read"]
     figures["seconds_on_vs_off"] = figures["on_seconds_median"] / figures["off_seconds_median"]
