@@ -198,6 +198,8 @@ def run(
         fps = {key: statistics.median(r[key] for r in measured) for key in measured[0]}
         label = f"{k} stream{'s' if k > 1 else ''}, spin {'on' if spinning else 'off'}:"
         figures.update({f"{label} {key} fps": value for key, value in fps.items()})
+        # the spread shows how much a shared machine moved the figures between rounds
+        figures.update({f"{label} {key} fps per round": [round(r[key], 1) for r in measured] for key in fps})
         figures.update({f"{label} {key}": value for key, value in ratios(fps).items()})
     return figures
 
