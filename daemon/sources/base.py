@@ -88,7 +88,7 @@ class SourceOptions(BaseModel):
     id: str = Field(
         ..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique source id; used in topics and file names."
     )
-    type: str = Field(..., description="Source plug-in: file, rtsp, webcam, images or ffmpeg.")
+    type: str = Field(..., description="Source plug-in: file, rtsp, webcam, images, ffmpeg or gstreamer.")
     fps: float | None = Field(None, gt=0, description="Cap on frames per second taken from this source.")
     queue: QueueOptions = Field(default_factory=QueueOptions, description="The source's bounded frame queue.")
     reconnect: ReconnectOptions = Field(
