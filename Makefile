@@ -14,6 +14,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	# PyGObject (the gstreamer source) has no wheel: it builds against GObject-Introspection and cairo headers
+	{ command -v cc && pkg-config --exists girepository-1.0 cairo && [ -e "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ]; } >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev; }
 	$(PIP) install --quiet -c .ci/constraints.txt -e '.[dev]'
 	# rapidocr carries the PP-OCR models; --no-deps keeps its GUI OpenCV pin from adding a second OpenCV wheel.
 	$(PIP) install --quiet --no-deps -c .ci/constraints.txt rapidocr_onnxruntime six
