@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# PyGObject (the gstreamer source) has no wheel: it builds against GObject-Introspection and cairo headers
-	{ command -v cc && pkg-config --exists girepository-1.0 cairo && [ -e "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ]; } >/dev/null 2>&1 || \
+	{ command -v cc && pkg-config --exists gobject-introspection-1.0 cairo && [ -e "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ]; } >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev pkg-config libgirepository1.0-dev libcairo2-dev; }
 	$(PIP) install --quiet -c .ci/constraints.txt -e '.[dev]'
 	# rapidocr carries the PP-OCR models; --no-deps keeps its GUI OpenCV pin from adding a second OpenCV wheel.
@@ -36,7 +36,7 @@ demo: setup
 system-deps:
 	@missing=""; for b in mosquitto ffmpeg tesseract openssl systemd-analyze chromium chromedriver; do command -v $$b >/dev/null || missing=1; done; \
 	/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null || missing=1; \
-	pkg-config --exists girepository-1.0 cairo 2>/dev/null || missing=1; \
+	pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
