@@ -72,6 +72,7 @@ def browser(profile: Path) -> Iterator[Any]:
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(20)  # a page that never finishes loading fails the test, not the CI job
     try:
         yield driver
     finally:

@@ -86,25 +86,32 @@ def encode(result: Result, options: UiOptions) -> bytes:
     return data.tobytes()
 
 
+OPENING = f"--{BOUNDARY}\r\n".encode()
+
+
 def part(jpeg: bytes) -> bytes:
-    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-    return head + jpeg + b"\r\n"
+    """One frame and the boundary after it: a browser shows the frame at once instead of waiting for the next."""
+    head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+    return head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode()
 
 
 async def frames(
     feed: LiveFeed, source_id: str, options: UiOptions, viewers: Viewers, running: Callable[[], bool]
 ) -> AsyncIterator[bytes]:
     """The MJPEG parts of one viewer's stream: a newer Result, at most live_fps a second; ends with the client
-    or once `running()` is False (the source was stopped)."""
+    or, after the latest frame, once `running()` is False (the source ended, failed or was stopped)."""
     interval = 1.0 / options.live_fps
     shown: Result | None = None
     try:
-        while running():
+        yield OPENING
+        while True:
             result = feed.latest(source_id)
             if result is not None and result is not shown:
                 shown = result
                 yield part(await run_in_threadpool(encode, result, options))
                 viewers.served += 1
+            if not running():  # after its last frame: a browser shows a part once the response or the next ends
+                break
             await asyncio.sleep(interval)
     finally:
         viewers.leave()

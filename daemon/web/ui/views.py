@@ -31,17 +31,20 @@ class DaemonView:
 
 
 STOPPED = "stopped"  # what a capture says once stop() was called: the daemon is stopping or a reload removed it
+FINAL = frozenset({STOPPED, "ended", "failed"})  # capture states after which no frame comes
 
 
 def source_running(view: DaemonView, source_id: str) -> bool:
-    """False once the source's capture was stopped: its live view ends, so the server's shutdown waits for none."""
+    """False once the source can send no more frames: its live view ends (the browser keeps the last frame),
+    and the server's shutdown waits for no viewer."""
     source = view.stats.sources.get(source_id)
-    return source is None or source.state != STOPPED
+    return source is None or source.state not in FINAL
 
 
 def daemon_running(view: DaemonView) -> bool:
     """False once every source was stopped (the daemon is stopping): the event streams end."""
-    return any(source_running(view, sid) for sid in view.sources) or not view.sources
+    stopped = [sid for sid in view.sources if (s := view.stats.sources.get(sid)) is not None and s.state == STOPPED]
+    return not view.sources or len(stopped) < len(view.sources)
 
 
 def _age(source: SourceStats | None, now: float) -> float | None:

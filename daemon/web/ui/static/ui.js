@@ -76,7 +76,15 @@ function liveEvents(table) {
   });
 }
 
+function startLiveViews() {
+  // after the page's load event: an MJPEG stream never finishes loading, so it must not hold the page's load
+  for (const img of document.querySelectorAll("img.live[data-src]")) img.src = img.dataset.src;
+}
+
 const page = document.body.dataset.page;
-if (page === "cameras") setInterval(refreshTiles, 2000);
+if (page === "cameras") {
+  if (document.readyState === "complete") startLiveViews(); else window.addEventListener("load", startLiveViews);
+  setInterval(refreshTiles, 2000);
+}
 const table = document.getElementById("events");
 if (table && table.dataset.live === "yes") liveEvents(table);

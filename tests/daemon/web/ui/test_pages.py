@@ -127,6 +127,6 @@ def test_cameras_and_status_read_the_daemon_stats(tmp_path: Path) -> None:
         assert tiles["cam"]["state"] == "streaming" and tiles["cam"]["drops"] == 3
         assert 0.9 <= tiles["cam"]["last_frame_age_s"] <= 5 and tiles["gate"]["state"] == "not started"
         page = request(port, "/").text
-        assert 'src="/live/cam.mjpg"' in page and 'src="/live/gate.mjpg"' in page
+        assert 'data-src="/live/cam.mjpg"' in page and 'data-src="/live/gate.mjpg"' in page
         status = request(port, "/status").text
         assert "queue_full 3" in status and "<td>17</td>" in status and "det</td><td>cpu" in status
