@@ -5,7 +5,7 @@ k cameras are k file sources of the London video played at its own pace (looping
 is, through the example config's pipeline and tracking (configs/vehicle-plates-tracked.yaml) in one daemon.
 A k passes when, over the measured window after a warm-up, no frame was really dropped (queue full, stale,
 error) and the p99 of capture-to-publish (a result's queue + infer time) stayed under 1 s. The largest k that
-passes is the capacity. Beside it, the bare reference (daemon/bench/bare.py: letterbox + session.run of
+passes is the capacity. Beside it, the bare reference (daemon/bench/reference.py: letterbox + session.run of
 YOLOX-nano on frames decoded beforehand, no project code) and the camera count that loop alone would bound
 at the same fps. Every k is run once per round, rounds interleaved; figures are medians over rounds.
 """
@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from daemon.bench.bare import decode, detector_fps
 from daemon.bench.main import ROOT, SHARED
+from daemon.bench.reference import decode, loop
 
 EXAMPLE = ROOT / "configs" / "vehicle-plates-tracked.yaml"
 REAL_DROPS = ("queue_full", "stale", "error")  # fps_cap skips are the cap working, not lost frames
@@ -137,7 +137,8 @@ def run(
     runs: dict[int, list[dict[str, Any]]] = {k: [] for k in ks}
     bare: list[float] = []
     for _ in range(rounds):
-        bare.append(detector_fps(model, frames, threads))
+        count, seconds_run = loop(model, frames, 1, threads, spin=False)
+        bare.append(count / seconds_run)
         for k in ks:
             runs[k].append(cameras(k, fps, seconds, video))
     figures: dict[str, Any] = {"fps_per_camera": fps, "seconds": seconds, "rounds": rounds, "threads": threads}

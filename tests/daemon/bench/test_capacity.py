@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from daemon.bench import bare
 from daemon.bench.capacity import _latencies, _percentile, config_text
 from daemon.config import load_config
 
@@ -39,13 +36,3 @@ def test_the_window_keeps_results_captured_in_it_and_the_percentile_is_nearest_r
     start = 1767225600.0 + 1  # 2026-01-01T00:00:01Z
     assert _latencies(results, start, start + 10) == pytest.approx([0.05, 0.15])
     assert _percentile([0.05, 0.15, 0.3, 2.0], 50) == 0.15 and _percentile([], 99) is None
-
-
-def test_the_bare_loop_imports_no_project_code_and_letterboxes_like_yolox() -> None:
-    tree = ast.parse(Path(bare.__file__).read_text())
-    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {m for m in modules if m and m.split(".")[0] in ("daemon", "pipelines")}
-    blob = bare.letterbox(np.full((720, 1280, 3), 7, np.uint8), 416, 416)
-    assert blob.shape == (1, 3, 416, 416) and blob.dtype == np.float32
-    assert blob[0, :, 233, 0].tolist() == [7.0, 7.0, 7.0] and blob[0, :, 234, 0].tolist() == [114.0, 114.0, 114.0]
