@@ -18,7 +18,7 @@ from daemon.control.state import CameraControl
 from daemon.fanout import Fanout
 from daemon.frames import Frame, Message, Result, begin_run
 from daemon.motion import MotionCollector
-from daemon.payload import event_message, result_payload
+from daemon.payload import EventLinks, event_message, result_payload
 from daemon.reload import Fingerprint, PreparedReload, fingerprints, prepare, restart_only
 from daemon.service.health import HealthRules, progress_problems
 from daemon.service.memory import keep_frame_buffers
@@ -28,6 +28,7 @@ from daemon.service.outcome import count_unprocessed, run_problems
 from daemon.service.stats import Stats
 from daemon.service.statusline import StatusLine, stats_payload, summary_lines
 from daemon.sinks.base import Sink, SinkContext
+from daemon.sinks.events import EventsOptions
 from daemon.sinks.events_metrics import EventsCollector
 from daemon.sources.base import SourceOptions
 from daemon.trackhooks import TrackingCollector
@@ -183,7 +184,14 @@ class Daemon:
         """A track event (worker thread): JSON for every sink, the best crop for the snapshot sink."""
         assert self.fanout is not None
         name = self.pipeline.name if self.pipeline is not None else self._pipeline_name()
-        self.fanout.submit(event_message(event, frame, name, snapshot_urls=self.config.ui.enabled))
+        self.fanout.submit(event_message(event, frame, name, self._event_links()))
+
+    def _event_links(self) -> EventLinks:
+        """Which event files the http: server will serve: none without an events sink (README "Event history")."""
+        stores = [s for s in self.config.sinks if isinstance(s, EventsOptions)]
+        if not self.config.http.enabled or not stores:
+            return EventLinks()
+        return EventLinks(files=True, clip=any(s.clips.enabled for s in stores))
 
     def _on_state(self, source_id: str, state: str, detail: str = "") -> None:
         if state in ("ended", "failed") and self.worker is not None:

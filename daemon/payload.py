@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -143,20 +144,41 @@ def event_payload(event: Event, frame: Frame, pipeline: str) -> dict[str, Any]:
     }
 
 
-def event_message(event: Event, frame: Frame, pipeline: str, snapshot_urls: bool = False) -> Message:
+@dataclass(frozen=True)
+class EventLinks:
+    """Which of a track's files the http: server serves (/api/events/<id>/...): snapshots when an events sink
+    stores them and http: is on, the clip when that sink also makes clips."""
+
+    files: bool = False
+    clip: bool = False
+
+
+def event_message(event: Event, frame: Frame, pipeline: str, links: EventLinks = EventLinks()) -> Message:
     """The fan-out message; its Result carries the best crop's pixels (extra["best_crop"]) for snapshots, and the
     best full frame and plate (extra["views"]: pipelines/tracking/best.py) for the events sink. An alert is an
-    "alert" message; snapshot_urls: the web UI serves the event files its snapshot_url points to."""
+    "alert" message. With `links`, the payload says where its snapshots (and, at `end`, its clip) are served."""
     extra: dict[str, object] = {"best_crop": event.best_crop, "views": event.views}
     result = Result(frame, pipeline, sv.Detections.empty(), extra=extra)
     payload = event_payload(event, frame, pipeline)
     if event.type == "alert":
-        return Message("alert", event.source, alert_payload(payload, snapshot_urls), result)
-    return Message("event", event.source, payload, result)
+        return Message("alert", event.source, alert_payload(payload, links.files), result)
+    return Message("event", event.source, {**payload, **event_urls(payload, links)}, result)
+
+
+def event_urls(payload: dict[str, Any], links: EventLinks) -> dict[str, str]:
+    """snapshot_url, crop_url, plate_url (the events sink writes them as the event arrives) and, in the `end`
+    event, clip_url (the clip is cut once the track ended plus post_capture): README "Event history"."""
+    if not links.files:
+        return {}
+    base = f"/api/events/{payload['event_id']}"
+    urls = {f"{kind}_url": f"{base}/{kind}.jpg" for kind in ("snapshot", "crop", "plate")}
+    if links.clip and payload.get("type") == "end":
+        urls["clip_url"] = f"{base}/clip.mp4"
+    return urls
 
 
 def alert_payload(payload: dict[str, Any], snapshot_urls: bool) -> dict[str, Any]:
     """An alert (README "Alerts"): the event fields of pipelines/tracking/alerts.py, then its track's snapshot URL
-    (served by the web UI from the event store, once the track's event is stored) or null."""
+    (served from the event store, once the track's event is stored) or null."""
     url = f"/api/events/{payload['event_id']}/snapshot.jpg" if snapshot_urls else None
     return {**payload, "snapshot_url": url}
