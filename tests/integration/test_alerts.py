@@ -44,7 +44,7 @@ def test_alert_arrives_before_the_track_settles(mosquitto: Mosquitto, models_dir
     alert = raised[0]
     assert alert["source_id"] == "street" and alert["known"]["name"] == "stolen" and alert["known"]["list"] == "deny"
     assert alert["plate"] and alert["known"]["distance"] <= 2 and 0 < alert["confidence"] <= 1
-    assert alert["settled"] is False and alert["snapshot_url"] is None  # no web UI in this config
+    assert alert["settled"] is False and alert["snapshot_url"] is None  # no events sink served over http: here
     assert [m.json() for m in seen.on("edgewatch/alerts")] == alerts  # every camera's alerts on one topic too
 
     # the same track's events: its plate settles on a later frame than the alert fired on
