@@ -45,7 +45,7 @@ test: setup system-deps
 	$(VENV)/bin/ruff check daemon pipelines tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=20
 
 # On a machine with an NVIDIA GPU and onnxruntime-gpu (and tensorrt + cuda-python for the engine checks);
 # elsewhere every check is skipped and -rs prints why.
