@@ -60,6 +60,8 @@ class PruneReport:
 
 @dataclass(frozen=True)
 class Filters:
+    """Which events a query or count wants: every filter given must match."""
+
     camera: str | None = None
     label: str | None = None
     plate: str | None = None  # substring, case-insensitive
@@ -83,6 +85,9 @@ class Filters:
             clauses.append("instr(upper(COALESCE(plate, '')), ?) > 0")
             args.append(self.plate.upper())
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+ALL = Filters()  # no filter: every event
 
 
 class EventStore:
@@ -187,35 +192,17 @@ class EventStore:
             found = self._conn.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return _row(found, self._names()) if found is not None else None
 
-    def query(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[EventRow]:
+    def query(self, filters: Filters = ALL, *, limit: int = 50, offset: int = 0) -> list[EventRow]:
         """Events matching every given filter, newest first."""
-        where, args = Filters(camera, label, plate, since, until).where()
+        where, args = filters.where()
         sql = f"SELECT * FROM events{where} ORDER BY start_ts DESC, event_id LIMIT ? OFFSET ?"
         with self._lock:
             found = self._conn.execute(sql, [*args, max(0, limit), max(0, offset)]).fetchall()
         names = self._names()
         return [_row(r, names) for r in found]
 
-    def count(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
-        where, args = Filters(camera, label, plate, since, until).where()
+    def count(self, filters: Filters = ALL) -> int:
+        where, args = filters.where()
         with self._lock:
             return int(self._conn.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0])
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from daemon.history.rows import FILE_NAMES, EventRow, FileKind
-from daemon.history.store import EventStore
+from daemon.history.store import EventStore, Filters
 from daemon.web.server import RouteGroup, error_response
 
 EVENTS_DB = "events.db"
@@ -74,16 +73,16 @@ def _int(name: str, value: str | None, default: int, low: int, high: int) -> int
     return number
 
 
-def filters(request: Request) -> dict[str, Any]:
-    """The store's keyword filters from the query string; QueryError names a bad parameter."""
+def filters(request: Request) -> Filters:
+    """The store's filters from the query string; QueryError names a bad parameter."""
     q = request.query_params
-    return {
-        "camera": q.get("camera") or None,
-        "label": q.get("label") or None,
-        "plate": q.get("plate") or None,
-        "since": _time("since", q.get("since")),
-        "until": _time("until", q.get("until")),
-    }
+    return Filters(
+        camera=q.get("camera") or None,
+        label=q.get("label") or None,
+        plate=q.get("plate") or None,
+        since=_time("since", q.get("since")),
+        until=_time("until", q.get("until")),
+    )
 
 
 def event_routes(state_dir: Path) -> RouteGroup:
@@ -98,8 +97,8 @@ def event_routes(state_dir: Path) -> RouteGroup:
         except QueryError as exc:
             return error_response(400, str(exc))
         store = reader()
-        rows = store.query(**wanted, limit=limit, offset=offset) if store is not None else []
-        total = store.count(**wanted) if store is not None else 0
+        rows = store.query(wanted, limit=limit, offset=offset) if store is not None else []
+        total = store.count(wanted) if store is not None else 0
         body = {"total": total, "limit": limit, "offset": offset, "events": [r.to_json() for r in rows]}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -17,32 +17,15 @@ from typing import Any, Protocol
 from starlette.concurrency import run_in_threadpool
 
 from daemon.history.rows import EventRow
+from daemon.history.store import ALL, Filters
 
 
 class EventReader(Protocol):
     """What the pages need from daemon.history.store.EventStore."""
 
-    def query(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[EventRow]: ...
+    def query(self, filters: Filters = ALL, *, limit: int = 50, offset: int = 0) -> list[EventRow]: ...
 
-    def count(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int: ...
+    def count(self, filters: Filters = ALL) -> int: ...
 
     def get(self, event_id: str) -> EventRow | None: ...
 
@@ -50,28 +33,10 @@ class EventReader(Protocol):
 class NoHistory:
     """No events sink (yet): an empty history."""
 
-    def query(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[EventRow]:
+    def query(self, filters: Filters = ALL, *, limit: int = 50, offset: int = 0) -> list[EventRow]:
         return []
 
-    def count(
-        self,
-        *,
-        camera: str | None = None,
-        label: str | None = None,
-        plate: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
+    def count(self, filters: Filters = ALL) -> int:
         return 0
 
     def get(self, event_id: str) -> EventRow | None:
@@ -111,14 +76,14 @@ class EventFilters:
         filters.as_query()  # a bad time is a FilterError now, naming the field
         return filters
 
-    def as_query(self) -> dict[str, Any]:
-        return {
-            "camera": self.camera,
-            "label": self.label,
-            "plate": self.plate,
-            "since": _time("since", self.since) if self.since else None,
-            "until": _time("until", self.until) if self.until else None,
-        }
+    def as_query(self) -> Filters:
+        return Filters(
+            camera=self.camera,
+            label=self.label,
+            plate=self.plate,
+            since=_time("since", self.since) if self.since else None,
+            until=_time("until", self.until) if self.until else None,
+        )
 
     def form(self) -> dict[str, str]:
         return {
@@ -148,10 +113,10 @@ def row_view(row: EventRow) -> dict[str, Any]:
 def page(store: EventReader, filters: EventFilters, number: int, size: int) -> dict[str, Any]:
     """Page `number` (from 1) of the filtered events, newest first, with the total for the pager."""
     query = filters.as_query()
-    total = store.count(**query)
+    total = store.count(query)
     pages = max(1, -(-total // size))
     number = min(max(1, number), pages)
-    rows = store.query(**query, limit=size, offset=(number - 1) * size)
+    rows = store.query(query, limit=size, offset=(number - 1) * size)
     return {"rows": [row_view(r) for r in rows], "total": total, "page": number, "pages": pages}
 
 
@@ -171,7 +136,7 @@ async def changes(
     query = filters.as_query()
     yield b"retry: 2000\n\n"
     while running():
-        rows = await run_in_threadpool(lambda: store.query(**query, limit=size, offset=0))
+        rows = await run_in_threadpool(lambda: store.query(query, limit=size, offset=0))
         fresh = {row.event_id: _fingerprint(row) for row in rows}
         if seen is not None:
             for row in reversed(rows):  # oldest first, so the newest ends on top of the list

@@ -11,7 +11,7 @@ import pytest
 
 from daemon.frames import iso_utc
 from daemon.history.rows import EventFiles, PayloadError
-from daemon.history.store import EventStore
+from daemon.history.store import EventStore, Filters
 
 T0 = 1_795_341_720.0
 
@@ -78,13 +78,13 @@ def test_filters_paging_and_survives_reopening(tmp_path: Path) -> None:
     store.close()
     store = EventStore(tmp_path / "events.db")  # a restart: the history is on disk
     assert [r.track_id for r in store.query()] == [3, 2, 1]  # newest first
-    assert [r.track_id for r in store.query(camera="gate")] == [2, 1]
-    assert [r.track_id for r in store.query(plate="34zq")] == [2]  # substring, any case
-    assert [r.track_id for r in store.query(plate="%")] == []  # no LIKE wildcards
-    assert [r.track_id for r in store.query(label="truck")] == [2]
-    assert [r.track_id for r in store.query(since=T0 + 5, until=T0 + 15)] == [2]
+    assert [r.track_id for r in store.query(Filters(camera="gate"))] == [2, 1]
+    assert [r.track_id for r in store.query(Filters(plate="34zq"))] == [2]  # substring, any case
+    assert [r.track_id for r in store.query(Filters(plate="%"))] == []  # no LIKE wildcards
+    assert [r.track_id for r in store.query(Filters(label="truck"))] == [2]
+    assert [r.track_id for r in store.query(Filters(since=T0 + 5, until=T0 + 15))] == [2]
     assert [r.track_id for r in store.query(limit=1, offset=1)] == [2]
-    assert store.count(camera="gate") == 2 and store.count(plate="zzz") == 0
+    assert store.count(Filters(camera="gate")) == 2 and store.count(Filters(plate="zzz")) == 0
 
 
 def test_files_attach_and_give_urls(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def fill(path: Path, count: int) -> EventStore:
     ],
 )
 def test_filters_from_the_query_string(query: dict[str, str], expected: dict[str, Any]) -> None:
-    found = EventFilters.from_query(query).as_query()
+    found = asdict(EventFilters.from_query(query).as_query())
     assert {k: found[k] for k in expected} == expected
 
 
