@@ -13,13 +13,10 @@ gating the capture-side MotionDetector marks each frame and the worker's MotionG
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,18 @@ import numpy as np
 from daemon.bench.main import SHARED
 from daemon.bench.plates import STAGE, chain_spec, load_models, observed
 from daemon.bench.platescore import Published, Seen, score_video
-from daemon.bench.traffic import BODY_COLOURS, FPS, SIZE_WH, Car, CarTruth, Scene, background, plate_text, render_frame
+from daemon.bench.traffic import (
+    BODY_COLOURS,
+    FPS,
+    SIZE_WH,
+    Car,
+    CarTruth,
+    Scene,
+    background,
+    plate_text,
+    render_frame,
+    render_once,
+)
 from daemon.cli.demo import cache_dir
 from daemon.frames import Frame, Result
 from daemon.motion import MotionDetector, MotionGate
@@ -93,30 +101,8 @@ def rendered_quiet(seed: int, cache: Path) -> tuple[Path, list[list[CarTruth]]]:
     """The quiet street of `seed` rendered into `cache` once (video and truth renamed into place whole)."""
     sc = quiet_scene(seed)
     key = hashlib.sha256(repr((RENDER_VERSION, FRAMES, SIZE_WH, FPS, sc, cv2.__version__)).encode()).hexdigest()
-    stem = cache / f"motion-bench-{seed}-{key[:12]}"
-    video, meta = stem.with_suffix(".mp4"), stem.with_suffix(".json")
-    if not (video.is_file() and meta.is_file()):
-        cache.mkdir(parents=True, exist_ok=True)
-        log.info("rendering the quiet street of seed %d to %s (once)", seed, video)
-        tmp = stem.with_name(f"{stem.name}.{os.getpid()}.tmp.mp4")
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, SIZE_WH)
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write mp4v video to {tmp}")
-        rows = []
-        try:
-            for image, cars in quiet_frames(sc):
-                writer.write(image)
-                rows.append([asdict(t) for t in cars])
-        finally:
-            writer.release()
-        tmp.with_suffix(".json").write_text(json.dumps(rows))
-        tmp.with_suffix(".json").replace(meta)
-        tmp.replace(video)
-    truth = [
-        [CarTruth(**{**c, "car_xyxy": tuple(c["car_xyxy"]), "plate_xyxy": tuple(c["plate_xyxy"])}) for c in frame]
-        for frame in json.loads(meta.read_text())
-    ]
-    return video, truth
+    return render_once(cache / f"motion-bench-{seed}-{key[:12]}", f"quiet street of seed {seed}",
+                       lambda: quiet_frames(sc))
 
 
 def decoded(video: Path) -> Iterator[np.ndarray]:

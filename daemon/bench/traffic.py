@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,19 +228,31 @@ def scene_key(sc: Scene) -> str:
 def rendered(seed: int, cache: Path) -> Video:
     """The street of `seed`, rendered into `cache` once (video and truth renamed into place whole)."""
     sc = scene(seed)
-    stem = cache / f"plates-bench-{seed}-{scene_key(sc)}"
+
+    def frames() -> Iterator[tuple[np.ndarray, list[CarTruth]]]:
+        street = background(seed)
+        return (render_frame(sc, frame, street) for frame in range(FRAMES))
+
+    video, truth = render_once(cache / f"plates-bench-{seed}-{scene_key(sc)}", f"plate street of seed {seed}", frames)
+    return Video(video, FPS, sc, truth)
+
+
+def render_once(
+    stem: Path, what: str, frames: Callable[[], Iterable[tuple[np.ndarray, list[CarTruth]]]]
+) -> tuple[Path, list[list[CarTruth]]]:
+    """`stem`.mp4 and its per-frame truth `stem`.json, rendered from `frames()` unless both exist already; each
+    is written under a temporary name and renamed into place whole, so a run cut short leaves no half file."""
     video, meta = stem.with_suffix(".mp4"), stem.with_suffix(".json")
     if not (video.is_file() and meta.is_file()):
-        cache.mkdir(parents=True, exist_ok=True)
-        log.info("rendering the plate street of seed %d to %s (once)", seed, video)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        log.info("rendering the %s to %s (once)", what, video)
         tmp = stem.with_name(f"{stem.name}.{os.getpid()}.tmp.mp4")
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, SIZE_WH)
         if not writer.isOpened():
             raise OSError(f"OpenCV cannot write mp4v video to {tmp}")
-        street, rows = background(seed), []
+        rows = []
         try:
-            for frame in range(FRAMES):
-                img, cars = render_frame(sc, frame, street)
+            for img, cars in frames():
                 writer.write(img)
                 rows.append([asdict(c) for c in cars])
         finally:
@@ -252,4 +265,4 @@ def rendered(seed: int, cache: Path) -> Video:
         [CarTruth(**{**c, "car_xyxy": tuple(c["car_xyxy"]), "plate_xyxy": tuple(c["plate_xyxy"])}) for c in frame]
         for frame in json.loads(meta.read_text())
     ]
-    return Video(video, FPS, sc, truth)
+    return video, truth
