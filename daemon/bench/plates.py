@@ -87,7 +87,9 @@ def tracking_options(fps: float, baseline: bool = False) -> dict[str, Any]:
 
 def chain_spec(chain: str, fps: float | None, baseline: bool = False) -> PipelineSpec:
     """The chain's pipeline; tracked when fps is given, plain (one-shot photos) otherwise."""
-    detector = {"plate": "plates" if baseline else "plates_tiled", "text": "text", "vehicles": "vehicles"}[chain]
+    # the tiled, low-threshold detector relies on the tracked vote to drop its extra candidates: video only
+    tiled = fps is not None and not baseline
+    detector = {"plate": "plates_tiled" if tiled else "plates", "text": "text", "vehicles": "vehicles"}[chain]
     ocr: dict[str, Any] = {"name": STAGE, "model": "ocr"}
     if chain != "text":
         ocr["crop"] = {"rectify_keypoints": True}
