@@ -130,6 +130,7 @@ class ClipRecorder:
         self._last_t: dict[str, float] = {}
         self._due: list[_Due] = []
         self._warned: set[str] = set()  # cameras whose clips had no frames
+        self._ended: set[str] = set()  # cameras whose source ended: no frame will close a clip's window
         self._pool = ThreadPoolExecutor(max_workers=options.writers, thread_name_prefix="clip-writer")
         self._pending = 0
         self._lock = threading.Lock()  # counters and _pending are also written by the writer threads
@@ -152,6 +153,7 @@ class ClipRecorder:
 
     def frame(self, frame: Frame) -> None:
         """Buffer a frame (at most `fps` per second per camera), then cut the clips whose window has passed."""
+        self._ended.discard(frame.source_id)  # it streams again (a reload restarted it)
         last = self._last_t.get(frame.source_id)
         if last is None or frame.t_wall - last >= 1.0 / self.options.fps - 1e-6:
             self._last_t[frame.source_id] = frame.t_wall
@@ -173,9 +175,13 @@ class ClipRecorder:
         start = first_seen - self.options.pre_capture
         self._due.append(_Due(last_seen + self.options.post_capture, event_id, camera, start, path))
         self._due.sort()
+        if camera in self._ended:  # the `end` events of a source's last tracks come after its `ended` status
+            self.tick(camera=camera, now=float("inf"))
 
     def source_ended(self, camera: str) -> None:
-        """No more frames will come: cut the camera's clips now with what the buffer has."""
+        """No more frames will come: cut the camera's clips now with what the buffer has, and those of events
+        that end later (the worker ends a source's tracks once it has run the frames still queued)."""
+        self._ended.add(camera)
         self.tick(camera=camera, now=float("inf"))
 
     def tick(self, camera: str | None = None, now: float | None = None) -> None:

@@ -3,6 +3,7 @@ whose duration is pre + event + post; disk full pauses clips only; retention by 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,22 @@ def test_clips_without_frames_are_counted_and_said_once(
     sink.close()
     assert sink.clips is not None and sink.clips.counters.empty == 3 and sink.clips.counters.written == 0
     assert [r.levelname for r in caplog.records if "no frames of london" in r.message] == ["WARNING"]
+
+
+def test_an_event_that_ends_after_its_source_ended_still_gets_its_clip(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    # The worker ends a source's last tracks only after its `ended` status went out: no frame follows to close
+    # the clip's window, and an idle sink is not flushed, so the clip must be cut when the event arrives.
+    sink = make_sink(tmp_path, clips=CLIPS)
+    for i in range(len(frames)):
+        sink.publish(result(frames, i))
+    sink.publish(event("new", frames, 40, 37))
+    sink.publish(Message("status", "london", {"state": "ended"}))
+    sink.publish(event("end", frames, len(frames) - 1, 37))
+    assert sink.clips is not None
+    deadline = time.monotonic() + 30
+    while sink.clips.snapshot()["written"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.clips.snapshot()["written"] == 1  # before close(), which would cut it anyway
+    sink.close()
