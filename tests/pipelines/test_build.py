@@ -85,7 +85,7 @@ def test_tracked_pipeline_follows_the_protocol() -> None:
     ends = pipeline.finish("cam")
     after = pipeline.counters
     assert [e.type for e in ends] == ["end", "end"] and after is not None
-    assert after["tracks"] == {} and after["events"] == {"new": 2, "update": 2, "end": 2}
+    assert after["tracks"] == {} and after["events"] == {"new": 2, "update": 2, "end": 2, "alert": 0}
 
 
 class BrokenReader(LevelReader):
