@@ -100,7 +100,6 @@ class _SinkRunner:
 
     def _run(self) -> None:
         last_flush = time.monotonic()
-        dirty = False
         while True:
             try:
                 msg = self.queue.get(timeout=_POLL_S)
@@ -112,11 +111,10 @@ class _SinkRunner:
                     self._count_drop("sink %s did not drain in time: message dropped (%d more since last warning)")
                 else:
                     self._publish(msg)
-                    dirty = True
             now = time.monotonic()
-            if dirty and now - last_flush >= self.flush_every_s:
+            if now - last_flush >= self.flush_every_s:  # idle too: flush() also does time-based work
                 self._call("flush", self.sink.flush)
-                last_flush, dirty = now, False
+                last_flush = now
             self.stats.connected = self.sink.connected
             if msg is None and self.closing.is_set() and self.queue.empty():
                 break
@@ -162,9 +160,10 @@ class Fanout:
 
     Each sink has its own bounded queue (options.queue_size) and thread. A full queue drops the message
     for that sink only and counts it in SinkStats.dropped; a raising sink is counted in SinkStats.failed.
-    Each sink's flush() runs at most every `flush_every_s` while it has published since its last flush,
-    so file sinks reach the disk regularly even under steady traffic. Warnings about drops and failures
-    are rate-limited to one per `warn_every_s` per sink, with a count of those held back.
+    Each sink's flush() runs every `flush_every_s`, busy or idle: file sinks reach the disk regularly under
+    steady traffic, and sinks with work due by the clock get it done when no message comes (a JSONL interval
+    flush after the last line, the clip of an event whose camera stopped sending frames). Warnings about drops
+    and failures are rate-limited to one per `warn_every_s` per sink, with a count of those held back.
     """
 
     def __init__(

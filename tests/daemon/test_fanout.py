@@ -180,6 +180,20 @@ def test_flushes_periodically_without_waiting_for_close() -> None:
     assert fanout.close(timeout=10)
 
 
+def test_an_idle_sink_is_still_flushed_periodically() -> None:
+    # flush() also does work due by the clock (a JSONL interval flush, a clip whose camera went quiet): it must
+    # come when no message does
+    sink = RecordingSink("clips")
+    fanout = Fanout([sink], Stats(), flush_every_s=0.05)
+    fanout.start()
+    fanout.submit(message(1))
+    wait_until(lambda: sink.flushes >= 1)
+    after_last_message = sink.flushes
+    wait_until(lambda: sink.flushes >= after_last_message + 3)
+    assert not sink.closed
+    assert fanout.close(timeout=10)
+
+
 def test_messages_after_close_are_dropped_and_counted() -> None:
     sink, stats = RecordingSink("s"), Stats()
     fanout = Fanout([sink], stats)

@@ -34,5 +34,6 @@ def test_short_soak_run_reports_memory_and_track_churn() -> None:
     figures = run(seconds=6.0)
     assert figures["frames"] > 50 and figures["worker_errors"] == 0
     assert figures["track_events"].get("new", 0) > 0
-    assert figures["rss_mb_before_start"] < figures["rss_mb_after_warmup"] <= figures["rss_mb_peak"]
+    # before < after warm-up is not asserted: the allocator may reuse pages an earlier test left resident
+    assert figures["rss_mb_before_start"] > 0 and 0 < figures["rss_mb_after_warmup"] <= figures["rss_mb_peak"]
     assert isinstance(figures["rss_growth_mb_per_minute"], float)
