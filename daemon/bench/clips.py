@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
+from daemon.bench.reference import decode
 from daemon.frames import Frame
 from daemon.sinks.clips import ClipOptions, ClipRecorder
 from pipelines.models import Image
@@ -26,18 +26,11 @@ PRE, EVENT_START, EVENT_END, POST = 2.0, 4.0, 9.0, 2.0
 
 
 def _frames(video: Path) -> tuple[list[Image], float]:
+    """Every frame (the bench reference loop's decoder) and the video's frame rate."""
     capture = cv2.VideoCapture(str(video))
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    images: list[Image] = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        images.append(np.asarray(image, dtype=np.uint8))
     capture.release()
-    if not images:
-        raise FileNotFoundError(f"no frames in {video}")
-    return images, fps
+    return decode(video), fps
 
 
 def _one(images: list[Image], fps: float, preset: str, folder: Path) -> dict[str, Any]:
