@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from daemon import inferpool
 from daemon.service.statusline import CLEAR_LINE
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    inferpool.install()  # before any model loads: CPU sessions split batches over the usable cores
     return int(args.func(args))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from daemon import registry
+from daemon import inferpool, registry
 from daemon.capture import Capture, make_capture
 from daemon.config import Config, pipeline_to_build
 from daemon.control.state import CameraControl
@@ -59,6 +59,7 @@ class Daemon:
     ) -> None:
         """pipeline: run this one instead of building config.pipeline from config.models (benchmarks, tests);
         models: config.models already loaded (by the pre-flight check), used by the first start only."""
+        inferpool.install()  # before start() loads models (idempotent; the CLI installs it first)
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP
         self._preloaded: dict[str, LoadedModel] = dict(models or {})

@@ -213,6 +213,8 @@ class Worker:
         worker.last_batch_size = len(batch)
         worker.batch_sizes[len(batch)] += 1
         worker.infer_ms_total += infer_ms
+        for path, ms in run.timings_ms.items():
+            worker.stage_ms_total[path] = worker.stage_ms_total.get(path, 0.0) + ms
         worker.last_progress_mono = t1
         if self.observer is not None:
             self.observer.observe_inference(pipeline.name, t1 - t0)

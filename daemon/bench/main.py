@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         ("live", "daemon.bench.live", "pipeline fps with the web UI off, on with no viewer, on with one live viewer"),
         ("clips", "daemon.bench.clips", "event clips: buffering ms per frame, encode s per video s, bytes"),
         ("motion", "daemon.bench.motion", "detector calls and cars read with motion gating off and on"),
-        ("capacity", "daemon.bench.capacity", "cameras per box with the tracked plate chain, beside a bare loop"),
+        ("capacity", "daemon.bench.capacity", "cameras per box with the tracked plate chain, beside the peer's"),
         ("peer", "daemon.bench.peer", "edgewatch vs Roboflow's InferencePipeline (own venv) vs the bare loop"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
@@ -65,7 +65,11 @@ def register(subparsers: Any) -> None:
     capacity.add_argument("--seconds", type=float, default=20.0, help="measured window per run, after a warm-up")
     capacity.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
     capacity.add_argument("--fps", type=float, default=10.0, help="frames per second taken from each camera")
-    capacity.set_defaults(func=_delegate("daemon.bench.capacity", "cameras_list", "seconds", "rounds", "fps"))
+    capacity.add_argument("--threads", type=int, default=2, help="the peer's ONNX Runtime intra-op threads per model")
+    capacity.add_argument("--no-peer", dest="peer", action="store_false",
+                          help="edgewatch only (no InferencePipeline venv)")
+    capacity.set_defaults(func=_delegate("daemon.bench.capacity", "cameras_list", "seconds", "rounds", "fps",
+                                         "threads", "peer"))
     _peer_options(which.choices["peer"])
     plates = which.choices["plates"]
     plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")

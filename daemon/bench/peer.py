@@ -78,9 +78,19 @@ def peer_fps(python: Path, model: Path, videos: list[Path], threads: int, spin: 
     return float(figures["frames"]) / float(figures["seconds"])
 
 
-def daemon_config(videos: list[Path], model: Path, threads: int, batch: int, spin: bool, workdir: Path) -> str:
+def runtime_text(threads: int | None, spin: bool) -> str:
+    """The detector's runtime options: None threads = the daemon's default (parallel_runs auto, 1 thread each);
+    a number = one session with that many intra-op threads and no split, as the peer and the bare loop run."""
+    if threads is None:
+        return f"{{spin_wait: {str(spin).lower()}}}"
+    return f"{{intra_op_threads: {threads}, parallel_runs: 1, spin_wait: {str(spin).lower()}}}"
+
+
+def daemon_config(
+    videos: list[Path], model: Path, threads: int | None, batch: int, spin: bool, workdir: Path
+) -> str:
     """A daemon config with one fast file source per video and the detector alone, results to JSONL."""
-    runtime = f"{{intra_op_threads: {threads}, spin_wait: {str(spin).lower()}}}"
+    runtime = runtime_text(threads, spin)
     sources = "".join(
         f"  - {{id: s{index}, type: file, path: '{video}', pace: fast, queue: {{size: 16}}}}\n"
         for index, video in enumerate(videos)
@@ -94,7 +104,9 @@ def daemon_config(videos: list[Path], model: Path, threads: int, batch: int, spi
     )
 
 
-def daemon_fps(videos: list[Path], model: Path, threads: int, batch: int, spin: bool, workdir: Path) -> float:
+def daemon_fps(
+    videos: list[Path], model: Path, threads: int | None, batch: int, spin: bool, workdir: Path
+) -> float:
     """Frames per second of the daemon over `videos` (all sources together), from the moment capture starts."""
     from daemon.app import Daemon
     from daemon.config import load_config
@@ -125,7 +137,11 @@ def one_round(
         figures["peer"] = peer_fps(setup["python"], model, [looped] * k, threads, spin)
     for batch in setup["batches"]:
         workdir = Path(tempfile.mkdtemp(dir=tmp))
-        figures[f"edgewatch_b{batch}"] = daemon_fps([looped] * k, model, threads, batch, spin, workdir)
+        figures[f"edgewatch_b{batch}"] = daemon_fps([looped] * k, model, None, batch, spin, workdir)
+    # A/B: the same daemon with the old runtime (one session, `threads` intra-op threads, batches run whole)
+    batch = max(setup["batches"])
+    workdir = Path(tempfile.mkdtemp(dir=tmp))
+    figures[f"edgewatch_b{batch}_one_session"] = daemon_fps([looped] * k, model, threads, batch, spin, workdir)
     return figures
 
 

@@ -89,6 +89,7 @@ class WorkerStats:
     last_batch_size: int = 0
     last_progress_mono: float = field(default_factory=time.monotonic)
     infer_ms_total: float = 0.0
+    stage_ms_total: dict[str, float] = field(default_factory=dict)  # wall ms in each stage (its path), all batches
     batch_sizes: Counter[int] = field(default_factory=Counter)
     # Tracking (daemon/trackhooks.py): per second stage classified, skipped, shed_settled, shed_new, ...
     second_stage: dict[str, Counter[str]] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from pipelines.preprocess import ChannelOrder, Floats, Image, Letterbox, Normali
 from pipelines.runtime.base import ModelLoadError, RuntimeLike, TensorInfo, model_label
 from pipelines.runtime.inputs import check_input
 from pipelines.runtime.open import open_runtime
+from pipelines.runtime.parallel import map_parts
 
 # fmt: off
 COCO_CLASSES: tuple[str, ...] = (
@@ -209,7 +210,19 @@ class Detector(Model):
 
     def _run(self, images: Sequence[Image], post: PostOptions, placed: list[Letterbox] | None = None
              ) -> list[sv.Detections]:
-        """One batch through the model; `placed` maps the outputs to source pixels when the images are tiles."""
+        """One batch through the model, in parts side by side on a CPU box (letterbox, session and decoding all
+        split: cutting only the session left a core idle while the other prepared and decoded)."""
+        if self.runtime.parallel_runs < 2 or len(images) < 2:
+            return self._run_part(images, post, placed)
+
+        def part(rows: Sequence[int]) -> list[sv.Detections]:
+            return self._run_part([images[i] for i in rows], post, [placed[i] for i in rows] if placed else None)
+
+        return map_parts(part, range(len(images)), self.runtime.parallel_runs)
+
+    def _run_part(self, images: Sequence[Image], post: PostOptions, placed: list[Letterbox] | None
+                  ) -> list[sv.Detections]:
+        """`placed` maps the outputs to source pixels when the images are tiles."""
         batch, boxes = letterbox_batch(images, self.input_wh, self.options.letterbox, self.options.pad_value)
         outputs = self.runtime.run({self.input.name: self.normalize(batch)})
         return self.decode([np.asarray(o, dtype=np.float32) for o in outputs], placed or boxes, post)

@@ -28,6 +28,7 @@ from pipelines.runtime.base import (
     warm_up,
 )
 from pipelines.runtime.batching import dynamic_batch_session
+from pipelines.runtime.parallel import resolve_runs, run_split
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ class Runtime(ModelFile):
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None, stage: str = "") -> None:
         super().__init__(path, options, stage)
+        self._splittable = True
         available = ort.get_available_providers()
         chosen = choose_providers(self.options, available, self.label)
+        first = provider_name(chosen[0][0])
+        self.parallel_runs = resolve_runs(self.options.parallel_runs, self.options.intra_op_threads, first)
         self.session = self._open(chosen)
         self.provider = provider_name(self.session.get_providers()[0])
         requested = [ORT_PROVIDER_NAMES[p] for p in self.options.providers]
@@ -78,6 +82,8 @@ class Runtime(ModelFile):
         so.log_severity_level = 3  # ORT warns about harmless export quirks (initializers listed as inputs)
         if self.options.intra_op_threads:
             so.intra_op_num_threads = self.options.intra_op_threads
+        elif self.parallel_runs > 1:  # each run on its caller's thread: no intra-op pool to wake or spin
+            so.intra_op_num_threads = 1
         if self.options.inter_op_threads:
             so.inter_op_num_threads = self.options.inter_op_threads
         if not self.options.spin_wait:
@@ -121,7 +127,17 @@ class Runtime(ModelFile):
         if len(typed) != len(self.inputs):
             missing = sorted({i.name for i in self.inputs} - set(typed))
             raise InferenceError(f"{self.label}: missing inputs {missing}")
-        return run_batched(self._run_once, typed, self.max_batch)
+        rows = next(iter(typed.values())).shape[0] if typed else 0
+        if self.parallel_runs > 1 and rows > 1 and self._splittable and self.max_batch in (None, 1):
+            joined = run_split(self._run_rows, typed, self.parallel_runs)
+            if joined is not None:
+                return joined
+            self._splittable = False  # an output without a batch axis: this model's batches run whole
+            log.info("%s: outputs have no batch axis; batches run whole, not split", self.label)
+        return self._run_rows(typed)
+
+    def _run_rows(self, feeds: dict[str, Tensor]) -> list[Tensor]:
+        return run_batched(self._run_once, feeds, self.max_batch)
 
     def _run_once(self, feeds: dict[str, Tensor]) -> list[Tensor]:
         try:

@@ -283,6 +283,7 @@ class TrtRuntime(ModelFile):
         self.profile_max_batch = self._profile_batch(2)
         self.metadata = self._sidecar_metadata()
         self.provider = "tensorrt"
+        self.parallel_runs = 1  # one GPU stream: batches go whole to the engine
         log.info("%s runs on tensorrt (engine, TensorRT %s)", self.label, trt.__version__)
         warm_up(self, self.options.warmup_runs, feeds=self._profile_feeds())
 

@@ -92,3 +92,13 @@ def test_missing_shared_files_are_named(tmp_path: Path) -> None:
 def test_the_driver_loads_the_reference_loop_by_file_path() -> None:
     module = peer_driver.load_reference()
     assert module.__name__ == "edgewatch_reference" and module.PAD == 114
+
+
+def test_edgewatch_runs_with_its_default_runtime_and_the_a_b_with_one_session(tmp_path: Path, models_dir: Path) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_text(peer.daemon_config([tmp_path / "v.mp4"], models_dir / "yolox_nano.onnx", None, 4, False, tmp_path))
+    runtime = load_config(path).models["det"].runtime
+    assert (runtime.intra_op_threads, runtime.parallel_runs, runtime.spin_wait) == (None, "auto", False)
+    path.write_text(peer.daemon_config([tmp_path / "v.mp4"], models_dir / "yolox_nano.onnx", 2, 4, False, tmp_path))
+    runtime = load_config(path).models["det"].runtime
+    assert (runtime.intra_op_threads, runtime.parallel_runs) == (2, 1)
