@@ -72,7 +72,7 @@ def run_lpr(models: list[Path], urls: list[str], threads: int, fps: float, warmu
 
     pipeline = InferencePipeline.init_with_custom_logic(
         video_reference=urls, on_video_frame=on_video_frame, on_prediction=lambda predictions, frames: None,
-        max_fps=fps,
+        max_fps=fps or None,  # 0: take every frame the camera sends
     )
     pipeline.start(use_main_thread=False)
     start = time.time() + warmup

@@ -17,7 +17,7 @@ from daemon.sources.rtsp import RtspOptions
 from tests.fixtures.rtsp_server import require_gst_rtsp
 
 
-def test_k_cameras_are_capped_rtsp_sources_behind_dropping_queues_with_default_runtimes(
+def test_k_cameras_are_rtsp_sources_behind_dropping_queues_with_default_runtimes(
     tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EDGEWATCH_MODELS", str(models_dir))
@@ -27,7 +27,7 @@ def test_k_cameras_are_capped_rtsp_sources_behind_dropping_queues_with_default_r
     config = load_config(path)
     assert [s.id for s in config.sources] == ["cam0", "cam1", "cam2"]
     assert all(isinstance(s, RtspOptions) for s in config.sources)
-    assert {(s.fps, s.queue.policy) for s in config.sources} == {(10.0, "drop_oldest")}
+    assert {(s.fps, s.queue.policy) for s in config.sources} == {(None, "drop_oldest")}  # cameras send 10 fps
     assert [s.id for s in config.sinks] == ["out"]
     assert config.pipeline.tracking is not None
     runtimes = {m.runtime.intra_op_threads for m in config.models.values()}
@@ -89,16 +89,17 @@ def test_thread_cpu_puts_the_worker_and_its_part_threads_under_inference() -> No
 @pytest.mark.integration
 def test_the_file_cameras_stream_the_video_at_its_own_pace(media_dir: Path) -> None:
     require_gst_rtsp()
-    with capacity.file_cameras(media_dir / "london_street_TestV4.mp4", 2, 12.0) as urls:
+    with capacity.file_cameras(media_dir / "london_street_TestV4.mp4", 2, 12.0, 10.0) as urls:
         assert urls[1].endswith("/cam1")
         cap = cv2.VideoCapture(urls[1], cv2.CAP_FFMPEG)
         try:
-            start, frames = time.monotonic(), 0
-            while time.monotonic() - start < 3.0:
+            start, stamps = time.monotonic(), []
+            while time.monotonic() - start < 5.0:
                 ok, image = cap.read()
                 assert ok, "no frame from the file camera"
-                frames += 1
+                stamps.append(time.monotonic() - start)
         finally:
             cap.release()
     assert image.shape == (720, 1280, 3)
-    assert 60 <= frames <= 130  # 30 fps played live (plus what the first second buffers), not as fast as decoding
+    steady = sum(1 for t in stamps if t >= 2.0)  # the first second comes in a burst (the server's preroll)
+    assert 24 <= steady <= 36  # 3 s of a 10 fps camera played live, not decoded flat out
