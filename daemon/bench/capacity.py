@@ -61,7 +61,7 @@ def file_cameras(video: Path, k: int, seconds: float, fps: float) -> Iterator[li
         subprocess.run(
             ["ffmpeg", "-v", "error", "-y", "-stream_loop", str(plays - 1), "-i", str(video), "-an",
              "-vf", f"fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast", "-bf", "0",
-             "-g", str(max(1, round(2 * fps))), str(looped)],
+             "-g", str(max(1, round(fps))), str(looped)],
             check=True,
         )  # fmt: skip
         command = [SYSTEM_PYTHON, str(SERVER), "--port", "0"]
@@ -128,6 +128,7 @@ def edgewatch_cameras(urls: Sequence[str], fps: float, seconds: float) -> dict[s
         daemon = Daemon(load_config(path))
         daemon.start()
         try:
+            _wait_streaming(daemon, 60.0)
             time.sleep(WARMUP_S)
             start = _counters(daemon), time.time(), thread_cpu()
             time.sleep(seconds)
@@ -148,7 +149,7 @@ def edgewatch_cameras(urls: Sequence[str], fps: float, seconds: float) -> dict[s
     }
 
 
-def peer_cameras(python: Path, urls: Sequence[str], fps: float, seconds: float, threads: int) -> dict[str, Any]:
+def peer_cameras(python: Path, urls: Sequence[str], seconds: float, threads: int) -> dict[str, Any]:
     """The peer's run on the k cameras (peer_driver.py --lpr in its own venv)."""
     models = SHARED / "models"
     command = [
@@ -162,7 +163,7 @@ def peer_cameras(python: Path, urls: Sequence[str], fps: float, seconds: float, 
         str(models / "plate_det_y5fu_640.onnx"),
         str(reader_model()),
         "--fps",
-        str(fps),
+        "0",  # no max_fps: the cameras send `fps` (InferencePipeline's limiter would take about 6 of 10)
         "--warmup",
         str(WARMUP_S),
         "--seconds",
@@ -180,6 +181,17 @@ def reader_model() -> Path:
     from pipelines.ocr import default_rec_model
 
     return default_rec_model()
+
+
+def _wait_streaming(daemon: Any, timeout: float) -> None:
+    """Until every camera streams: FFmpeg's probe on open buffers about a key-frame interval of frames and
+    hands them over in a burst, which must not fall into the measured window."""
+    deadline = time.monotonic() + timeout
+    while any(s.state != "streaming" for s in daemon.stats.sources.values()):
+        if time.monotonic() > deadline:
+            states = {sid: s.state for sid, s in daemon.stats.sources.items()}
+            raise RuntimeError(f"bench capacity: cameras not streaming after {timeout:g} s: {states}")
+        time.sleep(0.1)
 
 
 def _counters(daemon: Any) -> dict[str, Any]:
@@ -282,7 +294,7 @@ def run(
             for k in ks:
                 runs.setdefault(("edgewatch", k), []).append(edgewatch_cameras(urls[:k], fps, seconds))
                 if python is not None and not peer_fell_behind:
-                    row = peer_cameras(python, urls[:k], fps, seconds, threads)
+                    row = peer_cameras(python, urls[:k], seconds, threads)
                     runs.setdefault(("peer", k), []).append(row)
                     peer_fell_behind = min(row["frames"].values()) < MIN_RATE * fps * seconds
     figures: dict[str, Any] = {"fps_per_camera": fps, "seconds": seconds, "rounds": rounds, "peer_threads": threads}

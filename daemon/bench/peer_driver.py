@@ -75,6 +75,9 @@ def run_lpr(models: list[Path], urls: list[str], threads: int, fps: float, warmu
         max_fps=fps or None,  # 0: take every frame the camera sends
     )
     pipeline.start(use_main_thread=False)
+    deadline = time.time() + 60.0
+    while {row[0] for row in done} != set(range(len(urls))) and time.time() < deadline:
+        time.sleep(0.1)  # every camera has delivered (the daemon's bench waits for the same)
     start = time.time() + warmup
     time.sleep(warmup + seconds)
     pipeline.terminate()
