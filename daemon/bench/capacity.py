@@ -8,7 +8,7 @@ the server costs little). Two contenders run them, one after the other, interlea
   its runtime defaults, k `rtsp` sources behind drop_oldest queues;
 - the peer: Roboflow's InferencePipeline (`streamvision`, in its own venv, defaults), whose callback runs
   the same three models naively: vehicles, then the plate detector on every vehicle crop, then the reader on
-  every plate, one `session.run` each (daemon/bench/peer_lpr.py; cv2, numpy and ONNX Runtime only).
+  every plate, one `session.run` each (reference.NaiveLpr; cv2, numpy and ONNX Runtime only).
 
 A k passes when, over the window after a warm-up, every camera had at least 95% of its `fps` frames through
 the chain, the p99 of capture-to-result stayed under 1 s and (edgewatch, which counts them) no frame was

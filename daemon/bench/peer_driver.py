@@ -1,7 +1,7 @@
 """Runs in the peer's own venv: Roboflow's InferencePipeline with a bare callback (`bench peer`, `bench capacity`).
 
 Started as a script by the peer venv's python, which has streamvision, onnxruntime, opencv-python and numpy
-but no edgewatch: the only project code it loads is reference.py or peer_lpr.py, by file path, which need
+but no edgewatch: the only project code it loads is reference.py, by file path, which needs
 nothing else. Prints one JSON line: {"frames": n, "seconds": s, "sources": k} for `bench peer`; with --lpr,
 per camera the frames whose plate chain finished in the measured window and their capture-to-done seconds.
 """
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 
-def load_reference(name: str = "reference") -> Any:
-    """daemon/bench/<name>.py as a module of its own (the peer venv has no `daemon` package)."""
-    spec = importlib.util.spec_from_file_location(f"edgewatch_{name}", Path(__file__).with_name(f"{name}.py"))
+def load_reference() -> Any:
+    """daemon/bench/reference.py as a module of its own (the peer venv has no `daemon` package)."""
+    spec = importlib.util.spec_from_file_location("edgewatch_reference", Path(__file__).with_name("reference.py"))
     if spec is None or spec.loader is None:
         raise ImportError("peer driver: cannot load reference.py beside it")
     module = importlib.util.module_from_spec(spec)
@@ -55,12 +55,13 @@ def run(model: Path, videos: list[str], threads: int, spin: bool) -> dict[str, A
     return {"frames": done[0], "seconds": time.perf_counter() - t0, "sources": len(videos)}
 
 
-def run_lpr(models: list[Path], urls: list[str], threads: int, fps: float, warmup: float, seconds: float
-            ) -> dict[str, Any]:
+def run_lpr(
+    models: list[Path], urls: list[str], threads: int, fps: float, warmup: float, seconds: float
+) -> dict[str, Any]:
     """k live cameras at `fps` each through the naive plate chain; done frames and latencies in the window."""
     from streamvision.stream.pipeline import InferencePipeline
 
-    lpr = load_reference("peer_lpr").NaiveLpr(*models, threads)
+    lpr = load_reference().NaiveLpr(*models, threads)
     done: list[tuple[int, float, float]] = []  # (camera, captured, finished), wall-clock seconds
 
     def on_video_frame(frames: list[Any]) -> list[Any]:
@@ -71,7 +72,9 @@ def run_lpr(models: list[Path], urls: list[str], threads: int, fps: float, warmu
         return outputs
 
     pipeline = InferencePipeline.init_with_custom_logic(
-        video_reference=urls, on_video_frame=on_video_frame, on_prediction=lambda predictions, frames: None,
+        video_reference=urls,
+        on_video_frame=on_video_frame,
+        on_prediction=lambda predictions, frames: None,
         max_fps=fps or None,  # 0: take every frame the camera sends
     )
     pipeline.start(use_main_thread=False)

@@ -1,4 +1,4 @@
-"""The peer's naive plate chain (no project code) finds what edgewatch's models find on the same pictures."""
+"""reference.py's naive plate chain (the peer's callback, no project code) finds what edgewatch's models find."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.bench.peer_lpr import NaiveLpr
+from daemon.bench.reference import NaiveLpr
 from pipelines.models import load_model
 from pipelines.ocr import default_rec_model
 
