@@ -1,14 +1,57 @@
-"""CvCapture: a cv2.VideoCapture that one thread reads while another may close it at any moment."""
+"""CvCapture: a cv2.VideoCapture that one thread reads while another may close it at any moment; and the
+options of the sources that decode with OpenCV's FFmpeg backend (file, rtsp)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 import cv2
+from pydantic import Field
 
-from daemon.sources.base import SourceClosed
+from daemon.sources.base import SourceClosed, SourceOptions
 from pipelines.preprocess import Image, as_image
+
+log = logging.getLogger(__name__)
+
+HwDecode = Literal["off", "any", "vaapi"]
+HW_DECODE: dict[str, int] = {
+    "off": cv2.VIDEO_ACCELERATION_NONE,
+    "any": cv2.VIDEO_ACCELERATION_ANY,
+    "vaapi": cv2.VIDEO_ACCELERATION_VAAPI,
+}
+
+
+class DecodeOptions(SourceOptions):
+    """Options of a source decoded by OpenCV's FFmpeg backend."""
+
+    hw_decode: HwDecode = Field(
+        "off",
+        description="Ask OpenCV's FFmpeg backend for hardware decoding: any (what the build and the box have) or "
+        "vaapi (Intel/AMD). Falls back to the CPU, with a warning, where the OpenCV build or the box has none "
+        "(the opencv-python wheel usually has none: the gstreamer source's presets are the way to NVDEC/VA-API).",
+    )
+
+
+def open_params(options: DecodeOptions) -> list[int]:
+    """cv2.VideoCapture parameters for the options (none when hardware decoding is off)."""
+    if options.hw_decode == "off":
+        return []
+    return [cv2.CAP_PROP_HW_ACCELERATION, HW_DECODE[options.hw_decode]]
+
+
+def report_decoder(options: DecodeOptions, cap: cv2.VideoCapture) -> None:
+    """Say which decoder runs when hardware decoding was asked for: a silent CPU fallback costs cameras."""
+    if options.hw_decode == "off":
+        return
+    used = int(cap.get(cv2.CAP_PROP_HW_ACCELERATION))
+    if used == cv2.VIDEO_ACCELERATION_NONE:
+        log.warning("source %s: hw_decode %s asked for, but OpenCV decodes on the CPU (its FFmpeg build or this "
+                    "box has no such decoder)", options.id, options.hw_decode)
+    else:
+        log.info("source %s: hardware decoding (OpenCV acceleration %d)", options.id, used)
 
 
 class CvCapture:

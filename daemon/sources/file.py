@@ -13,7 +13,7 @@ import cv2
 from pydantic import Field, model_validator
 
 from daemon.sources.base import Source, SourceClosed, SourceError, SourceOptions
-from daemon.sources.cvcapture import CvCapture
+from daemon.sources.cvcapture import CvCapture, DecodeOptions, open_params, report_decoder
 from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ FALLBACK_FPS = 25.0  # when the container does not say; only used for pts and pa
 MAX_LAG_S = 0.5  # realtime pacing behind by more than this restarts its clock instead of bursting
 
 
-class FileOptions(SourceOptions):
+class FileOptions(DecodeOptions):
     path: str = Field(..., description="Video file to read (any container and codec FFmpeg decodes).")
     pace: Literal["realtime", "fast"] = Field(
         "realtime",
@@ -78,10 +78,11 @@ class FileSource(Source):
         path = Path(self.opts.path)
         if not path.is_file():
             raise SourceError(f"source {self.options.id}: video file {path} does not exist or is not a file")
-        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, open_params(self.opts))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"source {self.options.id}: cannot decode video file {path} with FFmpeg")
+        report_decoder(self.opts, cap)
         self._closed.clear()
         self._cv = CvCapture(cap, f"video file {path}")
         fps = self._cv.get(cv2.CAP_PROP_FPS)

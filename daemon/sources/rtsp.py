@@ -17,7 +17,7 @@ import cv2
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from daemon.sources.base import Source, SourceError, SourceOptions, mask_credentials
-from daemon.sources.cvcapture import CvCapture
+from daemon.sources.cvcapture import CvCapture, DecodeOptions, open_params, report_decoder
 from pipelines.preprocess import Image
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 _OPEN_LOCK = threading.Lock()
 
 
-class RtspOptions(SourceOptions):
+class RtspOptions(DecodeOptions):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors must not echo the URL
 
     url: str = Field(
@@ -112,6 +112,7 @@ class RtspSource(Source):
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.opts.open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.opts.read_timeout_s * 1000),
+            *open_params(self.opts),
         ]
         with _OPEN_LOCK:
             before = _socket_fds()
@@ -127,6 +128,7 @@ class RtspSource(Source):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.describe()}: {self._open_failure(host, port, took)}")
+        report_decoder(self.opts, cap)
         capture = CvCapture(cap, f"RTSP stream {self.safe_url}", lambda: _shutdown(ours))
         with self._lock:
             self._cv, self._first = capture, True
