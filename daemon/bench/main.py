@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
         ("motion", "daemon.bench.motion", "detector calls and cars read with motion gating off and on"),
         ("capacity", "daemon.bench.capacity", "cameras per box with the tracked plate chain, beside the peer's"),
         ("peer", "daemon.bench.peer", "edgewatch vs Roboflow's InferencePipeline (own venv) vs the bare loop"),
+        ("sessions", "daemon.bench.sessions", "one ORT session's threads vs single-thread runs side by side, bare"),
     ):
         sub = which.add_parser(name, help=f"{summary} ({module})")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -64,13 +65,18 @@ def register(subparsers: Any) -> None:
     capacity.add_argument("--cameras", dest="cameras_list", default="1,2,3", help="comma-separated camera counts")
     capacity.add_argument("--seconds", type=float, default=20.0, help="measured window per run, after a warm-up")
     capacity.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
-    capacity.add_argument("--fps", type=float, default=10.0, help="frames per second taken from each camera")
+    capacity.add_argument("--fps", type=float, default=10.0, help="frames per second each camera sends")
     capacity.add_argument("--threads", type=int, default=2, help="the peer's ONNX Runtime intra-op threads per model")
     capacity.add_argument("--no-peer", dest="peer", action="store_false",
                           help="edgewatch only (no InferencePipeline venv)")
     capacity.set_defaults(func=_delegate("daemon.bench.capacity", "cameras_list", "seconds", "rounds", "fps",
                                          "threads", "peer"))
     _peer_options(which.choices["peer"])
+    sessions = which.choices["sessions"]
+    sessions.add_argument("--rounds", type=int, default=3, help="interleaved rounds; fps are medians")
+    sessions.add_argument("--threads", type=int, default=2, help="intra-op threads, and runs side by side")
+    sessions.add_argument("--frames", type=int, default=150, help="frames of the London clip")
+    sessions.set_defaults(func=_delegate("daemon.bench.sessions", "rounds", "threads", "frames"))
     plates = which.choices["plates"]
     plates.add_argument("--seeds", type=int, default=5, help="rendered streets, seeds 0..N-1")
     plates.add_argument("--chains", default="plate,text", help="comma-separated: plate (plate detector), text")
