@@ -65,8 +65,8 @@ class RuntimeOptions(BaseModel):
         default="auto",
         description="CPU: a batch is cut into this many parts that run side by side on one session, each on "
         "one thread with `intra_op_threads` (default 1) inside. auto: usable cores / intra_op_threads, at most 4; "
-        "1 on a GPU and outside the daemon (pipelines/runtime/parallel.py: 2 single-thread runs did 134-137 fps of "
-        "YOLOX-nano on 2 cores against 106-122 for one 2-thread session).",
+        "1 on a GPU and outside the daemon. An explicit number is capped at the usable cores (`edgewatch bench "
+        "sessions`: 2 single-thread runs did 130.5 fps of YOLOX-nano on 2 cores, one 2-thread session 102.7).",
     )
     spin_wait: bool = Field(
         default=False,

@@ -1,8 +1,8 @@
 """Concurrent runs of one CPU session: a batch split into parts that run side by side, one thread each.
 
 On a small CPU box one ONNX Runtime session with N intra-op threads scales badly on small models (YOLOX-nano on
-2 cores: 1 thread 69 fps, 2 threads 106 with spinning and 68 without), while N single-threaded runs of the
-same session side by side reach 134-137 fps (`edgewatch bench peer`, README "Benchmarks"). ORT's `run` is
+2 cores, `edgewatch bench sessions`: 1 thread 66.5 fps, 2 threads 102.7 spinning and 84.1 not), while N
+single-threaded runs of the same session side by side reach 130.5 fps (README "Configuration", "Benchmarks"). ORT's `run` is
 thread-safe and releases the GIL, so a batch is cut into `parallel_runs` parts and each part runs on one core.
 
 `pipelines/` starts no threads (DESIGN.md): whoever owns threads installs a `Runner` here (the daemon does,
