@@ -2,8 +2,9 @@
 
 On a small CPU box one ONNX Runtime session with N intra-op threads scales badly on small models (YOLOX-nano on
 2 cores, `edgewatch bench sessions`: 1 thread 66.5 fps, 2 threads 102.7 spinning and 84.1 not), while N
-single-threaded runs of the same session side by side reach 130.5 fps (README "Configuration", "Benchmarks"). ORT's `run` is
-thread-safe and releases the GIL, so a batch is cut into `parallel_runs` parts and each part runs on one core.
+single-threaded runs of the same session side by side reach 130.5 fps (README "Configuration", "Benchmarks").
+ORT's `run` is thread-safe and releases the GIL, so a batch is cut into `parallel_runs` parts and each part runs
+on one core.
 
 `pipelines/` starts no threads (DESIGN.md): whoever owns threads installs a `Runner` here (the daemon does,
 daemon/inferpool.py). Without one, `parallel_runs: auto` resolves to 1 and ORT keeps its own thread pool,
