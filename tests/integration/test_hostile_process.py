@@ -80,7 +80,8 @@ def busy_chain(models_dir: Path, media_dir: Path) -> dict[str, Any]:
     cpu = {"providers": ["cpu"], "intra_op_threads": 1}
     return {
         "models": {
-            "vehicles": {**detector(models_dir), "class_filter": ["car", "bus", "truck"]},
+            # tiles: seven detector runs a frame, so that a faster runtime cannot empty the queue within 3 s
+            "vehicles": {**detector(models_dir), "class_filter": ["car", "bus", "truck"], "tiles": {"grid": [3, 2]}},
             "plates": {
                 "type": "yolov5",
                 "path": str(models_dir / "plate_det_y5fu_640.onnx"),
